@@ -1,0 +1,150 @@
+// Package event is the wire contract between ingest and writer: the event as it travels
+// through JetStream, how it is encoded, and the names of every stream, subject and bucket.
+//
+// Change it deliberately: the golden test in this package pins the encoding, and a
+// writer must keep reading what older ingest replicas still publish.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Version is the wire format version ingest writes. Readers accept every version up to
+// and including it.
+const Version = 1
+
+// PageviewName is the event name of a pageview; any other name is a custom event.
+const PageviewName = "pageview"
+
+// ErrDecode wraps every reason a message cannot be decoded; such a message is poison and
+// is terminated, never retried.
+var ErrDecode = errors.New("decode event")
+
+// Event is one pageview or custom event, enriched at ingest. Its ID and Time are set once
+// at ingest and never change afterwards: together they are the event's key in Postgres.
+type Event struct {
+	V       int       `json:"v"`
+	ID      uuid.UUID `json:"id"`
+	Time    time.Time `json:"ts"`
+	SiteID  int64     `json:"site"`
+	Name    string    `json:"n"`
+	Visitor int64     `json:"vid"`
+
+	Hostname string `json:"host,omitempty"`
+	Path     string `json:"p"`
+	// Referrer is the referring URL as the browser sent it; RefSource its reduced form
+	// (a host or a known name such as "Google").
+	Referrer  string `json:"r,omitempty"`
+	RefSource string `json:"src,omitempty"`
+
+	UTMSource   string `json:"utm_source,omitempty"`
+	UTMMedium   string `json:"utm_medium,omitempty"`
+	UTMCampaign string `json:"utm_campaign,omitempty"`
+	UTMTerm     string `json:"utm_term,omitempty"`
+	UTMContent  string `json:"utm_content,omitempty"`
+
+	Country string `json:"cc,omitempty"`
+	Region  string `json:"region,omitempty"`
+	Browser string `json:"browser,omitempty"`
+	OS      string `json:"os,omitempty"`
+	Device  string `json:"device,omitempty"`
+
+	ScreenW int `json:"sw,omitempty"`
+	ScreenH int `json:"sh,omitempty"`
+	// DurationMS is engagement time: how long the page was visible, in milliseconds.
+	DurationMS int64 `json:"d,omitempty"`
+
+	Props map[string]string `json:"props,omitempty"`
+}
+
+// New returns an event with a fresh UUIDv7 id, stamped at now (in UTC, to the microsecond
+// Postgres keeps, so a redelivered event compares equal to the stored row).
+func New(now time.Time, siteID int64, name string) (Event, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Event{}, fmt.Errorf("mint event id: %w", err)
+	}
+	return Event{
+		V:      Version,
+		ID:     id,
+		Time:   now.UTC().Truncate(time.Microsecond),
+		SiteID: siteID,
+		Name:   name,
+	}, nil
+}
+
+// IsPageview reports whether the event counts as a pageview.
+func (e *Event) IsPageview() bool { return e.Name == PageviewName }
+
+// Encode returns the wire form of e.
+func Encode(e *Event) ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	return b, nil
+}
+
+// Decode parses the wire form. Unknown fields are ignored so that an older reader keeps
+// working while a newer ingest adds fields; anything the writer could not store is an
+// ErrDecode.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("%w: %w", ErrDecode, err)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Validate checks what every stored event must have. Ingest refuses bad input long before
+// this; Validate guards the writer against messages from elsewhere.
+func (e *Event) Validate() error {
+	switch {
+	case e.V < 1 || e.V > Version:
+		return fmt.Errorf("%w: unsupported version %d", ErrDecode, e.V)
+	case e.ID == uuid.Nil:
+		return fmt.Errorf("%w: missing id", ErrDecode)
+	case e.Time.IsZero():
+		return fmt.Errorf("%w: missing timestamp", ErrDecode)
+	case e.SiteID <= 0:
+		return fmt.Errorf("%w: missing site", ErrDecode)
+	case e.Name == "":
+		return fmt.Errorf("%w: missing name", ErrDecode)
+	}
+	for _, s := range e.texts() {
+		if !Storable(s) {
+			return fmt.Errorf("%w: text Postgres cannot store", ErrDecode)
+		}
+	}
+	for k, v := range e.Props {
+		if !Storable(k) || !Storable(v) {
+			return fmt.Errorf("%w: property Postgres cannot store", ErrDecode)
+		}
+	}
+	return nil
+}
+
+func (e *Event) texts() []string {
+	return []string{e.Name, e.Hostname, e.Path, e.Referrer, e.RefSource, e.UTMSource,
+		e.UTMMedium, e.UTMCampaign, e.UTMTerm, e.UTMContent, e.Country, e.Region,
+		e.Browser, e.OS, e.Device}
+}
+
+// Storable reports whether Postgres can store s as text: valid UTF-8 with no NUL.
+func Storable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
+}

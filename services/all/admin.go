@@ -1,0 +1,171 @@
+package all
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/haru-analytics/haru/pkg/config"
+	"github.com/haru-analytics/haru/pkg/pgutil"
+	"github.com/haru-analytics/haru/services/query"
+)
+
+// Demo account seeded by `haru admin seed-demo` (and so by `make run`).
+const (
+	DemoEmail    = "dev@haru.local"
+	DemoPassword = "devsecret123456"
+	DemoDomain   = "demo.haru.local"
+)
+
+const adminUsage = `usage: haru admin <command> [flags]
+
+commands:
+  migrate                                   create the database if missing, apply migrations
+  create-user -email E -password P          register a user
+  reset-password -email E -password P       set a user's password
+  create-site -email E -name N -domain D [-timezone TZ]
+                                            add a site for a user; prints its id and token
+  create-api-key -email E [-name N]         print a new stats API key (replaces one of that name)
+  seed-demo [-public-url URL]               ensure the demo account and site; print token, key and curl lines
+
+Every command reads HARU_DATABASE_URL.`
+
+// Admin runs one admin command.
+func Admin(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(stdout, adminUsage)
+		return nil
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("haru admin "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	email := fs.String("email", "", "user's email")
+	password := fs.String("password", "", "user's password (at least 10 characters)")
+	name := fs.String("name", "", "site or key name")
+	domain := fs.String("domain", "", "site domain, such as example.com")
+	tz := fs.String("timezone", "UTC", "site timezone (IANA name)")
+	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	env := config.NewEnv(getenv)
+	dbURL := env.String("HARU_DATABASE_URL", pgutil.DefaultURL)
+	if _, err := pgutil.EnsureDatabase(ctx, dbURL); err != nil {
+		return err
+	}
+	pool, err := pgutil.Open(ctx, dbURL, 2, "haru-admin")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	version, err := pgutil.Migrate(ctx, pool)
+	if err != nil {
+		return err
+	}
+	adm, err := query.NewAdmin(pool)
+	if err != nil {
+		return err
+	}
+	need := func(vals ...string) error {
+		for _, v := range vals {
+			if strings.TrimSpace(v) == "" {
+				return fmt.Errorf("%s: missing a required flag\n%s", cmd, adminUsage)
+			}
+		}
+		return nil
+	}
+	switch cmd {
+	case "migrate":
+		fmt.Fprintf(stdout, "database %s at schema version %d\n", config.MaskURL(dbURL), version)
+		return nil
+	case "create-user":
+		if err := need(*email, *password); err != nil {
+			return err
+		}
+		id, err := adm.CreateUser(ctx, *email, *password)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %d %s\n", id, *email)
+		return nil
+	case "reset-password":
+		if err := need(*email, *password); err != nil {
+			return err
+		}
+		if err := adm.ResetPassword(ctx, *email, *password); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "password reset for %s\n", *email)
+		return nil
+	case "create-site":
+		if err := need(*email, *name, *domain); err != nil {
+			return err
+		}
+		s, err := adm.CreateSite(ctx, *email, *name, *domain, *tz)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "site_id=%d\ntoken=%s\n", s.ID, s.Token)
+		return nil
+	case "create-api-key":
+		if err := need(*email); err != nil {
+			return err
+		}
+		if *name == "" {
+			*name = "default"
+		}
+		key, err := adm.CreateAPIKey(ctx, *email, *name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, key)
+		return nil
+	case "seed-demo":
+		s, key, err := adm.EnsureDemo(ctx, DemoEmail, DemoPassword, "Demo site", DemoDomain)
+		if err != nil {
+			return err
+		}
+		origin := *publicURL
+		if origin == "" {
+			origin = publicOrigin(env)
+		}
+		printDemo(stdout, origin, s, key)
+		return nil
+	default:
+		return errors.New("unknown admin command " + cmd + "\n" + adminUsage)
+	}
+}
+
+// publicOrigin is where a person on this machine reaches the single binary.
+func publicOrigin(env *config.Env) string {
+	if u := env.String("HARU_PUBLIC_URL", ""); u != "" {
+		return strings.TrimSuffix(u, "/")
+	}
+	addr := env.String("HARU_HTTP_ADDR", ":4000")
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	return "http://" + addr
+}
+
+func printDemo(w io.Writer, origin string, s query.SiteInfo, key string) {
+	fmt.Fprintf(w, `
+Demo account: %s / %s
+Demo site:    %s (id %d)
+Site token:   %s
+API key:      %s
+
+Send a pageview:
+  curl -i -X POST '%s/api/collect' -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"p":"/home","r":"https://google.com","sw":1920,"sh":1080}'
+
+Read today's stats:
+  curl -s '%s/api/sites/%d/stats?period=today' -H 'Authorization: Bearer %s'
+
+Watch the live stream:
+  curl -N '%s/api/sites/%d/live?key=%s'
+
+`, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
+}

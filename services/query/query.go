@@ -1,0 +1,237 @@
+// Package query is what site owners reach: accounts, sites and API keys (Postgres is
+// their source of truth, mirrored into the NATS site registry for ingest), the stats API,
+// and live streams that push new figures when the writer announces an update.
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/config"
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/pgutil"
+	"github.com/haru-analytics/haru/pkg/server"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+	"github.com/haru-analytics/haru/services/query/internal/account"
+	"github.com/haru-analytics/haru/services/query/internal/live"
+	"github.com/haru-analytics/haru/services/query/internal/mirror"
+	"github.com/haru-analytics/haru/services/query/internal/stats"
+)
+
+// Config is the query service's configuration.
+type Config struct {
+	NATS        natsutil.Config
+	DatabaseURL string
+	HTTPAddr    string
+	OpsAddr     string
+	// MirrorInterval is how often the site registry is fully reconciled with Postgres,
+	// besides the change notifications.
+	MirrorInterval time.Duration
+	// Heartbeat is how often an idle live stream sends a comment, so a vanished viewer
+	// is noticed and proxies keep the connection open.
+	Heartbeat  time.Duration
+	DBMaxConns int
+	Migrate    bool
+	LogLevel   string
+}
+
+// ConfigFromEnv reads the HARU_* variables of the query service.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	env := config.NewEnv(getenv)
+	cfg := Config{
+		NATS:           natsutil.ConfigFromEnv(env),
+		DatabaseURL:    env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
+		HTTPAddr:       env.String("HARU_HTTP_ADDR", ":4030"),
+		OpsAddr:        env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
+		MirrorInterval: env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
+		Heartbeat:      env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
+		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
+		Migrate:        env.Bool("HARU_MIGRATE", true),
+		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
+	}
+	return cfg, env.Err()
+}
+
+// Validate reports every setting the query service cannot start with.
+func (c Config) Validate(requireNATS bool) error {
+	var errs []error
+	if err := c.NATS.Validate(requireNATS); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("HARU_DATABASE_URL is required"))
+	}
+	if c.MirrorInterval < time.Second {
+		errs = append(errs, fmt.Errorf("HARU_MIRROR_INTERVAL %s: want at least 1s", c.MirrorInterval))
+	}
+	if c.Heartbeat < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("HARU_SSE_HEARTBEAT %s: want at least 100ms", c.Heartbeat))
+	}
+	if c.DBMaxConns < 2 {
+		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are what the query service is given rather than builds.
+type Deps struct {
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	Health  *telemetry.Health
+	Clock   clock.Clock
+	NATS    *nats.Conn
+	Pool    *pgxpool.Pool
+}
+
+// Service is a running query service.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    clock.Clock
+	nc       *nats.Conn
+	names    event.Names
+	accounts *account.Store
+	stats    *stats.Querier
+	mirror   *mirror.Mirror
+	hub      *live.Hub
+}
+
+// New builds the service and makes sure the site registry bucket exists.
+func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
+	if deps.Log == nil || deps.Metrics == nil || deps.Health == nil || deps.Clock == nil || deps.NATS == nil || deps.Pool == nil {
+		return nil, errors.New("query: nil dependency")
+	}
+	names := cfg.NATS.Names()
+	js, err := jetstream.New(deps.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sitesKV, err := natsutil.EnsureSites(ctx, js, names, cfg.NATS.Stream.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := account.New(deps.Pool)
+	if err != nil {
+		return nil, err
+	}
+	st, err := stats.New(deps.Pool)
+	if err != nil {
+		return nil, err
+	}
+	mir, err := mirror.New(deps.Pool, sitesKV, deps.Log, cfg.MirrorInterval)
+	if err != nil {
+		return nil, err
+	}
+	deps.Health.Add("query_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
+	deps.Health.Add("query_nats", func(context.Context) error {
+		if !deps.NATS.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	deps.Health.Add("query_site_mirror", func(context.Context) error {
+		if !mir.Synced() {
+			return errors.New("site registry not mirrored yet")
+		}
+		return nil
+	})
+	return &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
+		accounts: accounts, stats: st, mirror: mir, hub: live.NewHub()}, nil
+}
+
+// Register mounts the query service's routes: every route of the service is here.
+func (s *Service) Register(r fiber.Router) {
+	// Middleware is per route, not per group: in the single binary ingest's routes share
+	// the /api prefix and must not pass through these.
+	r.Get("/api/sites", mapErrors, s.requireAPIKey, s.handleSites)
+	r.Get("/api/sites/:site/stats", mapErrors, s.requireAPIKey, s.withSite, s.handleStats)
+	r.Get("/api/sites/:site/live", mapErrors, s.requireAPIKey, s.withSite, s.handleLive)
+}
+
+// Run mirrors the site registry and relays update signals until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	sub, err := s.hub.Subscribe(s.nc, s.names.UpdatedWildcard())
+	if err != nil {
+		return fmt.Errorf("subscribe to updates: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	return s.mirror.Run(ctx)
+}
+
+// CloseStreams ends every open live stream; call it before HTTP shutdown, which would
+// otherwise wait for them.
+func (s *Service) CloseStreams() { s.hub.Close() }
+
+// Run is the composition root of the query service running alone.
+func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
+	if err := cfg.Validate(true); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	config.Print(stdout, "query", cfg)
+	pool, err := pgutil.Open(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns), "haru-query")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if cfg.Migrate {
+		if _, err := pgutil.Migrate(ctx, pool); err != nil {
+			return err
+		}
+	}
+	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-query", deps.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deps.NATS, deps.Pool = nc, pool
+	svc, err := New(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	app := fiber.New(AppConfig(deps.Log))
+	svc.Register(app)
+	ln, err := server.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	opsLn, err := server.Listen(cfg.OpsAddr)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	reg, _ := deps.Metrics.(prometheus.Gatherer)
+	if reg == nil {
+		reg = prometheus.DefaultGatherer
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return server.Serve(gctx, app, ln, deps.Log, svc.CloseStreams) })
+	g.Go(func() error { return server.Serve(gctx, telemetry.OpsApp(reg, deps.Health), opsLn, deps.Log, nil) })
+	err = g.Wait()
+	natsutil.Drain(nc, deps.Log)
+	return err
+}
+
+// AppConfig is the Fiber configuration of the query service's routes. Live streams need
+// no write timeout: fasthttp would apply it to the whole streamed response.
+func AppConfig(log *slog.Logger) fiber.Config {
+	return fiber.Config{
+		DisableStartupMessage: true,
+		ReadTimeout:           10 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ErrorHandler:          server.ErrorHandler(log),
+	}
+}

@@ -1,0 +1,397 @@
+// Package writer turns the at-least-once events stream into exact rows in Postgres: it
+// consumes the stream with a durable pull consumer shared by every writer replica, writes
+// each batch in one transaction, acknowledges only after commit, and then announces which
+// sites changed.
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/config"
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/pgutil"
+	"github.com/haru-analytics/haru/pkg/server"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+	"github.com/haru-analytics/haru/services/writer/internal/store"
+)
+
+// Config is the writer's configuration.
+type Config struct {
+	NATS        natsutil.Config
+	DatabaseURL string
+	// OpsAddr serves /metrics, /healthz and /readyz when the writer runs alone.
+	OpsAddr string
+	// BatchSize and BatchAge close a batch, whichever comes first.
+	BatchSize int
+	BatchAge  time.Duration
+	// DBMaxConns bounds the writer's Postgres pool.
+	DBMaxConns int
+	// Migrate applies pending migrations at start.
+	Migrate  bool
+	LogLevel string
+}
+
+// ConfigFromEnv reads the HARU_* variables of the writer.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	env := config.NewEnv(getenv)
+	cfg := Config{
+		NATS:        natsutil.ConfigFromEnv(env),
+		DatabaseURL: env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
+		OpsAddr:     env.String("HARU_OPS_ADDR", "127.0.0.1:4021"),
+		BatchSize:   env.Int("HARU_BATCH_SIZE", 5000),
+		BatchAge:    env.Duration("HARU_BATCH_AGE", 200*time.Millisecond),
+		DBMaxConns:  env.Int("HARU_DB_MAX_CONNS", 4),
+		Migrate:     env.Bool("HARU_MIGRATE", true),
+		LogLevel:    env.String("HARU_LOG_LEVEL", "info"),
+	}
+	return cfg, env.Err()
+}
+
+// Validate reports every setting the writer cannot start with.
+func (c Config) Validate(requireNATS bool) error {
+	var errs []error
+	if err := c.NATS.Validate(requireNATS); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("HARU_DATABASE_URL is required"))
+	}
+	if c.BatchSize < 1 || c.BatchSize > 50000 {
+		errs = append(errs, fmt.Errorf("HARU_BATCH_SIZE %d: want 1..50000", c.BatchSize))
+	}
+	if c.BatchAge < time.Millisecond || c.BatchAge > 10*time.Second {
+		errs = append(errs, fmt.Errorf("HARU_BATCH_AGE %s: want 1ms..10s", c.BatchAge))
+	}
+	if c.DBMaxConns < 1 {
+		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 1", c.DBMaxConns))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are what the writer is given rather than builds.
+type Deps struct {
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	Health  *telemetry.Health
+	Clock   clock.Clock
+	NATS    *nats.Conn
+	Pool    *pgxpool.Pool
+}
+
+// Service is a running writer.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    clock.Clock
+	nc       *nats.Conn
+	names    event.Names
+	consumer jetstream.Consumer
+	store    *store.Store
+	metrics  *metrics
+}
+
+// New sets up the stream and the shared durable consumer and returns the writer.
+func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
+	if deps.Log == nil || deps.Metrics == nil || deps.Health == nil || deps.Clock == nil || deps.NATS == nil || deps.Pool == nil {
+		return nil, errors.New("writer: nil dependency")
+	}
+	names := cfg.NATS.Names()
+	js, err := jetstream.New(deps.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := natsutil.EnsureStream(ctx, js, names, cfg.NATS.Stream); err != nil {
+		return nil, err
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, names.Stream, ConsumerConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer: %w", err)
+	}
+	st, err := store.New(deps.Pool)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	deps.Health.Add("writer_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
+	deps.Health.Add("writer_nats", func(context.Context) error {
+		if !deps.NATS.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	return &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
+		consumer: cons, store: st, metrics: m}, nil
+}
+
+// ConsumerConfig is the durable pull consumer all writers share. MaxAckPending lets a few
+// batches be in flight across replicas; AckWait is far longer than a batch write, so a
+// slow commit is never redelivered mid-write; redelivery is unlimited, so an outage of
+// Postgres never drops events.
+func ConsumerConfig(cfg Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       event.ConsumerName,
+		Description:   "Haru writers: events into Postgres",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       2 * time.Minute,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * cfg.BatchSize,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Run consumes until ctx ends, then finishes and acknowledges the batch in hand.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.store.EnsureAhead(ctx, s.clock.Now()); err != nil {
+		return err
+	}
+	iter, err := s.consumer.Messages(jetstream.PullMaxMessages(s.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, s.cfg.BatchSize)
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		defer close(msgs)
+		for {
+			msg, err := iter.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					s.log.Error("consume stopped", "err", err)
+				}
+				return
+			}
+			msgs <- msg
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// Stop pulling when asked; the loop below drains what was already pulled.
+		<-gctx.Done()
+		iter.Drain()
+		return nil
+	})
+	g.Go(func() error { return s.partitionsAhead(gctx) })
+	g.Go(func() error {
+		// The batch loop ends when the pump closes msgs, not on ctx, so the last batch is
+		// written and acked; its writes use a context that outlives ctx for that reason.
+		s.batchLoop(context.WithoutCancel(ctx), msgs)
+		return nil
+	})
+	err = g.Wait()
+	<-pumpDone
+	return err
+}
+
+// batchLoop collects messages into batches closed by size or age and writes each.
+func (s *Service) batchLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
+	batch := make([]jetstream.Msg, 0, s.cfg.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(batch) > 0 {
+			s.handleBatch(ctx, batch)
+			batch = batch[:0]
+		}
+		timer.Stop()
+	}
+	for {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				flush()
+				return
+			}
+			if len(batch) == 0 {
+				timer.Reset(s.cfg.BatchAge)
+			}
+			batch = append(batch, msg)
+			if len(batch) >= s.cfg.BatchSize {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+// handleBatch is a batch's whole path: decode, write in one transaction, ack after
+// commit, announce.
+func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	start := time.Now()
+	events := make([]event.Event, 0, len(msgs))
+	good := make([]jetstream.Msg, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := event.Decode(m.Data())
+		if err != nil {
+			// Poison: retrying cannot help. Terminate it so it leaves the stream.
+			s.metrics.terminated.Inc()
+			s.log.Error("terminating undecodable message", "subject", m.Subject(), "err", err)
+			_ = m.TermWithReason(err.Error())
+			continue
+		}
+		events = append(events, e)
+		good = append(good, m)
+	}
+	if len(events) == 0 {
+		return
+	}
+	res, err := s.store.Write(ctx, events)
+	if err != nil {
+		s.metrics.batchErrors.Inc()
+		delay := retryDelay(good[0])
+		s.log.Error("write batch failed; will retry", "events", len(events), "retry_in", delay.String(), "err", err)
+		for _, m := range good {
+			_ = m.NakWithDelay(delay)
+		}
+		return
+	}
+	for _, m := range good {
+		// A lost ack only means a redelivery, which the unique key turns into a no-op.
+		_ = m.Ack()
+	}
+	s.metrics.batchSize.Observe(float64(len(events)))
+	s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+	s.metrics.rowsWritten.Add(float64(res.Inserted))
+	s.metrics.skipped.Add(float64(len(events) - res.Inserted))
+	s.announce(res)
+}
+
+// announce tells query replicas, over core NATS, which sites have new data.
+func (s *Service) announce(res store.Result) {
+	now := s.clock.Now().UTC()
+	for _, sc := range res.Sites {
+		data, err := event.EncodeUpdated(event.Updated{SiteID: sc.SiteID, Events: sc.Inserted, From: sc.From, To: sc.To, At: now})
+		if err != nil {
+			continue
+		}
+		if err := s.nc.Publish(s.names.UpdatedSubject(sc.SiteID), data); err != nil {
+			s.log.Warn("announce update", "site_id", sc.SiteID, "err", err)
+		}
+	}
+}
+
+// retryDelay backs off with the number of deliveries: 1s, 2s, 4s … up to 30s.
+func retryDelay(m jetstream.Msg) time.Duration {
+	n := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		n = md.NumDelivered
+	}
+	d := time.Second << min(n-1, 5)
+	return min(d, 30*time.Second)
+}
+
+// partitionsAhead keeps next months' partitions created, checking hourly.
+func (s *Service) partitionsAhead(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.store.EnsureAhead(ctx, s.clock.Now()); err != nil {
+				s.log.Warn("create partitions ahead", "err", err)
+			}
+		}
+	}
+}
+
+// Run is the composition root of the writer running alone.
+func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
+	if err := cfg.Validate(true); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	config.Print(stdout, "writer", cfg)
+	pool, err := pgutil.Open(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns), "haru-writer")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if cfg.Migrate {
+		if _, err := pgutil.Migrate(ctx, pool); err != nil {
+			return err
+		}
+	}
+	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-writer", deps.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deps.NATS, deps.Pool = nc, pool
+	svc, err := New(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	opsLn, err := server.Listen(cfg.OpsAddr)
+	if err != nil {
+		return err
+	}
+	reg, _ := deps.Metrics.(prometheus.Gatherer)
+	if reg == nil {
+		reg = prometheus.DefaultGatherer
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return server.Serve(gctx, telemetry.OpsApp(reg, deps.Health), opsLn, deps.Log, nil) })
+	err = g.Wait()
+	natsutil.Drain(nc, deps.Log)
+	return err
+}
+
+// metrics are the writer's Prometheus series.
+type metrics struct {
+	batchSize     prometheus.Histogram
+	commitSeconds prometheus.Histogram
+	rowsWritten   prometheus.Counter
+	skipped       prometheus.Counter
+	terminated    prometheus.Counter
+	batchErrors   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "haru_writer_batch_events", Help: "Events per written batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "haru_writer_commit_seconds", Help: "Time to write and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}),
+		rowsWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_rows_written_total", Help: "Events inserted into Postgres.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_events_skipped_total", Help: "Events not inserted: duplicates or of deleted sites.",
+		}),
+		terminated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_messages_terminated_total", Help: "Undecodable messages terminated.",
+		}),
+		batchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_batch_errors_total", Help: "Batches that failed to commit and were retried.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register writer metrics: %w", err)
+		}
+	}
+	return m, nil
+}
