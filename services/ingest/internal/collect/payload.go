@@ -1,13 +1,18 @@
 // Package collect parses and checks the collect endpoint's JSON payload. It knows nothing
 // of HTTP or NATS: it turns bytes into a Payload or a FieldError naming what is wrong.
+//
+// The payload is a flat object of scalars plus one flat object of properties, so Parse is
+// a small hand-written scanner rather than encoding/json: it allocates only the strings it
+// keeps, can name the offending field for every mistake, and refuses what encoding/json
+// would quietly accept (nulls, 1.0 for an integer, duplicate keys, invalid UTF-8 turned
+// into U+FFFD, \u0000 that Postgres cannot store).
 package collect
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/haru-analytics/haru/pkg/event"
@@ -25,22 +30,33 @@ const (
 	MaxProps      = 30
 	MaxPropKeyLen = 64
 	MaxPropValLen = 256
+	// maxSkipDepth bounds the nesting of unknown fields' values, which are skipped: a
+	// deeply nested value is refused rather than walked.
+	maxSkipDepth = 8
 )
 
+// ErrTooLarge is a body over MaxBodyBytes; the handler answers 413.
+var ErrTooLarge = errors.New("body too large")
+
 // Payload is what the tracker sends (compatible with the original Haru tracker: p, r,
-// sw, sh, n, d), plus our extensions.
+// sw, sh, n, d), plus our extensions u, h and props.
 type Payload struct {
-	Path     string `json:"p"`
-	Referrer string `json:"r"`
-	ScreenW  int    `json:"sw"`
-	ScreenH  int    `json:"sh"`
-	Name     string `json:"n"`
+	Path     string // p
+	Referrer string // r
+	ScreenW  int    // sw
+	ScreenH  int    // sh
+	// Name is the event name, "pageview" when absent.
+	Name string // n
 	// DurationMS is engagement time in milliseconds.
-	DurationMS int64 `json:"d"`
+	DurationMS int64 // d
 	// URL is the page's full URL, from which ingest takes hostname and utm_* fields.
-	URL string `json:"u"`
-	// Props are custom properties of a custom event.
-	Props map[string]string `json:"props"`
+	URL string // u
+	// HashMode means the site routes by URL fragment, so the fragment is part of the path.
+	HashMode bool // h
+	// Props are custom properties. Numbers and booleans sent as values are kept as their
+	// JSON text ("3", "true"), so a tracker need not stringify them; the dashboard shows
+	// properties as text anyway.
+	Props map[string]string // props
 }
 
 // FieldError is a rejected payload: Field names the offending field ("" for the body).
@@ -63,46 +79,526 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // Parse decodes and checks one payload.
 func Parse(body []byte) (Payload, error) {
 	var p Payload
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(body) > MaxBodyBytes {
+		return p, ErrTooLarge
+	}
+	s := scanner{b: body}
+	s.ws()
+	if s.i == len(s.b) {
 		return p, fieldErr("", "empty body: want a JSON object")
 	}
-	// encoding/json would silently turn invalid UTF-8 into U+FFFD: refuse it instead.
-	if !utf8.Valid(body) {
-		return p, fieldErr("", "body is not valid UTF-8")
+	if err := s.object(&p); err != nil {
+		return Payload{}, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&p); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return p, fieldErr(te.Field, "wrong type: got %s", te.Value)
-		}
-		return p, fieldErr("", "invalid JSON: %s", err.Error())
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return p, fieldErr("", "invalid JSON: trailing data after the object")
+	s.ws()
+	if s.i != len(s.b) {
+		return Payload{}, fieldErr("", "invalid JSON: trailing data after the object")
 	}
 	if p.Name == "" {
 		p.Name = event.PageviewName
 	}
-	return p, p.check()
+	if err := p.check(); err != nil {
+		return Payload{}, err
+	}
+	return p, nil
+}
+
+// fields are the known top-level keys; seen is a bit set over them to refuse duplicates.
+const (
+	fP = 1 << iota
+	fR
+	fSW
+	fSH
+	fN
+	fD
+	fU
+	fH
+	fProps
+)
+
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) syntax(field, want string) error {
+	if s.i >= len(s.b) {
+		return fieldErr(field, "invalid JSON: unexpected end, want %s", want)
+	}
+	return fieldErr(field, "invalid JSON at byte %d: want %s", s.i, want)
+}
+
+// peek returns the next non-space byte, or 0 at the end.
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) object(p *Payload) error {
+	if s.peek() != '{' {
+		return fieldErr("", "want a JSON object")
+	}
+	s.i++
+	var seen uint
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		if s.peek() != '"' {
+			return s.syntax("", "a quoted key")
+		}
+		key, err := s.str("", 256)
+		if err != nil {
+			return err
+		}
+		if s.peek() != ':' {
+			return s.syntax(key, "':'")
+		}
+		s.i++
+		s.ws()
+		var bit uint
+		switch key {
+		case "p":
+			bit = fP
+			p.Path, err = s.text(key, MaxPathLen)
+		case "r":
+			bit = fR
+			p.Referrer, err = s.text(key, MaxURLLen)
+		case "u":
+			bit = fU
+			p.URL, err = s.text(key, MaxURLLen)
+		case "n":
+			bit = fN
+			p.Name, err = s.text(key, MaxNameLen)
+		case "sw":
+			bit = fSW
+			var v int64
+			v, err = s.integer(key)
+			p.ScreenW = int(v)
+		case "sh":
+			bit = fSH
+			var v int64
+			v, err = s.integer(key)
+			p.ScreenH = int(v)
+		case "d":
+			bit = fD
+			p.DurationMS, err = s.integer(key)
+		case "h":
+			bit = fH
+			p.HashMode, err = s.boolean(key)
+		case "props":
+			bit = fProps
+			p.Props, err = s.props()
+		default:
+			// Unknown fields are skipped so an older ingest accepts a newer tracker.
+			err = s.skip(key, 0)
+		}
+		if err != nil {
+			return err
+		}
+		if bit != 0 {
+			if seen&bit != 0 {
+				return fieldErr(key, "duplicate field")
+			}
+			seen |= bit
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.syntax(key, "',' or '}'")
+		}
+	}
+}
+
+// kind names the JSON type starting at the current byte, for error messages.
+func (s *scanner) kind() string {
+	if s.i >= len(s.b) {
+		return "nothing"
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		return "a string"
+	case c == '{':
+		return "an object"
+	case c == '[':
+		return "an array"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == 'n':
+		return "null"
+	case c == '-' || c >= '0' && c <= '9':
+		return "a number"
+	}
+	return "invalid JSON"
+}
+
+func (s *scanner) text(field string, max int) (string, error) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", fieldErr(field, "want a string, got %s", s.kind())
+	}
+	return s.str(field, max)
+}
+
+// str reads a JSON string at s.i (which is '"'), refusing invalid UTF-8, NUL (raw or
+// escaped) and anything longer than max bytes once decoded.
+func (s *scanner) str(field string, max int) (string, error) {
+	s.i++
+	start := s.i
+	// Fast path: no escapes, which is nearly every beacon.
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		if c == '"' {
+			raw := s.b[start:s.i]
+			s.i++
+			if len(raw) > max {
+				return "", fieldErr(field, "too long: %d bytes, at most %d", len(raw), max)
+			}
+			if !utf8.Valid(raw) {
+				return "", fieldErr(field, "contains invalid UTF-8")
+			}
+			return string(raw), nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", s.ctl(field, c)
+		}
+		s.i++
+	}
+	if s.i >= len(s.b) {
+		return "", fieldErr(field, "invalid JSON: unterminated string")
+	}
+	buf := make([]byte, 0, s.i-start+16)
+	buf = append(buf, s.b[start:s.i]...)
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			if len(buf) > max {
+				return "", fieldErr(field, "too long: %d bytes, at most %d", len(buf), max)
+			}
+			if !utf8.Valid(buf) {
+				return "", fieldErr(field, "contains invalid UTF-8")
+			}
+			return string(buf), nil
+		case c < 0x20:
+			return "", s.ctl(field, c)
+		case c != '\\':
+			buf = append(buf, c)
+			s.i++
+			continue
+		}
+		if len(buf) > max {
+			// Stop decoding early: no need to walk 16 KiB of escapes to say it is too long.
+			return "", fieldErr(field, "too long: more than %d bytes", max)
+		}
+		s.i++
+		if s.i >= len(s.b) {
+			break
+		}
+		e := s.b[s.i]
+		s.i++
+		switch e {
+		case '"', '\\', '/':
+			buf = append(buf, e)
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, ok := s.hex4()
+			if !ok {
+				return "", fieldErr(field, "invalid JSON: bad \\u escape")
+			}
+			if r == 0 {
+				return "", fieldErr(field, "contains NUL, which cannot be stored")
+			}
+			if utf16.IsSurrogate(r) {
+				// A lone surrogate has no UTF-8 form: only a high+low pair is text.
+				if r >= 0xDC00 || s.i+1 >= len(s.b) || s.b[s.i] != '\\' || s.b[s.i+1] != 'u' {
+					return "", fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
+				}
+				s.i += 2
+				r2, ok := s.hex4()
+				if !ok {
+					return "", fieldErr(field, "invalid JSON: bad \\u escape")
+				}
+				r = utf16.DecodeRune(r, r2)
+				if r == utf8.RuneError {
+					return "", fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
+				}
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			return "", fieldErr(field, "invalid JSON: bad escape \\%c", e)
+		}
+	}
+	return "", fieldErr(field, "invalid JSON: unterminated string")
+}
+
+func (s *scanner) ctl(field string, c byte) error {
+	if c == 0 {
+		return fieldErr(field, "contains NUL, which cannot be stored")
+	}
+	return fieldErr(field, "invalid JSON: control character in string")
+}
+
+func (s *scanner) hex4() (rune, bool) {
+	if s.i+4 > len(s.b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s.b[s.i : s.i+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	s.i += 4
+	return r, true
+}
+
+// number scans a JSON number and returns its text and whether it is an integer (no
+// fraction, no exponent).
+func (s *scanner) number(field string) (text []byte, integer bool, err error) {
+	start := s.i
+	if s.i < len(s.b) && s.b[s.i] == '-' {
+		s.i++
+	}
+	digits := s.i
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		s.i++
+	}
+	n := s.i - digits
+	if n == 0 || n > 1 && s.b[digits] == '0' {
+		return nil, false, fieldErr(field, "invalid JSON: bad number")
+	}
+	integer = true
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		integer = false
+		s.i++
+		f := s.i
+		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+			s.i++
+		}
+		if s.i == f {
+			return nil, false, fieldErr(field, "invalid JSON: bad number")
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		integer = false
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		f := s.i
+		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+			s.i++
+		}
+		if s.i == f {
+			return nil, false, fieldErr(field, "invalid JSON: bad number")
+		}
+	}
+	return s.b[start:s.i], integer, nil
+}
+
+func (s *scanner) integer(field string) (int64, error) {
+	if c := s.peek(); c != '-' && (c < '0' || c > '9') {
+		return 0, fieldErr(field, "want an integer, got %s", s.kind())
+	}
+	text, integer, err := s.number(field)
+	if err != nil {
+		return 0, err
+	}
+	if !integer {
+		return 0, fieldErr(field, "want an integer, got %s", text)
+	}
+	v, err := strconv.ParseInt(string(text), 10, 64)
+	if err != nil {
+		return 0, fieldErr(field, "integer out of range")
+	}
+	return v, nil
+}
+
+func (s *scanner) boolean(field string) (bool, error) {
+	if s.lit("true") {
+		return true, nil
+	}
+	if s.lit("false") {
+		return false, nil
+	}
+	return false, fieldErr(field, "want a boolean, got %s", s.kind())
+}
+
+// lit consumes word if it comes next.
+func (s *scanner) lit(word string) bool {
+	if len(s.b)-s.i >= len(word) && string(s.b[s.i:s.i+len(word)]) == word {
+		s.i += len(word)
+		return true
+	}
+	return false
+}
+
+func (s *scanner) props() (map[string]string, error) {
+	if s.peek() != '{' {
+		return nil, fieldErr("props", "want an object of strings, got %s", s.kind())
+	}
+	s.i++
+	m := map[string]string{}
+	if s.peek() == '}' {
+		s.i++
+		return m, nil
+	}
+	for {
+		if s.peek() != '"' {
+			return nil, s.syntax("props", "a quoted key")
+		}
+		if len(m) == MaxProps {
+			return nil, fieldErr("props", "more than %d properties", MaxProps)
+		}
+		k, err := s.str("props", MaxPropKeyLen)
+		if err != nil {
+			return nil, err
+		}
+		if k == "" {
+			return nil, fieldErr("props", "empty property key")
+		}
+		if _, dup := m[k]; dup {
+			return nil, fieldErr("props."+k, "duplicate property")
+		}
+		if s.peek() != ':' {
+			return nil, s.syntax("props."+k, "':'")
+		}
+		s.i++
+		field := "props." + k
+		var v string
+		switch c := s.peek(); {
+		case c == '"':
+			v, err = s.str(field, MaxPropValLen)
+		case c == '-' || c >= '0' && c <= '9':
+			var text []byte
+			text, _, err = s.number(field)
+			if len(text) > MaxPropValLen {
+				err = fieldErr(field, "too long")
+			}
+			v = string(text)
+		case c == 't' || c == 'f':
+			var b bool
+			b, err = s.boolean(field)
+			v = strconv.FormatBool(b)
+		default:
+			err = fieldErr(field, "want a string, number or boolean, got %s", s.kind())
+		}
+		if err != nil {
+			return nil, err
+		}
+		m[k] = v
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return m, nil
+		default:
+			return nil, s.syntax(field, "',' or '}'")
+		}
+	}
+}
+
+// skip walks past one value of an unknown field, still refusing what is not JSON.
+func (s *scanner) skip(field string, depth int) error {
+	if depth > maxSkipDepth {
+		return fieldErr(field, "nested too deeply")
+	}
+	switch c := s.peek(); {
+	case c == '"':
+		_, err := s.str(field, MaxBodyBytes)
+		return err
+	case c == '-' || c >= '0' && c <= '9':
+		_, _, err := s.number(field)
+		return err
+	case c == 't' || c == 'f':
+		_, err := s.boolean(field)
+		return err
+	case c == 'n':
+		if s.lit("null") {
+			return nil
+		}
+	case c == '[' || c == '{':
+		end := byte(']')
+		if c == '{' {
+			end = '}'
+		}
+		s.i++
+		if s.peek() == end {
+			s.i++
+			return nil
+		}
+		for {
+			if c == '{' {
+				if s.peek() != '"' {
+					return s.syntax(field, "a quoted key")
+				}
+				if _, err := s.str(field, MaxBodyBytes); err != nil {
+					return err
+				}
+				if s.peek() != ':' {
+					return s.syntax(field, "':'")
+				}
+				s.i++
+			}
+			if err := s.skip(field, depth+1); err != nil {
+				return err
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case end:
+				s.i++
+				return nil
+			default:
+				return s.syntax(field, "',' or '"+string(end)+"'")
+			}
+		}
+	}
+	return s.syntax(field, "a JSON value")
 }
 
 func (p *Payload) check() error {
-	texts := []struct {
-		field string
-		val   string
-		max   int
-	}{
-		{"p", p.Path, MaxPathLen}, {"r", p.Referrer, MaxURLLen}, {"u", p.URL, MaxURLLen}, {"n", p.Name, MaxNameLen},
-	}
-	for _, t := range texts {
-		if len(t.val) > t.max {
-			return fieldErr(t.field, "too long: %d bytes, at most %d", len(t.val), t.max)
-		}
-		if !event.Storable(t.val) {
-			return fieldErr(t.field, "contains NUL or invalid UTF-8")
-		}
-	}
 	switch {
 	case p.ScreenW < 0 || p.ScreenW > MaxScreen:
 		return fieldErr("sw", "out of range 0..%d", MaxScreen)
@@ -110,16 +606,6 @@ func (p *Payload) check() error {
 		return fieldErr("sh", "out of range 0..%d", MaxScreen)
 	case p.DurationMS < 0 || p.DurationMS > MaxDurationMS:
 		return fieldErr("d", "out of range 0..%d", MaxDurationMS)
-	case len(p.Props) > MaxProps:
-		return fieldErr("props", "%d properties, at most %d", len(p.Props), MaxProps)
-	}
-	for k, v := range p.Props {
-		if k == "" || len(k) > MaxPropKeyLen || !event.Storable(k) {
-			return fieldErr("props", "key %q: want 1..%d bytes of UTF-8 without NUL", k, MaxPropKeyLen)
-		}
-		if len(v) > MaxPropValLen || !event.Storable(v) {
-			return fieldErr("props."+k, "want at most %d bytes of UTF-8 without NUL", MaxPropValLen)
-		}
 	}
 	return nil
 }
