@@ -40,6 +40,10 @@ func New(trusted []string, header string) (*Resolver, error) {
 // Header is the forwarding header consulted for trusted peers.
 func (r *Resolver) Header() string { return r.header }
 
+// Trusted reports whether peer is a trusted proxy, whose other headers (a CDN's country,
+// say) may be believed too.
+func (r *Resolver) Trusted(peer netip.Addr) bool { return r.isTrusted(peer) }
+
 func (r *Resolver) isTrusted(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range r.trusted {

@@ -1,0 +1,93 @@
+// Package bot decides which beacons are not a person viewing a page: crawlers, headless
+// browsers, monitors and speculative prefetches. Such beacons are answered 202 like any
+// other (a bot learns nothing from the answer) but are dropped with a counted reason.
+package bot
+
+// Reasons a beacon is dropped, used as metric label values.
+const (
+	ReasonUserAgent = "bot_user_agent"
+	ReasonPrefetch  = "prefetch"
+)
+
+// uaMarks are lower-case substrings of User-Agents that are never a person, on top of the
+// UA parser's own bot flag.
+var uaMarks = []string{
+	"bot", "crawl", "spider", "slurp", "headless", "phantomjs", "lighthouse", "pingdom",
+	"facebookexternalhit", "python-requests", "python-urllib", "scrapy", "httpclient",
+	"okhttp", "java/", "libwww", "preview", "monitor", "synthetic", "selenium", "puppeteer",
+	"playwright", "prerender",
+}
+
+// tools are command-line clients the parser calls bots but that we accept: the
+// quick-start's curl example and hand-written tests must count. A scraper can forge any
+// User-Agent anyway, so refusing these buys little.
+var tools = []string{"curl/", "wget/", "go-http-client/"}
+
+// Request is what the check reads from a beacon's request.
+type Request struct {
+	UserAgent string
+	// ParserBot is the UA parser's bot flag.
+	ParserBot bool
+	// Purpose, SecPurpose and XMoz are the headers browsers set on prefetches.
+	Purpose, SecPurpose, XMoz string
+}
+
+// Check returns why r is not a person, or "" when it may be one.
+func Check(r Request) string {
+	if isPrefetch(r.Purpose) || isPrefetch(r.SecPurpose) || isPrefetch(r.XMoz) {
+		return ReasonPrefetch
+	}
+	for _, t := range tools {
+		if hasPrefixFold(r.UserAgent, t) {
+			return ""
+		}
+	}
+	if r.ParserBot {
+		return ReasonUserAgent
+	}
+	for _, m := range uaMarks {
+		if containsFold(r.UserAgent, m) {
+			return ReasonUserAgent
+		}
+	}
+	return ""
+}
+
+// isPrefetch matches "prefetch" and Chrome's "prefetch;prerender" or "prefetch;anonymous-client-ip".
+func isPrefetch(h string) bool {
+	return hasPrefixFold(h, "prefetch") || containsFold(h, "prerender")
+}
+
+// containsFold is strings.Contains with ASCII case folding of s; sub is lower-case. It
+// avoids lowering a copy of every User-Agent on the hot path.
+func containsFold(s, sub string) bool {
+	n := len(sub)
+	if n == 0 {
+		return true
+	}
+	first := sub[0]
+	for i := 0; i+n <= len(s); i++ {
+		if lower(s[i]) != first {
+			continue
+		}
+		j := 1
+		for j < n && lower(s[i+j]) == sub[j] {
+			j++
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && containsFold(s[:len(prefix)], prefix)
+}
+
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
