@@ -39,6 +39,9 @@ type Config struct {
 	BatchAge  time.Duration
 	// DBMaxConns bounds the writer's Postgres pool.
 	DBMaxConns int
+	// RetentionDays drops raw-event months older than this many days; rollups stay.
+	// 0 keeps raw events forever.
+	RetentionDays int
 	// Migrate applies pending migrations at start.
 	Migrate  bool
 	LogLevel string
@@ -48,14 +51,15 @@ type Config struct {
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		NATS:        natsutil.ConfigFromEnv(env),
-		DatabaseURL: env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
-		OpsAddr:     env.String("HARU_OPS_ADDR", "127.0.0.1:4021"),
-		BatchSize:   env.Int("HARU_BATCH_SIZE", 5000),
-		BatchAge:    env.Duration("HARU_BATCH_AGE", 200*time.Millisecond),
-		DBMaxConns:  env.Int("HARU_DB_MAX_CONNS", 4),
-		Migrate:     env.Bool("HARU_MIGRATE", true),
-		LogLevel:    env.String("HARU_LOG_LEVEL", "info"),
+		NATS:          natsutil.ConfigFromEnv(env),
+		DatabaseURL:   env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
+		OpsAddr:       env.String("HARU_OPS_ADDR", "127.0.0.1:4021"),
+		BatchSize:     env.Int("HARU_BATCH_SIZE", 5000),
+		BatchAge:      env.Duration("HARU_BATCH_AGE", 200*time.Millisecond),
+		DBMaxConns:    env.Int("HARU_DB_MAX_CONNS", 4),
+		RetentionDays: env.Int("HARU_RETENTION_DAYS", 0),
+		Migrate:       env.Bool("HARU_MIGRATE", true),
+		LogLevel:      env.String("HARU_LOG_LEVEL", "info"),
 	}
 	return cfg, env.Err()
 }
@@ -74,6 +78,9 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.BatchAge < time.Millisecond || c.BatchAge > 10*time.Second {
 		errs = append(errs, fmt.Errorf("HARU_BATCH_AGE %s: want 1ms..10s", c.BatchAge))
+	}
+	if c.RetentionDays < 0 {
+		errs = append(errs, fmt.Errorf("HARU_RETENTION_DAYS %d: want 0 (forever) or more", c.RetentionDays))
 	}
 	if c.DBMaxConns < 1 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 1", c.DBMaxConns))
@@ -157,7 +164,7 @@ func ConsumerConfig(cfg Config) jetstream.ConsumerConfig {
 
 // Run consumes until ctx ends, then finishes and acknowledges the batch in hand.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.store.EnsureAhead(ctx, s.clock.Now()); err != nil {
+	if err := s.ensureAhead(ctx); err != nil {
 		return err
 	}
 	iter, err := s.consumer.Messages(jetstream.PullMaxMessages(s.cfg.BatchSize))
@@ -188,6 +195,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return s.partitionsAhead(gctx) })
+	g.Go(func() error { return s.watchPending(gctx) })
 	g.Go(func() error {
 		// The batch loop ends when the pump closes msgs, not on ctx, so the last batch is
 		// written and acked; its writes use a context that outlives ctx for that reason.
@@ -238,6 +246,9 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	events := make([]event.Event, 0, len(msgs))
 	good := make([]jetstream.Msg, 0, len(msgs))
 	for _, m := range msgs {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+			s.metrics.redelivered.Inc()
+		}
 		e, err := event.Decode(m.Data())
 		if err != nil {
 			// Poison: retrying cannot help. Terminate it so it leaves the stream.
@@ -269,7 +280,11 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	s.metrics.batchSize.Observe(float64(len(events)))
 	s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 	s.metrics.rowsWritten.Add(float64(res.Inserted))
-	s.metrics.skipped.Add(float64(len(events) - res.Inserted))
+	s.metrics.skipped.Add(float64(len(events) - res.Inserted - res.DeadLettered))
+	s.metrics.deadLettered.Add(float64(res.DeadLettered))
+	if res.DeadLettered > 0 {
+		s.log.Warn("events dead-lettered", "events", res.DeadLettered)
+	}
 	s.announce(res)
 }
 
@@ -297,20 +312,86 @@ func retryDelay(m jetstream.Msg) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-// partitionsAhead keeps next months' partitions created, checking hourly.
+// partitionsAhead keeps next months' partitions created and, with a retention set,
+// drops raw months past it, checking hourly.
 func (s *Service) partitionsAhead(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
+		if err := s.ApplyRetention(ctx); err != nil {
+			s.log.Warn("apply retention", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := s.store.EnsureAhead(ctx, s.clock.Now()); err != nil {
+			if err := s.ensureAhead(ctx); err != nil {
 				s.log.Warn("create partitions ahead", "err", err)
 			}
 		}
 	}
+}
+
+// ensureAhead creates the partitions of the months around now, but none that retention
+// would drop at once.
+func (s *Service) ensureAhead(ctx context.Context) error {
+	now := s.clock.Now()
+	from := now.AddDate(0, -1, 0)
+	if cut, ok := s.retentionCutoff(); ok && from.Before(cut) {
+		from = cut
+	}
+	return s.store.EnsureAhead(ctx, from, now.AddDate(0, 2, 0))
+}
+
+func (s *Service) retentionCutoff() (time.Time, bool) {
+	if s.cfg.RetentionDays <= 0 {
+		return time.Time{}, false
+	}
+	return s.clock.Now().UTC().AddDate(0, 0, -s.cfg.RetentionDays), true
+}
+
+// ApplyRetention drops the raw-event months that ended more than RetentionDays ago.
+// Rollups are kept. It does nothing when RetentionDays is 0.
+func (s *Service) ApplyRetention(ctx context.Context) error {
+	cut, ok := s.retentionCutoff()
+	if !ok {
+		return nil
+	}
+	dropped, err := s.store.DropPartitionsBefore(ctx, cut)
+	for _, name := range dropped {
+		s.log.Info("dropped raw events past retention", "partition", name)
+	}
+	return err
+}
+
+// watchPending publishes the consumer's backlog, the writers' lag, every few seconds.
+func (s *Service) watchPending(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		info, err := s.consumer.Info(ctx)
+		if err == nil {
+			s.metrics.pending.Set(float64(info.NumPending))
+		} else if ctx.Err() == nil {
+			s.log.Debug("read consumer info", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// RebuildRollups recomputes a site's rollups for the local days from..to (inclusive;
+// only their dates count) from raw events, while ingestion goes on: writers of that
+// site wait for the rebuild to commit, other sites are not held up. It refuses a range
+// whose raw events retention has dropped.
+func RebuildRollups(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to time.Time) error {
+	if pool == nil {
+		return errors.New("rebuild rollups: nil pool")
+	}
+	return store.Rebuild(ctx, pool, siteID, from, to)
 }
 
 // Run is the composition root of the writer running alone.
@@ -363,6 +444,9 @@ type metrics struct {
 	skipped       prometheus.Counter
 	terminated    prometheus.Counter
 	batchErrors   prometheus.Counter
+	redelivered   prometheus.Counter
+	deadLettered  prometheus.Counter
+	pending       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -387,8 +471,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		batchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_batch_errors_total", Help: "Batches that failed to commit and were retried.",
 		}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_messages_redelivered_total", Help: "Messages received more than once (NumDelivered > 1).",
+		}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_events_dead_lettered_total", Help: "Events Postgres refused for a data reason, kept in dead_letters.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "haru_writer_consumer_pending_messages", Help: "Messages in the stream not yet delivered to a writer.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors} {
+	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors, m.redelivered, m.deadLettered, m.pending} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register writer metrics: %w", err)
 		}

@@ -1,27 +1,54 @@
 // Package store writes batches of events to Postgres in one transaction each: COPY into
-// a staging table, then one set-based insert that skips events already stored, so a
-// redelivered event changes nothing.
+// a staging table, then one set-based insert that skips events already stored, and the
+// rollups fed by exactly the rows that insert stored, so a redelivered event changes
+// nothing.
 package store
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
-	"sync"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
 
+//go:embed sql/*.sql
+var sqlFS embed.FS
+
+// query returns the embedded SQL file name; a missing file is a build mistake.
+func query(name string) string {
+	b, err := sqlFS.ReadFile("sql/" + name + ".sql")
+	if err != nil {
+		panic(fmt.Sprintf("store: missing sql/%s.sql", name))
+	}
+	return string(b)
+}
+
+// Queries are the embedded SQL, loaded once by name.
+type queries struct {
+	prepare, insert, rollupDims, rollupHourly string
+}
+
+func loadQueries() queries {
+	return queries{
+		prepare:      query("prepare"),
+		insert:       query("insert"),
+		rollupDims:   query("rollup_dims"),
+		rollupHourly: query("rollup_hourly"),
+	}
+}
+
 // Store writes event batches.
 type Store struct {
 	pool *pgxpool.Pool
-
-	mu     sync.Mutex
-	months map[time.Time]bool // months whose partition is known to exist
+	q    queries
 }
 
 // New returns a store writing through pool.
@@ -29,7 +56,7 @@ func New(pool *pgxpool.Pool) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("store: nil pool")
 	}
-	return &Store{pool: pool, months: map[time.Time]bool{}}, nil
+	return &Store{pool: pool, q: loadQueries()}, nil
 }
 
 // SiteChange summarises what one batch stored for one site.
@@ -41,10 +68,36 @@ type SiteChange struct {
 
 // Result is what a committed batch did.
 type Result struct {
-	// Inserted counts new rows; the rest of the batch were duplicates or events of
-	// deleted sites.
+	// Inserted counts new rows; the rest of the batch were duplicates, events of deleted
+	// sites or dead letters.
 	Inserted int
-	Sites    []SiteChange
+	// DeadLettered counts events Postgres refused for a data reason, now in dead_letters.
+	DeadLettered int
+	Sites        []SiteChange
+}
+
+func (r *Result) merge(o Result) {
+	r.Inserted += o.Inserted
+	r.DeadLettered += o.DeadLettered
+	for _, sc := range o.Sites {
+		found := false
+		for i := range r.Sites {
+			if r.Sites[i].SiteID != sc.SiteID {
+				continue
+			}
+			found = true
+			r.Sites[i].Inserted += sc.Inserted
+			if sc.From.Before(r.Sites[i].From) {
+				r.Sites[i].From = sc.From
+			}
+			if sc.To.After(r.Sites[i].To) {
+				r.Sites[i].To = sc.To
+			}
+		}
+		if !found {
+			r.Sites = append(r.Sites, sc)
+		}
+	}
 }
 
 var stagingColumns = []string{
@@ -53,68 +106,106 @@ var stagingColumns = []string{
 	"country", "region", "browser", "os", "device", "screen_w", "screen_h", "duration_ms", "props",
 }
 
-const createStaging = `CREATE TEMP TABLE staging_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP`
+const summarize = `SELECT site_id, count(*)::int, min(ts), max(ts) FROM new_events GROUP BY site_id ORDER BY site_id`
 
-// insertNew moves staged events into events. Events of sites deleted meanwhile are left
-// behind; ON CONFLICT skips events stored before, which is what makes a redelivery a
-// no-op. RETURNING reports only rows actually inserted.
-const insertNew = `
-INSERT INTO events
-SELECT s.* FROM staging_events s
-WHERE EXISTS (SELECT 1 FROM sites WHERE sites.id = s.site_id)
-ON CONFLICT DO NOTHING
-RETURNING site_id, ts`
-
-// Write stores batch in one transaction and reports what was new.
+// Write stores batch and reports what was new. A batch Postgres refuses for a data reason
+// is split in halves until the refused events are isolated; those go to dead_letters and
+// the rest is stored. Any other error (Postgres unavailable, a deadlock) returns with
+// nothing stored, for the caller to retry the whole batch.
 func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) {
 	if len(batch) == 0 {
 		return Result{}, nil
 	}
+	res, err := s.writeTx(ctx, batch)
+	if err == nil || !IsDataError(err) {
+		return res, err
+	}
+	if len(batch) == 1 {
+		if err := s.deadLetter(ctx, &batch[0], err.Error()); err != nil {
+			return Result{}, err
+		}
+		return Result{DeadLettered: 1}, nil
+	}
+	mid := len(batch) / 2
+	var out Result
+	for _, half := range [][]event.Event{batch[:mid], batch[mid:]} {
+		r, err := s.Write(ctx, half)
+		if err != nil {
+			// The half written first stays written; a retry finds it already stored.
+			return Result{}, err
+		}
+		out.merge(r)
+	}
+	return out, nil
+}
+
+// IsDataError reports whether Postgres refused the data itself (SQLSTATE classes 22 and
+// 23): retrying cannot help, so the offending event is isolated instead.
+func IsDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	class := pgErr.Code[:2]
+	return class == "22" || class == "23"
+}
+
+const insertDeadLetter = `
+INSERT INTO dead_letters (id, site_id, event, reason) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO NOTHING`
+
+func (s *Store) deadLetter(ctx context.Context, e *event.Event, reason string) error {
+	b, err := event.Encode(e)
+	if err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, insertDeadLetter, e.ID, e.SiteID, string(b), reason); err != nil {
+		return fmt.Errorf("store dead letter: %w", err)
+	}
+	return nil
+}
+
+// writeTx stores batch and its rollups in one transaction.
+func (s *Store) writeTx(ctx context.Context, batch []event.Event) (Result, error) {
 	if err := s.ensurePartitions(ctx, batch); err != nil {
 		return Result{}, err
 	}
 	var res Result
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, createStaging); err != nil {
+		if _, err := tx.Exec(ctx, s.q.prepare); err != nil {
 			return fmt.Errorf("create staging: %w", err)
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"staging_events"}, stagingColumns, rows(batch)); err != nil {
 			return fmt.Errorf("copy events: %w", err)
 		}
-		r, err := tx.Query(ctx, insertNew)
-		if err != nil {
-			return fmt.Errorf("insert events: %w", err)
+		// Without arguments pgx sends these as one simple-protocol round trip.
+		if _, err := tx.Exec(ctx, s.q.insert+s.q.rollupDims+s.q.rollupHourly); err != nil {
+			return fmt.Errorf("insert events and rollups: %w", err)
 		}
-		bySite := map[int64]*SiteChange{}
-		var site int64
-		var ts time.Time
-		_, err = pgx.ForEachRow(r, []any{&site, &ts}, func() error {
-			sc := bySite[site]
-			if sc == nil {
-				sc = &SiteChange{SiteID: site, From: ts, To: ts}
-				bySite[site] = sc
-			}
-			sc.Inserted++
-			if ts.Before(sc.From) {
-				sc.From = ts
-			}
-			if ts.After(sc.To) {
-				sc.To = ts
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
-		res = Result{}
-		for _, sc := range bySite {
-			res.Inserted += sc.Inserted
-			res.Sites = append(res.Sites, *sc)
-		}
-		return nil
+		r, err := summary(ctx, tx)
+		res = r
+		return err
 	})
 	if err != nil {
 		return Result{}, err
+	}
+	return res, nil
+}
+
+func summary(ctx context.Context, tx pgx.Tx) (Result, error) {
+	r, err := tx.Query(ctx, summarize)
+	if err != nil {
+		return Result{}, fmt.Errorf("summarize batch: %w", err)
+	}
+	var res Result
+	var sc SiteChange
+	_, err = pgx.ForEachRow(r, []any{&sc.SiteID, &sc.Inserted, &sc.From, &sc.To}, func() error {
+		res.Inserted += sc.Inserted
+		res.Sites = append(res.Sites, sc)
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("summarize batch: %w", err)
 	}
 	return res, nil
 }
@@ -134,18 +225,17 @@ func rows(batch []event.Event) pgx.CopyFromSource {
 	})
 }
 
-// EnsureAhead creates the partitions of the months around now, so ingest-time events
-// never wait on DDL.
-func (s *Store) EnsureAhead(ctx context.Context, now time.Time) error {
-	return s.ensureRange(ctx, now.AddDate(0, -1, 0), now.AddDate(0, 2, 0))
+// EnsureAhead creates the partitions of the months from..to, so ingest-time events never
+// wait on DDL.
+func (s *Store) EnsureAhead(ctx context.Context, from, to time.Time) error {
+	return s.ensureRange(ctx, from, to)
 }
 
 // ensurePartitions makes sure every month the batch touches has its partition: events
-// from history or a skewed clock still land.
+// from history or a skewed clock still land. It asks Postgres every batch rather than
+// trusting a cache, because retention on another replica may have dropped a month.
 func (s *Store) ensurePartitions(ctx context.Context, batch []event.Event) error {
 	lo, hi := batch[0].Time, batch[0].Time
-	missing := false
-	s.mu.Lock()
 	for i := range batch {
 		t := batch[i].Time
 		if t.Before(lo) {
@@ -154,13 +244,6 @@ func (s *Store) ensurePartitions(ctx context.Context, batch []event.Event) error
 		if t.After(hi) {
 			hi = t
 		}
-		if !s.months[monthOf(t)] {
-			missing = true
-		}
-	}
-	s.mu.Unlock()
-	if !missing {
-		return nil
 	}
 	return s.ensureRange(ctx, lo, hi)
 }
@@ -169,15 +252,44 @@ func (s *Store) ensureRange(ctx context.Context, lo, hi time.Time) error {
 	if _, err := s.pool.Exec(ctx, `SELECT ensure_event_partitions($1, $2)`, lo, hi); err != nil {
 		return fmt.Errorf("ensure partitions: %w", err)
 	}
-	s.mu.Lock()
-	for m := monthOf(lo); !m.After(monthOf(hi)); m = m.AddDate(0, 1, 0) {
-		s.months[m] = true
-	}
-	s.mu.Unlock()
 	return nil
 }
 
 func monthOf(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+const listPartitions = `
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass`
+
+// DropPartitionsBefore drops every monthly raw-event partition that ends at or before
+// cutoff and returns their names. Rollups are kept.
+func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
+	r, err := s.pool.Query(ctx, listPartitions)
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	names, err := pgx.CollectRows(r, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	sort.Strings(names)
+	var dropped []string
+	for _, name := range names {
+		var y, m int
+		if n, _ := fmt.Sscanf(name, "events_y%4dm%2d", &y, &m); n != 2 {
+			continue
+		}
+		end := time.Date(y, time.Month(m)+1, 1, 0, 0, 0, 0, time.UTC)
+		if end.After(cutoff) {
+			continue
+		}
+		if _, err := s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return dropped, fmt.Errorf("drop partition %s: %w", name, err)
+		}
+		dropped = append(dropped, name)
+	}
+	return dropped, nil
 }

@@ -1,0 +1,70 @@
+-- Rollups, maintained by the writer in the same transaction as the event insert and fed
+-- only by rows actually inserted, so a redelivered event changes nothing. Dashboards read
+-- these instead of raw events; raw partitions may be dropped by retention, rollups stay.
+
+-- A stored event's numbers are never negative; a batch carrying one is split until that
+-- event is isolated and dead-lettered.
+ALTER TABLE events ADD CONSTRAINT events_nonnegative
+    CHECK (screen_w >= 0 AND screen_h >= 0 AND duration_ms >= 0);
+
+-- rollup_hourly: per site per UTC hour. pageviews counts events named 'pageview', events
+-- counts every other (custom) event, visitors counts distinct visitors within that hour.
+CREATE TABLE rollup_hourly (
+    site_id   bigint      NOT NULL,
+    hour      timestamptz NOT NULL,
+    pageviews bigint      NOT NULL DEFAULT 0,
+    events    bigint      NOT NULL DEFAULT 0,
+    visitors  bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, hour)
+);
+
+-- hour_visitors makes rollup_hourly.visitors exact: a visitor adds one only the first
+-- time it is seen in an hour.
+CREATE TABLE hour_visitors (
+    site_id    bigint      NOT NULL,
+    hour       timestamptz NOT NULL,
+    visitor_id bigint      NOT NULL,
+    PRIMARY KEY (site_id, hour, visitor_id)
+);
+
+-- rollup_dims: per site per local day (sites.timezone) per dimension value. dim:
+--   0 total (value ''): the site's daily pageviews, custom events and unique visitors
+--   1 page  2 hostname  3 referrer source  4 utm_source  5 utm_medium  6 utm_campaign
+--   7 utm_term  8 utm_content  9 country  10 region  11 browser  12 os  13 device
+--   14 screen class ('' | mobile | tablet | laptop | desktop)  15 event name
+--   16 custom property: key is the property name, value its value; at most 1000
+--      distinct values per property per site per day, the rest count as '(other)'.
+-- key is '' for every dim but 16. Values are cut to 1000 characters (keys to 200).
+-- visitors is exact per day: a visitor adds one the first time rollup_seen sees it for
+-- that (day, dim, key, value); daily visitors add up over days as the dashboard says.
+CREATE TABLE rollup_dims (
+    site_id   bigint   NOT NULL,
+    day       date     NOT NULL,
+    dim       smallint NOT NULL,
+    key       text     NOT NULL DEFAULT '',
+    value     text     NOT NULL,
+    pageviews bigint   NOT NULL DEFAULT 0,
+    events    bigint   NOT NULL DEFAULT 0,
+    visitors  bigint   NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, day, dim, key, value)
+);
+
+CREATE TABLE rollup_seen (
+    site_id    bigint   NOT NULL,
+    day        date     NOT NULL,
+    dim        smallint NOT NULL,
+    key        text     NOT NULL DEFAULT '',
+    value      text     NOT NULL,
+    visitor_id bigint   NOT NULL,
+    PRIMARY KEY (site_id, day, dim, key, value, visitor_id)
+);
+
+-- dead_letters keeps events Postgres refused for a data reason, so they leave the
+-- stream without being lost. id is the event id, so a redelivery is stored once.
+CREATE TABLE dead_letters (
+    id         uuid        PRIMARY KEY,
+    site_id    bigint      NOT NULL,
+    event      jsonb       NOT NULL,
+    reason     text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);

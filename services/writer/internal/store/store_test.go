@@ -1,0 +1,500 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgtest"
+)
+
+// newSite creates a user and a site in tz and returns the site id.
+func newSite(t testing.TB, pool *pgxpool.Pool, tz string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var uid, id int64
+	err := pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id`,
+		fmt.Sprintf("u%d@example.com", rand.Int64())).Scan(&uid)
+	if err != nil {
+		t.Fatalf("create user: %v", err)
+	}
+	err = pool.QueryRow(ctx, `INSERT INTO sites (user_id, name, domain, token, timezone) VALUES ($1, 's', 'example.com', $2, $3) RETURNING id`,
+		uid, fmt.Sprintf("tok%d", rand.Int64()), tz).Scan(&id)
+	if err != nil {
+		t.Fatalf("create site: %v", err)
+	}
+	return id
+}
+
+func newEvent(t testing.TB, ts time.Time, site int64, name string, visitor int64) event.Event {
+	t.Helper()
+	e, err := event.New(ts, site, name)
+	if err != nil {
+		t.Fatalf("new event: %v", err)
+	}
+	e.Visitor = visitor
+	return e
+}
+
+var (
+	paths     = []string{"/", "/pricing", "/blog/a", "/blog/b", "/docs"}
+	sources   = []string{"", "Google", "news.ycombinator.com", "Twitter"}
+	countries = []string{"", "DE", "US", "JP", "IN"}
+	browsers  = []string{"Firefox", "Chrome", "Safari"}
+	widths    = []int{0, 375, 800, 1280, 1920}
+	names     = []string{"pageview", "pageview", "pageview", "signup", "download"}
+)
+
+// randomEvents spreads n events of sites over days days before end, with few visitors so
+// that visitors repeat within a day.
+func randomEvents(t testing.TB, r *rand.Rand, sites []int64, n int, end time.Time, days int) []event.Event {
+	t.Helper()
+	out := make([]event.Event, 0, n)
+	for range n {
+		ts := end.Add(-time.Duration(r.Int64N(int64(days) * int64(24*time.Hour))))
+		e := newEvent(t, ts, sites[r.IntN(len(sites))], names[r.IntN(len(names))], 1+r.Int64N(40))
+		e.Path = paths[r.IntN(len(paths))]
+		e.Hostname = "example.com"
+		e.RefSource = sources[r.IntN(len(sources))]
+		if r.IntN(3) == 0 {
+			e.UTMSource, e.UTMMedium, e.UTMCampaign = "news", "email", fmt.Sprintf("c%d", r.IntN(3))
+		}
+		e.Country = countries[r.IntN(len(countries))]
+		if e.Country != "" {
+			e.Region = e.Country + "-1"
+		}
+		e.Browser = browsers[r.IntN(len(browsers))]
+		e.OS, e.Device = "Linux", "Desktop"
+		e.ScreenW = widths[r.IntN(len(widths))]
+		if r.IntN(4) == 0 {
+			e.Props = map[string]string{"plan": []string{"free", "pro"}[r.IntN(2)], "ab": fmt.Sprint(r.IntN(3))}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+type dimRow struct {
+	Site                        int64
+	Day                         string
+	Dim                         int
+	Key, Value                  string
+	Pageviews, Events, Visitors int64
+}
+
+type hourRow struct {
+	Site                        int64
+	Hour                        string
+	Pageviews, Events, Visitors int64
+}
+
+type snapshot struct {
+	Events      int64
+	Dims        []dimRow
+	Hours       []hourRow
+	DeadLetters int64
+}
+
+func takeSnapshot(t testing.TB, pool *pgxpool.Pool) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	var s snapshot
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)`).Scan(&s.Events, &s.DeadLetters); err != nil {
+		t.Fatalf("count: %v", err)
+	}
+	r, err := pool.Query(ctx, `SELECT site_id, to_char(day, 'YYYY-MM-DD'), dim, key, value, pageviews, events, visitors FROM rollup_dims ORDER BY 1, 2, 3, 4, 5`)
+	if err != nil {
+		t.Fatalf("read dims: %v", err)
+	}
+	s.Dims, err = pgx.CollectRows(r, pgx.RowToStructByPos[dimRow])
+	if err != nil {
+		t.Fatalf("read dims: %v", err)
+	}
+	r, err = pool.Query(ctx, `SELECT site_id, to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24'), pageviews, events, visitors FROM rollup_hourly ORDER BY 1, 2`)
+	if err != nil {
+		t.Fatalf("read hours: %v", err)
+	}
+	s.Hours, err = pgx.CollectRows(r, pgx.RowToStructByPos[hourRow])
+	if err != nil {
+		t.Fatalf("read hours: %v", err)
+	}
+	return s
+}
+
+func screenClass(w int) string {
+	switch {
+	case w <= 0:
+		return ""
+	case w < 576:
+		return "mobile"
+	case w < 992:
+		return "tablet"
+	case w < 1440:
+		return "laptop"
+	}
+	return "desktop"
+}
+
+// recount computes the rollups of events in Go, independently of the SQL: events must be
+// distinct and of existing sites.
+func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
+	t.Helper()
+	type dk struct {
+		site       int64
+		day        string
+		dim        int
+		key, value string
+	}
+	type hk struct {
+		site int64
+		hour string
+	}
+	dims := map[dk]*dimRow{}
+	dimSeen := map[dk]map[int64]bool{}
+	hours := map[hk]*hourRow{}
+	hourSeen := map[hk]map[int64]bool{}
+	for _, e := range events {
+		loc, err := time.LoadLocation(tz[e.SiteID])
+		if err != nil {
+			t.Fatalf("zone: %v", err)
+		}
+		day := e.Time.In(loc).Format("2006-01-02")
+		pv, ev := int64(0), int64(1)
+		if e.IsPageview() {
+			pv, ev = 1, 0
+		}
+		vals := []dk{{dim: 0}, {dim: 1, value: e.Path}, {dim: 2, value: e.Hostname}, {dim: 3, value: e.RefSource},
+			{dim: 4, value: e.UTMSource}, {dim: 5, value: e.UTMMedium}, {dim: 6, value: e.UTMCampaign},
+			{dim: 7, value: e.UTMTerm}, {dim: 8, value: e.UTMContent}, {dim: 9, value: e.Country},
+			{dim: 10, value: e.Region}, {dim: 11, value: e.Browser}, {dim: 12, value: e.OS},
+			{dim: 13, value: e.Device}, {dim: 14, value: screenClass(e.ScreenW)}, {dim: 15, value: e.Name}}
+		for k, v := range e.Props {
+			vals = append(vals, dk{dim: 16, key: k, value: v})
+		}
+		for _, k := range vals {
+			k.site, k.day = e.SiteID, day
+			row := dims[k]
+			if row == nil {
+				row = &dimRow{Site: k.site, Day: k.day, Dim: k.dim, Key: k.key, Value: k.value}
+				dims[k] = row
+				dimSeen[k] = map[int64]bool{}
+			}
+			row.Pageviews += pv
+			row.Events += ev
+			if !dimSeen[k][e.Visitor] {
+				dimSeen[k][e.Visitor] = true
+				row.Visitors++
+			}
+		}
+		h := hk{e.SiteID, e.Time.UTC().Format("2006-01-02 15")}
+		hr := hours[h]
+		if hr == nil {
+			hr = &hourRow{Site: h.site, Hour: h.hour}
+			hours[h] = hr
+			hourSeen[h] = map[int64]bool{}
+		}
+		hr.Pageviews += pv
+		hr.Events += ev
+		if !hourSeen[h][e.Visitor] {
+			hourSeen[h][e.Visitor] = true
+			hr.Visitors++
+		}
+	}
+	s := snapshot{Events: int64(len(events))}
+	for _, r := range dims {
+		s.Dims = append(s.Dims, *r)
+	}
+	for _, r := range hours {
+		s.Hours = append(s.Hours, *r)
+	}
+	sort.Slice(s.Dims, func(i, j int) bool {
+		a, b := s.Dims[i], s.Dims[j]
+		if a.Site != b.Site {
+			return a.Site < b.Site
+		}
+		if a.Day != b.Day {
+			return a.Day < b.Day
+		}
+		if a.Dim != b.Dim {
+			return a.Dim < b.Dim
+		}
+		if a.Key != b.Key {
+			return a.Key < b.Key
+		}
+		return a.Value < b.Value
+	})
+	sort.Slice(s.Hours, func(i, j int) bool {
+		if s.Hours[i].Site != s.Hours[j].Site {
+			return s.Hours[i].Site < s.Hours[j].Site
+		}
+		return s.Hours[i].Hour < s.Hours[j].Hour
+	})
+	return s
+}
+
+func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	db := pgtest.New(t)
+	st, err := New(db.Pool)
+	if err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	return st, db.Pool
+}
+
+func write(t testing.TB, st *Store, batch []event.Event) Result {
+	t.Helper()
+	res, err := st.Write(context.Background(), batch)
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	return res
+}
+
+func TestWriteIsIdempotent(t *testing.T) {
+	st, pool := newStore(t)
+	site := newSite(t, pool, "Europe/Berlin")
+	r := rand.New(rand.NewPCG(1, 2))
+	batch := randomEvents(t, r, []int64{site}, 300, time.Date(2026, 3, 30, 12, 0, 0, 0, time.UTC), 3)
+
+	first := write(t, st, batch)
+	if first.Inserted != len(batch) {
+		t.Fatalf("first write inserted %d, want %d", first.Inserted, len(batch))
+	}
+	before := takeSnapshot(t, pool)
+	tests := []struct {
+		name  string
+		batch []event.Event
+	}{
+		{"same batch", batch},
+		{"first half", batch[:150]},
+		{"a slice repeated inside one batch", append(append([]event.Event{}, batch[10:20]...), batch[10:20]...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := write(t, st, tt.batch)
+			if res.Inserted != 0 || len(res.Sites) != 0 {
+				t.Fatalf("rewrite inserted %d rows, sites %v; want none", res.Inserted, res.Sites)
+			}
+			if diff := cmp.Diff(before, takeSnapshot(t, pool)); diff != "" {
+				t.Fatalf("rewrite changed the tables (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRollupsMatchRecount(t *testing.T) {
+	st, pool := newStore(t)
+	tz := map[int64]string{}
+	var sites []int64
+	for _, zone := range []string{"UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"} {
+		id := newSite(t, pool, zone)
+		tz[id] = zone
+		sites = append(sites, id)
+	}
+	gone := newSite(t, pool, "UTC")
+	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
+		t.Fatalf("delete site: %v", err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	// Crosses a month edge and New York's DST change.
+	end := time.Date(2026, 3, 10, 6, 0, 0, 0, time.UTC)
+	events := randomEvents(t, r, sites, 3000, end, 12)
+	orphans := randomEvents(t, r, []int64{gone}, 50, end, 3)
+
+	// Batches of random sizes, out of order, with redeliveries mixed in.
+	all := append(append([]event.Event{}, events...), orphans...)
+	r.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	for len(all) > 0 {
+		n := min(len(all), 1+r.IntN(400))
+		batch := append([]event.Event{}, all[:n]...)
+		for range r.IntN(20) {
+			batch = append(batch, events[r.IntN(len(events))])
+		}
+		write(t, st, batch)
+		all = all[n:]
+	}
+
+	want := recount(t, events, tz)
+	got := takeSnapshot(t, pool)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("rollups differ from a recount of raw events (-want +got):\n%s", diff)
+	}
+
+	t.Run("rebuild equals incremental", func(t *testing.T) {
+		ctx := context.Background()
+		for _, site := range sites {
+			if err := Rebuild(ctx, pool, site, end.AddDate(0, 0, -14), end.AddDate(0, 0, 1)); err != nil {
+				t.Fatalf("rebuild: %v", err)
+			}
+		}
+		if diff := cmp.Diff(got, takeSnapshot(t, pool)); diff != "" {
+			t.Fatalf("rebuilt rollups differ from incremental ones (-incremental +rebuilt):\n%s", diff)
+		}
+		// A rebuild of one inner day leaves the neighbours intact.
+		if err := Rebuild(ctx, pool, sites[2], end.AddDate(0, 0, -3), end.AddDate(0, 0, -3)); err != nil {
+			t.Fatalf("rebuild one day: %v", err)
+		}
+		if diff := cmp.Diff(got, takeSnapshot(t, pool)); diff != "" {
+			t.Fatalf("rebuilding one day changed the rollups:\n%s", diff)
+		}
+	})
+}
+
+func TestWriteDropsEventsOfDeletedSites(t *testing.T) {
+	st, pool := newStore(t)
+	site := newSite(t, pool, "UTC")
+	gone := newSite(t, pool, "UTC")
+	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
+		t.Fatalf("delete site: %v", err)
+	}
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	res := write(t, st, []event.Event{newEvent(t, now, site, "pageview", 1), newEvent(t, now, gone, "pageview", 2)})
+	if diff := cmp.Diff([]SiteChange{{SiteID: site, Inserted: 1, From: now, To: now}}, res.Sites); diff != "" {
+		t.Fatalf("sites (-want +got):\n%s", diff)
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM rollup_dims WHERE site_id = $1`, gone).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rollups of deleted site: %d rows, err %v", n, err)
+	}
+}
+
+func TestWriteCreatesMissingPartition(t *testing.T) {
+	st, pool := newStore(t)
+	site := newSite(t, pool, "UTC")
+	old := time.Date(2019, 2, 3, 4, 5, 6, 0, time.UTC)
+	res := write(t, st, []event.Event{newEvent(t, old, site, "pageview", 1)})
+	if res.Inserted != 1 {
+		t.Fatalf("inserted %d, want 1", res.Inserted)
+	}
+	var part string
+	if err := pool.QueryRow(context.Background(), `SELECT tableoid::regclass::text FROM events`).Scan(&part); err != nil {
+		t.Fatalf("read event: %v", err)
+	}
+	if part != "events_y2019m02" {
+		t.Fatalf("event stored in %q, want events_y2019m02", part)
+	}
+}
+
+func TestWriteDeadLettersBadEvents(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  []int
+		size int
+	}{
+		{"one bad in the middle", []int{7}, 16},
+		{"first and last bad", []int{0, 32}, 33},
+		{"a batch of one bad", []int{0}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, pool := newStore(t)
+			site := newSite(t, pool, "UTC")
+			now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+			batch := make([]event.Event, tt.size)
+			for i := range batch {
+				batch[i] = newEvent(t, now.Add(time.Duration(i)*time.Second), site, "pageview", int64(i))
+			}
+			for _, i := range tt.bad {
+				batch[i].DurationMS = -1
+			}
+			res := write(t, st, batch)
+			if res.Inserted != tt.size-len(tt.bad) || res.DeadLettered != len(tt.bad) {
+				t.Fatalf("inserted %d, dead-lettered %d; want %d, %d", res.Inserted, res.DeadLettered, tt.size-len(tt.bad), len(tt.bad))
+			}
+			var ids []uuid.UUID
+			r, err := pool.Query(context.Background(), `SELECT id FROM dead_letters WHERE reason LIKE '%events_nonnegative%' AND (event->>'site')::bigint = $1 ORDER BY id`, site)
+			if err == nil {
+				ids, err = pgx.CollectRows(r, pgx.RowTo[uuid.UUID])
+			}
+			if err != nil {
+				t.Fatalf("read dead letters: %v", err)
+			}
+			var want []uuid.UUID
+			for _, i := range tt.bad {
+				want = append(want, batch[i].ID)
+			}
+			sort.Slice(want, func(i, j int) bool { return want[i].String() < want[j].String() })
+			if diff := cmp.Diff(want, ids); diff != "" {
+				t.Fatalf("dead letters (-want +got):\n%s", diff)
+			}
+			var pv int64
+			if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(pageviews), 0) FROM rollup_dims WHERE dim = 0`).Scan(&pv); err != nil || pv != int64(res.Inserted) {
+				t.Fatalf("rollup pageviews %d (err %v), want %d", pv, err, res.Inserted)
+			}
+		})
+	}
+}
+
+func TestPropertyValuesAreBounded(t *testing.T) {
+	st, pool := newStore(t)
+	site := newSite(t, pool, "UTC")
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	mk := func(from, to int) []event.Event {
+		var b []event.Event
+		for i := from; i < to; i++ {
+			e := newEvent(t, now, site, "signup", int64(i))
+			e.Props = map[string]string{"user": fmt.Sprintf("u%05d", i)}
+			b = append(b, e)
+		}
+		return b
+	}
+	first := mk(0, 990)
+	write(t, st, first)
+	write(t, st, mk(990, 1020))
+	write(t, st, first[:5]) // duplicates change nothing
+	type row struct {
+		Values, Events, Visitors int64
+	}
+	var got row
+	err := pool.QueryRow(context.Background(), `
+		SELECT count(*), sum(events), sum(visitors) FROM rollup_dims
+		WHERE site_id = $1 AND dim = 16 AND key = 'user'`, site).Scan(&got.Values, &got.Events, &got.Visitors)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var other int64
+	if err := pool.QueryRow(context.Background(), `SELECT events FROM rollup_dims WHERE site_id = $1 AND dim = 16 AND value = '(other)'`, site).Scan(&other); err != nil {
+		t.Fatalf("read other: %v", err)
+	}
+	if diff := cmp.Diff(row{Values: 1001, Events: 1020, Visitors: 1020}, got); diff != "" || other != 20 {
+		t.Fatalf("bounded values (-want +got):\n%s\n(other) = %d, want 20", diff, other)
+	}
+}
+
+func TestDropPartitionsBefore(t *testing.T) {
+	st, pool := newStore(t)
+	site := newSite(t, pool, "UTC")
+	ctx := context.Background()
+	var batch []event.Event
+	for m := 1; m <= 4; m++ {
+		batch = append(batch, newEvent(t, time.Date(2026, time.Month(m), 15, 0, 0, 0, 0, time.UTC), site, "pageview", int64(m)))
+	}
+	write(t, st, batch)
+	dropped, err := st.DropPartitionsBefore(ctx, time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	if diff := cmp.Diff([]string{"events_y2026m01", "events_y2026m02"}, dropped); diff != "" {
+		t.Fatalf("dropped (-want +got):\n%s", diff)
+	}
+	var events, pageviews int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events), (SELECT sum(pageviews) FROM rollup_dims WHERE dim = 0)`).Scan(&events, &pageviews); err != nil {
+		t.Fatalf("count: %v", err)
+	}
+	if events != 2 || pageviews != 4 {
+		t.Fatalf("after retention: %d events, %d rolled-up pageviews; want 2 and 4", events, pageviews)
+	}
+	if err := Rebuild(ctx, pool, site, time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 2, 28, 0, 0, 0, 0, time.UTC)); err == nil {
+		t.Fatalf("rebuild over dropped raw events succeeded; want ErrNoRawEvents")
+	}
+}
