@@ -849,6 +849,36 @@ func TestComposePrometheus(t *testing.T) {
 	}
 }
 
+func TestKubernetesPrometheus(t *testing.T) {
+	var p struct {
+		ScrapeConfigs []struct {
+			JobName        string `yaml:"job_name"`
+			RelabelConfigs []struct {
+				SourceLabels []string `yaml:"source_labels"`
+				TargetLabel  string   `yaml:"target_label"`
+			} `yaml:"relabel_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	decodeYAML(t, "prometheus/prometheus-kubernetes.yml", &p)
+	if len(p.ScrapeConfigs) == 0 {
+		t.Fatal("prometheus-kubernetes.yml: no scrape configs")
+	}
+	var job, port bool
+	for _, sc := range p.ScrapeConfigs {
+		for _, r := range sc.RelabelConfigs {
+			if r.TargetLabel == "job" && slices.Contains(r.SourceLabels, "__meta_kubernetes_pod_label_app_kubernetes_io_component") {
+				job = true
+			}
+			if r.TargetLabel == "__address__" && slices.Contains(r.SourceLabels, "__meta_kubernetes_pod_annotation_prometheus_io_port") {
+				port = true
+			}
+		}
+	}
+	if !job || !port {
+		t.Errorf("prometheus-kubernetes.yml: want the job from the component label (%v) and the port from prometheus.io/port (%v)", job, port)
+	}
+}
+
 type ruleFile struct {
 	Groups []struct {
 		Name  string `yaml:"name"`
@@ -1331,6 +1361,13 @@ func TestKubernetesWorkloads(t *testing.T) {
 		}
 		if target == "ingest" && c.Resources.Requests["cpu"] == "" {
 			t.Errorf("%s: no CPU request; the HorizontalPodAutoscaler needs one", where)
+		}
+		// prometheus-kubernetes.yml names the job after this label; the rules expect targets.
+		if got := spec.Template.Metadata.Labels["app.kubernetes.io/component"]; got != target {
+			t.Errorf("%s: pod label app.kubernetes.io/component=%q, want %q (the Prometheus job name)", where, got, target)
+		}
+		if spec.Template.Metadata.Labels["app.kubernetes.io/part-of"] != "haru" {
+			t.Errorf("%s: pod label app.kubernetes.io/part-of is not haru; Prometheus would not scrape it", where)
 		}
 		byTarget[target] = workload{name: d.Metadata.Name, labels: spec.Template.Metadata.Labels, c: c, ops: opsPort}
 	}
