@@ -1,0 +1,266 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+)
+
+func newSite(t testing.TB, pool *pgxpool.Pool, tz string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var uid, id int64
+	err := pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id`,
+		fmt.Sprintf("u%d@example.com", rand.Int64())).Scan(&uid)
+	if err != nil {
+		t.Fatalf("create user: %v", err)
+	}
+	err = pool.QueryRow(ctx, `INSERT INTO sites (user_id, name, domain, token, timezone) VALUES ($1, 's', 'example.com', $2, $3) RETURNING id`,
+		uid, fmt.Sprintf("tok%d", rand.Int64()), tz).Scan(&id)
+	if err != nil {
+		t.Fatalf("create site: %v", err)
+	}
+	return id
+}
+
+type harness struct {
+	svc   *Service
+	reg   *prometheus.Registry
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	names event.Names
+	pool  *pgxpool.Pool
+	clock *clock.Fake
+}
+
+func newHarness(t testing.TB, mutate func(*Config)) *harness {
+	t.Helper()
+	db := pgtest.New(t)
+	srv := natstest.New(t)
+	nc := srv.Conn(t)
+	cfg := Config{
+		NATS:        natsutil.Config{URL: srv.URL, Prefix: natstest.UniquePrefix(), Stream: natsutil.DefaultStreamSettings()},
+		BatchSize:   100,
+		BatchAge:    20 * time.Millisecond,
+		DBMaxConns:  4,
+		DatabaseURL: db.URL,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	clk := clock.NewFake(time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC))
+	svc, err := New(context.Background(), cfg, Deps{
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg, Health: telemetry.NewHealth(),
+		Clock: clk, NATS: nc, Pool: db.Pool,
+	})
+	if err != nil {
+		t.Fatalf("new writer: %v", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return &harness{svc: svc, reg: reg, nc: nc, js: js, names: cfg.NATS.Names(), pool: db.Pool, clock: clk}
+}
+
+func (h *harness) publish(t testing.TB, msgID string, data []byte, site int64) {
+	t.Helper()
+	if _, err := h.js.Publish(context.Background(), h.names.EventSubject(site), data, jetstream.WithMsgID(msgID)); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+func TestServiceStoresPublishedEvents(t *testing.T) {
+	h := newHarness(t, nil)
+	site := newSite(t, h.pool, "Asia/Tokyo")
+	updated := make(chan *nats.Msg, 64)
+	sub, err := h.nc.ChanSubscribe(h.names.UpdatedWildcard(), updated)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+
+	now := h.clock.Now().UTC().Truncate(time.Microsecond)
+	var want []event.Event
+	for i := range 250 {
+		e, err := event.New(now.Add(time.Duration(i)*time.Second), site, "pageview")
+		if err != nil {
+			t.Fatalf("event: %v", err)
+		}
+		e.Visitor = int64(i % 7)
+		e.Path = "/"
+		want = append(want, e)
+	}
+	bad := want[100]
+	bad.DurationMS = -5
+	want[100] = bad
+	for _, e := range want {
+		b, err := event.Encode(&e)
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		h.publish(t, e.ID.String(), b, site)
+	}
+	// The same event again under another message id gets past JetStream's duplicate
+	// window; Postgres's key makes it a no-op.
+	b, _ := event.Encode(&want[0])
+	h.publish(t, "again-"+want[0].ID.String(), b, site)
+	h.publish(t, "poison", []byte(`{"v":1}`), site)
+
+	deadline := time.Now().Add(20 * time.Second)
+	var stored, dead, pageviews int64
+	for {
+		err := h.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters),
+			(SELECT coalesce(sum(pageviews), 0) FROM rollup_dims WHERE site_id = $1 AND dim = 0)`, site).Scan(&stored, &dead, &pageviews)
+		if err != nil {
+			t.Fatalf("count: %v", err)
+		}
+		if stored == 249 && dead == 1 && testutil.ToFloat64(h.svc.metrics.terminated) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20s: %d events stored, %d dead letters; want 249 and 1", stored, dead)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pageviews != 249 {
+		t.Fatalf("rolled-up pageviews %d, want 249", pageviews)
+	}
+	select {
+	case m := <-updated:
+		u, err := event.DecodeUpdated(m.Data)
+		if err != nil || u.SiteID != site || u.Events == 0 {
+			t.Fatalf("updated message %+v, err %v", u, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no updated message")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got := map[string]float64{
+		"rows":       testutil.ToFloat64(h.svc.metrics.rowsWritten),
+		"skipped":    testutil.ToFloat64(h.svc.metrics.skipped),
+		"dead":       testutil.ToFloat64(h.svc.metrics.deadLettered),
+		"terminated": testutil.ToFloat64(h.svc.metrics.terminated),
+	}
+	wantM := map[string]float64{"rows": 249, "skipped": 1, "dead": 1, "terminated": 1}
+	if diff := cmp.Diff(wantM, got); diff != "" {
+		t.Fatalf("metrics (-want +got):\n%s", diff)
+	}
+	// Everything acked: nothing left for the next writer.
+	cons, err := h.js.Consumer(context.Background(), h.names.Stream, event.ConsumerName)
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 {
+		t.Fatalf("consumer pending %d, ack pending %d; want 0 and 0", info.NumPending, info.NumAckPending)
+	}
+}
+
+func TestApplyRetention(t *testing.T) {
+	tests := []struct {
+		name     string
+		days     int
+		wantLeft []string
+	}{
+		{"forever", 0, []string{"events_y2026m01", "events_y2026m04", "events_y2026m05", "events_y2026m06"}},
+		{"45 days", 45, []string{"events_y2026m05", "events_y2026m06"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.RetentionDays = tt.days })
+			ctx := context.Background()
+			site := newSite(t, h.pool, "UTC")
+			var batch []event.Event
+			for _, m := range []time.Month{1, 4, 5, 6} {
+				e, err := event.New(time.Date(2026, m, 10, 0, 0, 0, 0, time.UTC), site, "pageview")
+				if err != nil {
+					t.Fatalf("event: %v", err)
+				}
+				batch = append(batch, e)
+			}
+			if _, err := h.svc.store.Write(ctx, batch); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if err := h.svc.ApplyRetention(ctx); err != nil {
+				t.Fatalf("retention: %v", err)
+			}
+			var left []string
+			rows, err := h.pool.Query(ctx, `SELECT DISTINCT tableoid::regclass::text FROM events ORDER BY 1`)
+			if err != nil {
+				t.Fatalf("query: %v", err)
+			}
+			for rows.Next() {
+				var s string
+				if err := rows.Scan(&s); err != nil {
+					t.Fatalf("scan: %v", err)
+				}
+				left = append(left, s)
+			}
+			if diff := cmp.Diff(tt.wantLeft, left); diff != "" {
+				t.Fatalf("partitions holding events (-want +got):\n%s", diff)
+			}
+			var pv int64
+			if err := h.pool.QueryRow(ctx, `SELECT sum(pageviews) FROM rollup_dims WHERE dim = 0`).Scan(&pv); err != nil || pv != 4 {
+				t.Fatalf("rollups after retention: %d pageviews (err %v), want 4", pv, err)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := Config{
+		NATS:        natsutil.Config{URL: "nats://x", Prefix: "haru", Stream: natsutil.DefaultStreamSettings()},
+		DatabaseURL: "postgres://x", BatchSize: 10, BatchAge: time.Second, DBMaxConns: 1,
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr bool
+	}{
+		{"defaults", func(*Config) {}, false},
+		{"retention set", func(c *Config) { c.RetentionDays = 400 }, false},
+		{"negative retention", func(c *Config) { c.RetentionDays = -1 }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base
+			tt.mutate(&c)
+			if err := c.Validate(true); (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
