@@ -64,7 +64,6 @@ var requiredPanels = []string{
 type literals struct {
 	all    map[string]bool
 	byDir  map[string]map[string]bool // top directory (services/all, pkg/telemetry, ...) → literals
-	source map[string]string          // literal → one file it appears in, for messages
 	idents map[string]bool            // identifiers, to see that a collector is registered
 }
 
@@ -84,7 +83,7 @@ func sourceLiterals(t testing.TB) literals {
 }
 
 func scanLiterals(root string, dirs ...string) (literals, error) {
-	l := literals{all: map[string]bool{}, byDir: map[string]map[string]bool{}, source: map[string]string{}, idents: map[string]bool{}}
+	l := literals{all: map[string]bool{}, byDir: map[string]map[string]bool{}, idents: map[string]bool{}}
 	for _, d := range dirs {
 		err := filepath.WalkDir(filepath.Join(root, d), func(path string, e fs.DirEntry, err error) error {
 			if err != nil {
@@ -120,9 +119,6 @@ func scanLiterals(root string, dirs ...string) (literals, error) {
 					}
 					l.all[v] = true
 					l.byDir[key][v] = true
-					if _, ok := l.source[v]; !ok {
-						l.source[v] = filepath.ToSlash(rel)
-					}
 				}
 			}
 			return nil
