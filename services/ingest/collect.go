@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,24 +16,57 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
+	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
 )
 
-// MaxRequestBytes is the largest request body ingest reads; bigger ones get 413.
+// MaxRequestBytes is the largest request body the app reads at all; the collect handler
+// itself answers 413 above collect.MaxBodyBytes. It is larger because the single binary
+// serves the dashboard API from the same app.
 const MaxRequestBytes = 64 << 10
 
-// Errors the collect path maps to HTTP answers in errorHandler, the one place that does.
+// Errors the collect path maps to HTTP answers in reject, the one place that does.
 var (
 	ErrUnknownToken = errors.New("unknown site token")
 	ErrNoToken      = errors.New("missing site token: send Authorization: Bearer <token> or ?t=<token>")
 	ErrUnavailable  = errors.New("cannot accept events right now, retry later")
+	ErrTooLarge     = fmt.Errorf("body too large: at most %d bytes", collect.MaxBodyBytes)
+	ErrContentType  = errors.New("unsupported content type: send application/json or text/plain")
+	ErrRateLimited  = errors.New("too many events from this address, retry later")
+)
+
+// Reasons a beacon is answered 202 but not stored, the label values of
+// haru_ingest_events_dropped_total.
+const (
+	dropForeignHost = "foreign_host"
 )
 
 // handleCollect is a beacon's whole path through ingest, top to bottom.
 func (s *Service) handleCollect(c *fiber.Ctx) error {
-	// 1. Which site? The registry is in memory; until its first load we cannot tell an
+	// 1. Is it a beacon at all? Cheap checks first, before any lookup.
+	if !acceptedContentType(c.Get(fiber.HeaderContentType)) {
+		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_type", ErrContentType)
+	}
+	if len(c.Body()) > collect.MaxBodyBytes {
+		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrTooLarge)
+	}
+
+	// 2. Who sends it, and too often? The address is counted per replica and goes no
+	// further than this function and the visitor hash.
+	now := s.clock.Now()
+	peer := peerAddr(c)
+	ip := s.clientIP.ClientIP(peer, func() string { return c.Get(s.clientIP.Header()) })
+	if s.limiter != nil {
+		if ok, wait := s.limiter.Allow(ip, now); !ok {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			return s.reject(c, fiber.StatusTooManyRequests, "rate_limited", ErrRateLimited)
+		}
+	}
+
+	// 3. Which site? The registry is in memory; until its first load we cannot tell an
 	// unknown token from one not seen yet, so that is a 503, not a 401.
 	token := bearerToken(c)
 	if token == "" {
@@ -45,38 +80,59 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return s.reject(c, fiber.StatusUnauthorized, "unknown_token", ErrUnknownToken)
 	}
 
-	// 2. What happened? Refuse bad input with the field that is wrong.
+	// 4. What happened? Refuse bad input with the field that is wrong.
 	p, err := collect.Parse(c.Body())
 	if err != nil {
 		return s.reject(c, fiber.StatusBadRequest, "bad_payload", err)
 	}
 
-	// 3. Who did it? A keyed hash under the salt of the site's local date; the IP and
-	// User-Agent go no further than this function.
-	now := s.clock.Now()
-	loc := s.zones.get(site.Timezone)
+	// 5. Is it a person on this site? Bots, prefetches and other sites' pages get a 202
+	// (they learn nothing) and are dropped, counted by reason.
+	userAgent := c.Get(fiber.HeaderUserAgent)
+	agent := s.agents.Parse(userAgent)
+	if reason := bot.Check(bot.Request{
+		UserAgent: userAgent, ParserBot: agent.Bot,
+		Purpose: c.Get("Purpose"), SecPurpose: c.Get("Sec-Purpose"), XMoz: c.Get("X-Moz"),
+	}); reason != "" {
+		return s.drop(c, reason)
+	}
+	page := enrich.ParsePage(p.URL, p.Path, p.HashMode)
+	if !s.hostAllowed(site, page.Host, c.Get(fiber.HeaderOrigin)) {
+		return s.drop(c, dropForeignHost)
+	}
+
+	// 6. Which visitor? A keyed hash under the salt of the site's local date.
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.PublishTimeout)
 	defer cancel()
-	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, loc))
+	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
 	if err != nil {
 		s.log.Error("salt unavailable", "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "salt_unavailable", ErrUnavailable)
 	}
-	ip := s.clientIP.ClientIP(peerAddr(c), func() string { return c.Get(s.clientIP.Header()) })
 	ev, err := event.New(now, site.ID, p.Name)
 	if err != nil {
 		return err
 	}
-	ev.Visitor = visitor.ID(daySalt, site.ID, ip.String(), c.Get(fiber.HeaderUserAgent))
+	ev.Visitor = visitor.ID(daySalt, site.ID, ip.String(), userAgent)
 
-	// 4. Enrich.
-	ev.Path = p.Path
-	ev.Referrer = p.Referrer
+	// 7. Describe it.
+	ev.Hostname, ev.Path = page.Host, page.Path
+	ev.UTMSource, ev.UTMMedium, ev.UTMCampaign = page.UTM.Source, page.UTM.Medium, page.UTM.Campaign
+	ev.UTMTerm, ev.UTMContent = page.UTM.Term, page.UTM.Content
+	if ev.RefSource = enrich.RefSource(p.Referrer, page.Host, site.Domain); ev.RefSource != "" {
+		ev.Referrer = p.Referrer // a self-referral is internal navigation: no referrer at all
+	}
+	trusted := s.clientIP.Trusted(peer)
+	ev.Country = enrich.Country(ip, c.Get(s.cfg.CountryHeader), trusted)
+	ev.Region = enrich.Region(ev.Country, c.Get(s.cfg.RegionHeader), trusted)
+	ev.Browser, ev.OS = agent.Browser, agent.OS
+	ev.Device = enrich.Device(agent.Device, p.ScreenW)
 	ev.ScreenW, ev.ScreenH = p.ScreenW, p.ScreenH
 	ev.DurationMS = p.DurationMS
 	ev.Props = p.Props
 
-	// 5. Make it durable: 202 only after JetStream's PubAck.
+	// 8. Make it durable: 202 only after JetStream's PubAck, 503 if it does not come in
+	// time (NATS down, stream full), so the tracker may retry.
 	if err := s.publish(ctx, &ev); err != nil {
 		s.log.Warn("publish failed", "site_id", site.ID, "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "publish_failed", ErrUnavailable)
@@ -84,6 +140,24 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	s.metrics.accepted.Inc()
 	c.Status(fiber.StatusAccepted)
 	return nil
+}
+
+// hostAllowed reports whether a beacon's page belongs to site: its host (from the page
+// URL, else the Origin header) must be the site's domain or a subdomain. A beacon that
+// names no page at all (curl, server-side senders) is accepted, as is any host when the
+// site allows any or has no domain set.
+func (s *Service) hostAllowed(site event.Site, pageHost, origin string) bool {
+	if site.AllowAnyHost || site.Domain == "" {
+		return true
+	}
+	host := pageHost
+	if host == "" && origin != "" && origin != "null" {
+		host = enrich.ParsePage(origin, "", false).Host
+		if host == "" {
+			return false // an Origin we cannot read is no evidence of the right site
+		}
+	}
+	return host == "" || enrich.SameSite(host, site.Domain)
 }
 
 // publish stores ev in the stream. The event id is the message id, so JetStream drops a
@@ -117,6 +191,37 @@ func (s *Service) reject(c *fiber.Ctx, status int, reason string, err error) err
 		c.Set(fiber.HeaderRetryAfter, "1")
 	}
 	return c.Status(status).JSON(body)
+}
+
+// drop answers a beacon that will not be stored exactly as a stored one, counting why.
+func (s *Service) drop(c *fiber.Ctx, reason string) error {
+	s.metrics.dropped.WithLabelValues(reason).Inc()
+	c.Status(fiber.StatusAccepted)
+	return nil
+}
+
+// acceptedContentType allows JSON, sendBeacon's text/plain, and no type at all (some
+// server-side senders omit it); anything else is not a beacon.
+func acceptedContentType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	return mt == "" || strings.EqualFold(mt, fiber.MIMEApplicationJSON) || strings.EqualFold(mt, fiber.MIMETextPlain)
+}
+
+// countStatus counts every collect answer by status. An error escaping the handler is
+// answered later by the app's error handler, so its status is taken from the error.
+func (s *Service) countStatus(c *fiber.Ctx) error {
+	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		status = fiber.StatusInternalServerError
+		var fe *fiber.Error
+		if errors.As(err, &fe) {
+			status = fe.Code
+		}
+	}
+	s.metrics.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	return err
 }
 
 func bearerToken(c *fiber.Ctx) string {
@@ -179,13 +284,21 @@ func (z *zoneCache) get(name string) *time.Location {
 
 // metrics are ingest's Prometheus series.
 type metrics struct {
+	requests       *prometheus.CounterVec
 	accepted       prometheus.Counter
+	dropped        *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haru_ingest_requests_total", Help: "Collect requests answered, by HTTP status.",
+		}, []string{"status"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haru_ingest_events_dropped_total", Help: "Beacons answered 202 but not stored, by reason.",
+		}, []string{"reason"}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_ingest_events_accepted_total", Help: "Events stored in JetStream and answered 202.",
 		}),
@@ -197,10 +310,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.accepted, m.rejected, m.publishSeconds} {
+	for _, c := range []prometheus.Collector{m.requests, m.accepted, m.dropped, m.rejected, m.publishSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ingest metrics: %w", err)
 		}
+	}
+	// Start every drop reason at zero so a rate() over it exists before the first drop.
+	for _, r := range []string{bot.ReasonUserAgent, bot.ReasonPrefetch, dropForeignHost} {
+		m.dropped.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/clientip"
+	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
+	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
 )
@@ -41,7 +43,15 @@ type Config struct {
 	ClientIPHeader string
 	// PublishTimeout bounds the wait for JetStream's PubAck; past it the beacon gets 503.
 	PublishTimeout time.Duration
-	LogLevel       string
+	// RateLimit is how many beacons one client address may send per RateWindow to one
+	// replica; 0 turns the limit off.
+	RateLimit  int
+	RateWindow time.Duration
+	// CountryHeader and RegionHeader are a CDN's geolocation headers, believed only from
+	// TrustedProxies; without them the country comes from the database in the binary.
+	CountryHeader string
+	RegionHeader  string
+	LogLevel      string
 }
 
 // ConfigFromEnv reads the HARU_* variables of the ingest service.
@@ -54,6 +64,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		TrustedProxies: env.List("HARU_TRUSTED_PROXIES", nil),
 		ClientIPHeader: env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
 		PublishTimeout: env.Duration("HARU_PUBLISH_TIMEOUT", time.Second),
+		RateLimit:      env.Int("HARU_RATE_LIMIT", 100),
+		RateWindow:     env.Duration("HARU_RATE_WINDOW", time.Minute),
+		CountryHeader:  env.String("HARU_COUNTRY_HEADER", "CF-IPCountry"),
+		RegionHeader:   env.String("HARU_REGION_HEADER", "CF-Region-Code"),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
 	}
 	return cfg, env.Err()
@@ -71,6 +85,12 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.PublishTimeout < 10*time.Millisecond || c.PublishTimeout > 30*time.Second {
 		errs = append(errs, fmt.Errorf("HARU_PUBLISH_TIMEOUT %s: want 10ms..30s", c.PublishTimeout))
+	}
+	if c.RateLimit < 0 {
+		errs = append(errs, fmt.Errorf("HARU_RATE_LIMIT %d: want 0 (off) or more", c.RateLimit))
+	}
+	if c.RateLimit > 0 && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("HARU_RATE_WINDOW %s: want 1s..24h", c.RateWindow))
 	}
 	return errors.Join(errs...)
 }
@@ -96,6 +116,8 @@ type Service struct {
 	salts    *salt.Store
 	clientIP *clientip.Resolver
 	zones    *zoneCache
+	agents   *enrich.Agents
+	limiter  *ratelimit.Limiter // nil when RateLimit is 0
 	metrics  *metrics
 }
 
@@ -133,13 +155,20 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimit > 0 {
+		if limiter, err = ratelimit.New(cfg.RateLimit, cfg.RateWindow); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
-		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(), metrics: m,
+		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
+		agents: enrich.NewAgents(), limiter: limiter, metrics: m,
 	}
 	deps.Health.Add("ingest_nats", func(context.Context) error {
 		if !deps.NATS.IsConnected() {
@@ -159,7 +188,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 // Register mounts ingest's routes: every route of the service is here.
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
-	r.Post("/api/collect", s.cors, s.handleCollect)
+	r.Post("/api/collect", s.countStatus, s.cors, s.handleCollect)
 }
 
 // Run keeps the site registry current until ctx ends.

@@ -168,11 +168,11 @@ func TestAgents(t *testing.T) {
 
 func TestCountryRegion(t *testing.T) {
 	tests := []struct {
-		name              string
-		ip                string
-		cdnCountry        string
-		cdnRegion         string
-		trusted           bool
+		name               string
+		ip                 string
+		cdnCountry         string
+		cdnRegion          string
+		trusted            bool
 		wantCC, wantRegion string
 	}{
 		{"database", "8.8.8.8", "", "", false, "US", ""},

@@ -1,0 +1,431 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+	"github.com/haru-analytics/haru/services/ingest/internal/collect"
+)
+
+const (
+	testToken = "tok_example"
+	firefox   = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
+)
+
+// harness is one ingest Service against a private JetStream server, with its site
+// registered and its registry loaded.
+type harness struct {
+	srv    *natstest.Server
+	svc    *Service
+	app    *fiber.App
+	reg    *prometheus.Registry
+	stream jetstream.Stream
+	names  event.Names
+}
+
+func newHarness(t *testing.T, site event.Site, edit func(*Config)) *harness {
+	t.Helper()
+	srv := natstest.New(t)
+	nc := srv.Conn(t)
+	cfg, err := ConfigFromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	cfg.NATS.URL = srv.URL
+	cfg.NATS.Stream.MaxBytes = 1 << 20
+	cfg.TrustedProxies = []string{"10.0.0.0/8"}
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	names := cfg.NATS.Names()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := natsutil.EnsureSites(ctx, js, names, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := event.EncodeSite(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, event.SiteKey(site.Token), b); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	svc, err := New(ctx, cfg, Deps{
+		Log: slog.New(slog.DiscardHandler), Metrics: reg, Health: telemetry.NewHealth(),
+		Clock: clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), NATS: nc,
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for !svc.sites.Loaded() {
+		if time.Now().After(deadline) {
+			t.Fatal("registry not loaded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	app := fiber.New(AppConfig(slog.New(slog.DiscardHandler)))
+	svc.Register(app)
+	stream, err := js.Stream(ctx, names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{srv: srv, svc: svc, app: app, reg: reg, stream: stream, names: names}
+}
+
+type beacon struct {
+	body    string
+	token   string // "" sends none; testToken by default via send
+	headers map[string]string
+}
+
+// send posts b and returns the status and the JSON body (nil when empty).
+func (h *harness) send(t *testing.T, b beacon) (int, map[string]any, http.Header) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "/api/collect", strings.NewReader(b.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", firefox)
+	if b.token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	for k, v := range b.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.app.Test(req, 5000)
+	if err != nil {
+		t.Fatalf("app.Test: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("answer %q is not JSON: %v", raw, err)
+		}
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+// stored returns how many events the stream holds.
+func (h *harness) stored(t *testing.T) uint64 {
+	t.Helper()
+	info, err := h.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// last returns the newest stored event of site.
+func (h *harness) last(t *testing.T, site int64) event.Event {
+	t.Helper()
+	msg, err := h.stream.GetLastMsgForSubject(context.Background(), h.names.EventSubject(site))
+	if err != nil {
+		t.Fatalf("last event: %v", err)
+	}
+	ev, err := event.Decode(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// counter reads one series of a counter vector from the registry (0 when absent).
+func (h *harness) counter(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+var testSite = event.Site{ID: 7, Token: testToken, Domain: "example.com", Timezone: "Europe/Berlin"}
+
+func TestCollectAnswers(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	big := `{"p":"/` + strings.Repeat("a", collect.MaxBodyBytes) + `"}`
+	tests := []struct {
+		name   string
+		beacon beacon
+		status int
+		answer map[string]any
+	}{
+		{"accepted", beacon{body: `{"p":"/"}`, token: testToken}, 202, nil},
+		{"no token", beacon{body: `{}`}, 401, map[string]any{"error": ErrNoToken.Error()}},
+		{"unknown token", beacon{body: `{}`, token: "nope"}, 401, map[string]any{"error": ErrUnknownToken.Error()}},
+		{"null field", beacon{body: `{"p":null}`, token: testToken}, 400, map[string]any{"error": "want a string, got null", "field": "p"}},
+		{"float width", beacon{body: `{"sw":1.5}`, token: testToken}, 400, map[string]any{"error": "want an integer, got 1.5", "field": "sw"}},
+		{"escaped NUL", beacon{body: `{"n":"a\u0000"}`, token: testToken}, 400, map[string]any{"error": "contains NUL, which cannot be stored", "field": "n"}},
+		{"trailing garbage", beacon{body: `{}]`, token: testToken}, 400, map[string]any{"error": "invalid JSON: trailing data after the object"}},
+		{"prop object", beacon{body: `{"props":{"k":{}}}`, token: testToken}, 400, map[string]any{"error": "want a string, number or boolean, got an object", "field": "props.k"}},
+		{"too large", beacon{body: big, token: testToken}, 413, map[string]any{"error": ErrTooLarge.Error()}},
+		{"form content type", beacon{body: `{}`, token: testToken, headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+			415, map[string]any{"error": ErrContentType.Error()}},
+		{"sendBeacon text/plain", beacon{body: `{}`, token: testToken, headers: map[string]string{"Content-Type": "text/plain;charset=UTF-8"}}, 202, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, answer, _ := h.send(t, tt.beacon)
+			if diff := cmp.Diff([]any{tt.status, tt.answer}, []any{status, answer}, cmpopts.EquateEmpty()); diff != "" {
+				t.Fatalf("status, answer (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if got := h.counter(t, "haru_ingest_requests_total", "status", "400"); got != 5 {
+		t.Fatalf("requests_total{status=400} = %v, want 5", got)
+	}
+}
+
+func TestCollectEnriches(t *testing.T) {
+	// The test connection's peer, 0.0.0.0, plays a trusted proxy here.
+	h := newHarness(t, testSite, func(c *Config) { c.TrustedProxies = []string{"0.0.0.0/32"} })
+	tests := []struct {
+		name    string
+		body    string
+		headers map[string]string
+		want    event.Event
+	}{
+		{
+			name: "full beacon",
+			body: `{"n":"signup","u":"https://www.example.com/pricing?utm_source=news&utm_medium=email&utm_campaign=spring","r":"https://www.google.co.uk/","sw":1280,"sh":800,"props":{"plan":"pro","seats":3}}`,
+			headers: map[string]string{"X-Forwarded-For": "81.2.69.160", "CF-IPCountry": "DE", "CF-Region-Code": "BE"},
+			want: event.Event{Name: "signup", Hostname: "www.example.com", Path: "/pricing", Referrer: "https://www.google.co.uk/",
+				RefSource: "Google", UTMSource: "news", UTMMedium: "email", UTMCampaign: "spring",
+				Country: "DE", Region: "DE-BE", Browser: "Firefox", OS: "Linux", Device: "Laptop", ScreenW: 1280, ScreenH: 800,
+				Props: map[string]string{"plan": "pro", "seats": "3"}},
+		},
+		{
+			name: "self referral dropped, hash path",
+			body: `{"u":"https://app.example.com/#/inbox","h":true,"r":"https://app.example.com/#/login","d":1500}`,
+			want: event.Event{Name: "pageview", Hostname: "app.example.com", Path: "/#/inbox", Browser: "Firefox", OS: "Linux", Device: "Desktop", DurationMS: 1500},
+		},
+		{
+			name: "tracker fields only",
+			body: `{"p":"/home","r":"https://t.co/x","sw":390}`,
+			want: event.Event{Name: "pageview", Path: "/home", Referrer: "https://t.co/x", RefSource: "Twitter", Browser: "Firefox", OS: "Linux", Device: "Mobile", ScreenW: 390},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			headers := map[string]string{}
+			for k, v := range tt.headers {
+				headers[k] = v
+			}
+			status, answer, _ := h.send(t, beacon{body: tt.body, token: testToken, headers: headers})
+			if status != fiber.StatusAccepted {
+				t.Fatalf("status = %d (%v), want 202", status, answer)
+			}
+			got := h.last(t, testSite.ID)
+			ignore := cmpopts.IgnoreFields(event.Event{}, "V", "ID", "Time", "SiteID", "Visitor")
+			if diff := cmp.Diff(tt.want, got, ignore, cmpopts.EquateEmpty()); diff != "" {
+				t.Fatalf("stored event (-want +got):\n%s", diff)
+			}
+			if got.SiteID != testSite.ID || got.Visitor == 0 {
+				t.Fatalf("site %d visitor %d: want site %d and a visitor id", got.SiteID, got.Visitor, testSite.ID)
+			}
+		})
+	}
+}
+
+func TestCollectCountryUntrustedPeer(t *testing.T) {
+	// The test connection's peer is 0.0.0.0, not a trusted proxy: CDN headers and
+	// X-Forwarded-For are ignored.
+	h := newHarness(t, testSite, nil)
+	status, _, _ := h.send(t, beacon{body: `{}`, token: testToken, headers: map[string]string{"CF-IPCountry": "DE", "X-Forwarded-For": "81.2.69.160"}})
+	if status != fiber.StatusAccepted {
+		t.Fatalf("status = %d, want 202", status)
+	}
+	if got := h.last(t, testSite.ID); got.Country != "" || got.Region != "" {
+		t.Fatalf("country %q region %q from an untrusted peer, want none", got.Country, got.Region)
+	}
+}
+
+func TestCollectDrops(t *testing.T) {
+	tests := []struct {
+		name    string
+		site    event.Site
+		body    string
+		headers map[string]string
+		reason  string // "" means stored
+	}{
+		{"googlebot", testSite, `{}`, map[string]string{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}, "bot_user_agent"},
+		{"headless chrome", testSite, `{}`, map[string]string{"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36"}, "bot_user_agent"},
+		{"curl counts", testSite, `{"p":"/home"}`, map[string]string{"User-Agent": "curl/8.5.0"}, ""},
+		{"prefetch", testSite, `{}`, map[string]string{"Sec-Purpose": "prefetch"}, "prefetch"},
+		{"firefox prefetch", testSite, `{}`, map[string]string{"X-Moz": "prefetch"}, "prefetch"},
+		{"foreign page", testSite, `{"u":"https://evil.net/"}`, nil, "foreign_host"},
+		{"lookalike page", testSite, `{"u":"https://notexample.com/"}`, nil, "foreign_host"},
+		{"subdomain page", testSite, `{"u":"https://blog.example.com/"}`, nil, ""},
+		{"foreign origin", testSite, `{}`, map[string]string{"Origin": "https://evil.net"}, "foreign_host"},
+		{"own origin", testSite, `{}`, map[string]string{"Origin": "https://www.example.com"}, ""},
+		{"url beats origin", testSite, `{"u":"https://example.com/"}`, map[string]string{"Origin": "https://evil.net"}, ""},
+		{"no page, no origin", testSite, `{}`, nil, ""},
+		{"any host allowed", event.Site{ID: 8, Token: testToken, Domain: "example.com", AllowAnyHost: true}, `{"u":"https://evil.net/"}`, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.site, nil)
+			status, answer, _ := h.send(t, beacon{body: tt.body, token: testToken, headers: tt.headers})
+			if status != fiber.StatusAccepted {
+				t.Fatalf("status = %d (%v), want 202", status, answer)
+			}
+			wantStored := uint64(0)
+			if tt.reason == "" {
+				wantStored = 1
+			}
+			if got := h.stored(t); got != wantStored {
+				t.Fatalf("stored %d events, want %d", got, wantStored)
+			}
+			if tt.reason != "" {
+				if got := h.counter(t, "haru_ingest_events_dropped_total", "reason", tt.reason); got != 1 {
+					t.Fatalf("dropped{reason=%s} = %v, want 1", tt.reason, got)
+				}
+			}
+		})
+	}
+}
+
+func TestCollectRateLimit(t *testing.T) {
+	h := newHarness(t, testSite, func(c *Config) { c.RateLimit = 3; c.RateWindow = time.Minute })
+	for i := range 3 {
+		if status, answer, _ := h.send(t, beacon{body: `{}`, token: testToken}); status != fiber.StatusAccepted {
+			t.Fatalf("beacon %d: status %d (%v), want 202", i, status, answer)
+		}
+	}
+	status, answer, header := h.send(t, beacon{body: `{}`, token: testToken})
+	want := []any{fiber.StatusTooManyRequests, map[string]any{"error": ErrRateLimited.Error()}, "60"}
+	if diff := cmp.Diff(want, []any{status, answer, header.Get("Retry-After")}); diff != "" {
+		t.Fatalf("status, answer, Retry-After (-want +got):\n%s", diff)
+	}
+	// Another client behind a trusted proxy has its own count.
+	h2 := newHarness(t, testSite, func(c *Config) { c.RateLimit = 1; c.TrustedProxies = []string{"0.0.0.0/32"} })
+	for _, ip := range []string{"81.2.69.160", "81.2.69.161"} {
+		if status, _, _ := h2.send(t, beacon{body: `{}`, token: testToken, headers: map[string]string{"X-Forwarded-For": ip}}); status != fiber.StatusAccepted {
+			t.Fatalf("client %s: status %d, want 202", ip, status)
+		}
+	}
+}
+
+// TestCollectNATSDown proves a beacon that cannot be made durable is a prompt 503, never
+// a 202 and never a hang.
+func TestCollectNATSDown(t *testing.T) {
+	h := newHarness(t, testSite, func(c *Config) { c.PublishTimeout = 500 * time.Millisecond })
+	if status, _, _ := h.send(t, beacon{body: `{}`, token: testToken}); status != fiber.StatusAccepted {
+		t.Fatalf("before shutdown: status %d, want 202", status)
+	}
+	h.srv.Shutdown()
+	start := time.Now()
+	status, answer, header := h.send(t, beacon{body: `{}`, token: testToken})
+	took := time.Since(start)
+	want := []any{fiber.StatusServiceUnavailable, map[string]any{"error": ErrUnavailable.Error()}, "1"}
+	if diff := cmp.Diff(want, []any{status, answer, header.Get("Retry-After")}); diff != "" {
+		t.Fatalf("status, answer, Retry-After (-want +got):\n%s", diff)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("503 took %s, want about the publish timeout", took)
+	}
+}
+
+// TestCollectStreamFull proves a full stream (DiscardNew) refuses with 503.
+func TestCollectStreamFull(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	cfg, err := h.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.Config
+	sc.MaxMsgs = 1
+	js, err := jetstream.New(h.srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.UpdateStream(context.Background(), sc); err != nil {
+		t.Fatalf("update stream: %v", err)
+	}
+	if status, _, _ := h.send(t, beacon{body: `{}`, token: testToken}); status != fiber.StatusAccepted {
+		t.Fatalf("first: status %d, want 202", status)
+	}
+	if status, _, _ := h.send(t, beacon{body: `{}`, token: testToken}); status != fiber.StatusServiceUnavailable {
+		t.Fatalf("full stream: status %d, want 503", status)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base, err := ConfigFromEnv(func(k string) string {
+		if k == "HARU_NATS_URL" {
+			return "nats://127.0.0.1:4222"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr bool
+	}{
+		{"defaults", func(*Config) {}, false},
+		{"limit off", func(c *Config) { c.RateLimit = 0; c.RateWindow = 0 }, false},
+		{"negative limit", func(c *Config) { c.RateLimit = -1 }, true},
+		{"tiny window", func(c *Config) { c.RateWindow = time.Millisecond }, true},
+		{"bad proxy", func(c *Config) { c.TrustedProxies = []string{"x"} }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base
+			tt.edit(&c)
+			if err := c.Validate(true); (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+	if base.RateLimit != 100 || base.RateWindow != time.Minute {
+		t.Fatalf("default rate limit %d per %s, want 100 per 1m", base.RateLimit, base.RateWindow)
+	}
+}
