@@ -231,8 +231,8 @@ func TestCollectEnriches(t *testing.T) {
 		want    event.Event
 	}{
 		{
-			name: "full beacon",
-			body: `{"n":"signup","u":"https://www.example.com/pricing?utm_source=news&utm_medium=email&utm_campaign=spring","r":"https://www.google.co.uk/","sw":1280,"sh":800,"props":{"plan":"pro","seats":3}}`,
+			name:    "full beacon",
+			body:    `{"n":"signup","u":"https://www.example.com/pricing?utm_source=news&utm_medium=email&utm_campaign=spring","r":"https://www.google.co.uk/","sw":1280,"sh":800,"props":{"plan":"pro","seats":3}}`,
 			headers: map[string]string{"X-Forwarded-For": "81.2.69.160", "CF-IPCountry": "DE", "CF-Region-Code": "BE"},
 			want: event.Event{Name: "signup", Hostname: "www.example.com", Path: "/pricing", Referrer: "https://www.google.co.uk/",
 				RefSource: "Google", UTMSource: "news", UTMMedium: "email", UTMCampaign: "spring",
