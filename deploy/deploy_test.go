@@ -42,9 +42,10 @@ var targets = []string{"all", "ingest", "writer", "query"}
 // missing from the sources, and the list can shrink as they arrive.
 var pendingMetrics = []string{
 	"haru_ingest_requests_total",
-	"haru_writer_consumer_pending",
+	"haru_writer_consumer_pending_messages",
 	"haru_ingest_stream_bytes",
 	"haru_ingest_stream_max_bytes",
+	"haru_writer_events_dead_lettered_total",
 }
 
 // requiredPanels are the series the Grafana dashboard must chart.
@@ -935,7 +936,7 @@ func TestPrometheusRules(t *testing.T) {
 	}
 	// What the operations brief asks the rules to watch.
 	for _, m := range []string{
-		"haru_writer_consumer_pending", "haru_ingest_requests_total", "haru_writer_batch_errors_total",
+		"haru_writer_consumer_pending_messages", "haru_ingest_requests_total", "haru_writer_batch_errors_total",
 		"haru_ingest_stream_bytes", "haru_ingest_stream_max_bytes",
 	} {
 		if !slices.Contains(used, m) {
