@@ -1,0 +1,611 @@
+package tracker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+	"github.com/haru-analytics/haru/services/ingest"
+	"github.com/haru-analytics/haru/tracker"
+)
+
+// The browser tests load real pages in headless Chromium from a host name that is not
+// local (mapped to 127.0.0.1 by the browser's resolver), and send their beacons to the
+// real ingest service, whose published events are read back from JetStream.
+
+const (
+	shopHost  = "shop.example.test"
+	otherHost = "other.example.test"
+	userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+)
+
+// findChromium returns the browser to drive: $HARU_CHROMIUM, or Chromium or Chrome on
+// the PATH. Without one the test skips, except under CI=true, where it fails.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("HARU_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is required under CI=true (apt-get install chromium)")
+	}
+	t.Skip("chromium not found; install it (apt-get install chromium) to run the browser tests")
+	return ""
+}
+
+// harness is one ingest service, one page server and one browser shared by the subtests.
+type harness struct {
+	ingestOrigin string // http://shop.example.test:PORT, serving /api/collect and /js/
+	pageOrigin   string // http://shop.example.test:PORT, serving the test pages
+	pagePort     string
+	js           jetstream.JetStream
+	names        event.Names
+	sites        jetstream.KeyValue
+	browser      context.Context
+	siteSeq      atomic.Int64
+
+	mu    sync.Mutex
+	pages map[string]testPage // by the first path segment after /p/
+}
+
+type testPage struct {
+	html string
+	csp  string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	chromium := findChromium(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	// Ingest against a private JetStream server.
+	srv := natstest.New(t)
+	nc := srv.Conn(t)
+	cfg := ingest.Config{
+		NATS: natsutil.Config{URL: srv.URL, Prefix: event.DefaultPrefix, Stream: natsutil.DefaultStreamSettings()},
+		ClientIPHeader: fiber.HeaderXForwardedFor,
+		PublishTimeout: 5 * time.Second,
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	health := telemetry.NewHealth()
+	ing, err := ingest.New(ctx, cfg, ingest.Deps{
+		Log: log, Metrics: prometheus.NewRegistry(), Health: health, Clock: clock.System{}, NATS: nc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		_ = ing.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-runDone })
+
+	h := &harness{names: cfg.NATS.Names(), pages: map[string]testPage{}}
+	if h.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	if h.sites, err = natsutil.EnsureSites(ctx, h.js, h.names, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	app := fiber.New(ingest.AppConfig(log))
+	ing.Register(app)
+	tracker.Register(app)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
+	h.ingestOrigin = "http://" + shopHost + ":" + port(ln.Addr())
+
+	pages := httptest.NewServer(http.HandlerFunc(h.servePage))
+	t.Cleanup(pages.Close)
+	h.pagePort = port(pages.Listener.Addr())
+	h.pageOrigin = "http://" + shopHost + ":" + h.pagePort
+
+	for deadline := time.Now().Add(10 * time.Second); health.Ready(ctx) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest not ready: %v", health.Ready(ctx))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	dataDir, err := os.MkdirTemp("", "haru-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.UserDataDir(dataDir),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("host-resolver-rules", "MAP "+shopHost+" 127.0.0.1, MAP "+otherHost+" 127.0.0.1"),
+		// No automation markers: navigator.webdriver must be false, as for a visitor.
+		chromedp.Flag("enable-automation", false),
+		chromedp.Flag("disable-blink-features", "AutomationControlled"),
+		chromedp.UserAgent(userAgent),
+		chromedp.WindowSize(1280, 800),
+	)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	browser, browserCancel := chromedp.NewContext(allocCtx)
+	if err := chromedp.Do(browser); err != nil {
+		browserCancel()
+		allocCancel()
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		browserCancel()
+		allocCancel()
+		_ = os.RemoveAll(dataDir)
+	})
+	h.browser = browser
+	return h
+}
+
+func port(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+func (h *harness) servePage(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/static/queue.js":
+		// The snippet that queues calls made before haru.js loads, as a file so that a
+		// strict CSP allows it.
+		w.Header().Set("Content-Type", "application/javascript")
+		fmt.Fprint(w, `window.haru=window.haru||function(){(window.haru.q=window.haru.q||[]).push(arguments)};`+
+			`haru('Queued',{props:{from:'queue'}});`)
+		return
+	case strings.HasPrefix(r.URL.Path, "/files/"):
+		w.Header().Set("Content-Disposition", "attachment")
+		fmt.Fprint(w, "file")
+		return
+	}
+	name, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/p/"), "/")
+	h.mu.Lock()
+	p, ok := h.pages[name]
+	h.mu.Unlock()
+	if !ok {
+		http.Error(w, "landing page", http.StatusOK)
+		return
+	}
+	if p.csp != "" {
+		w.Header().Set("Content-Security-Policy", p.csp)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprint(w, p.html)
+}
+
+// site is one site in the registry with its own token, so each subtest reads only its
+// own events from the stream.
+type site struct {
+	id     int64
+	token  string
+	events chan event.Event
+}
+
+func (h *harness) newSite(t *testing.T) *site {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &site{id: h.siteSeq.Add(1), events: make(chan event.Event, 100)}
+	s.token = fmt.Sprintf("tok%dx%d", s.id, time.Now().UnixNano())
+	b, err := event.EncodeSite(event.Site{ID: s.id, Token: s.token, Domain: shopHost, Timezone: "UTC", Version: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.sites.Put(ctx, event.SiteKey(s.token), b); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := h.js.CreateConsumer(ctx, h.names.Stream, jetstream.ConsumerConfig{
+		FilterSubject: h.names.EventSubject(s.id),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		ev, err := event.Decode(m.Data())
+		_ = m.Ack()
+		if err != nil {
+			t.Errorf("decode published event: %v", err)
+			return
+		}
+		s.events <- ev
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	// Wait until ingest's registry knows the token: an empty body is then a 400, not a 401.
+	for {
+		resp, err := http.Post("http://127.0.0.1:"+strings.TrimPrefix(h.ingestOrigin, "http://"+shopHost+":")+"/api/collect?t="+s.token, "text/plain", strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusBadRequest {
+			return s
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("ingest never learned the new site: status %d", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// next returns the site's next event, failing after timeout.
+func (s *site) next(t *testing.T, timeout time.Duration) event.Event {
+	t.Helper()
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-time.After(timeout):
+		t.Fatalf("no event within %s", timeout)
+		return event.Event{}
+	}
+}
+
+// nextNamed skips events of other names (engagement reports, say) until one named name.
+func (s *site) nextNamed(t *testing.T, name string, timeout time.Duration) event.Event {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ev := s.next(t, time.Until(deadline))
+		if ev.Name == name {
+			return ev
+		}
+	}
+}
+
+// none fails if the site receives any event within wait.
+func (s *site) none(t *testing.T, wait time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-s.events:
+		t.Fatalf("unexpected event %q on %q", ev.Name, ev.Path)
+	case <-time.After(wait):
+	}
+}
+
+// addPage serves html (with {{api}}, {{token}} and {{pages}} filled in) under /p/name/.
+func (h *harness) addPage(name string, s *site, html, csp string) string {
+	r := strings.NewReplacer("{{api}}", h.ingestOrigin, "{{token}}", s.token, "{{other}}", "http://"+otherHost+":"+h.pagePort)
+	h.mu.Lock()
+	h.pages[name] = testPage{html: r.Replace(html), csp: r.Replace(csp)}
+	h.mu.Unlock()
+	return h.pageOrigin + "/p/" + name + "/"
+}
+
+// tab opens a browser tab closed at the end of the test, saving a screenshot to
+// $HARU_ARTIFACTS (or the temporary directory) if the test failed.
+func (h *harness) tab(t *testing.T) context.Context {
+	t.Helper()
+	tabCtx, cancel := chromedp.NewContext(h.browser)
+	if err := chromedp.Do(tabCtx); err != nil {
+		cancel()
+		t.Fatalf("open tab: %v", err)
+	}
+	ctx, timeout := context.WithTimeout(tabCtx, 20*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(80)); err == nil {
+				dir := os.Getenv("HARU_ARTIFACTS")
+				if dir == "" {
+					dir = os.TempDir()
+				}
+				name := filepath.Join(dir, "tracker-"+strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".png")
+				if err := os.WriteFile(name, png, 0o644); err == nil {
+					t.Logf("screenshot: %s", name)
+				}
+			}
+		}
+		timeout()
+		cancel()
+	})
+	return ctx
+}
+
+func run(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eval(js string) chromedp.Action[chromedp.Void] { return chromedp.Evaluate[chromedp.Void](js) }
+
+// addScript runs js in the tab before any page script, on every page it loads.
+func addScript(t *testing.T, ctx context.Context, js string) page.ScriptIdentifier {
+	t.Helper()
+	res, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Identifier
+}
+
+// script is the embed tag the README gives, with data attributes added.
+func script(variant, attrs string) string {
+	return `<script defer src="{{api}}/js/` + variant + `.js" data-token="{{token}}" ` + attrs + `></script>`
+}
+
+const waitEvent = 5 * time.Second
+
+func TestBrowser(t *testing.T) {
+	h := newHarness(t)
+
+	t.Run("pageview", func(t *testing.T) {
+		s := h.newSite(t)
+		// data-api is left out: the script's own origin is the default.
+		url := h.addPage("pageview", s, `<!doctype html><title>home</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		// Page.navigate with a referrer, as if the visitor came from a link elsewhere.
+		if _, err := chromedp.Call(ctx, page.Navigate, page.NavigateParams{URL: url + "?utm_source=news", Referrer: "http://news.example.org/item/1"}); err != nil {
+			t.Fatal(err)
+		}
+		ev := s.next(t, waitEvent)
+		if ev.Name != "pageview" || ev.Path != "/p/pageview/" || ev.SiteID != s.id {
+			t.Fatalf("got %q %q site %d, want pageview /p/pageview/ site %d", ev.Name, ev.Path, ev.SiteID, s.id)
+		}
+		// The browser's default referrer policy trims a cross-origin referrer to its origin.
+		if !strings.HasPrefix(ev.Referrer, "http://news.example.org/") {
+			t.Errorf("referrer %q", ev.Referrer)
+		}
+		screen, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`[screen.width, screen.height]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(screen, []int{ev.ScreenW, ev.ScreenH}); diff != "" || ev.ScreenW == 0 {
+			t.Errorf("screen size (-browser +event):\n%s", diff)
+		}
+		if ev.Visitor == 0 {
+			t.Error("no visitor id")
+		}
+		if webdriver, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`navigator.webdriver`)); err != nil || webdriver {
+			t.Fatal("navigator.webdriver is true: the browser flags leave automation markers on")
+		}
+	})
+
+	t.Run("spa", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("spa", s, `<!doctype html><title>spa</title>`+script("haru", `data-api="{{api}}"`), "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		var got []string
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		run(t, ctx, eval(`history.pushState({}, '', '/p/spa/about')`))
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		// The same path again, or only a new query, is not a new pageview.
+		run(t, ctx, eval(`history.pushState({}, '', '/p/spa/about'); history.replaceState({}, '', '/p/spa/about?tab=2')`))
+		// Two steps back is the first page again: a new pageview.
+		run(t, ctx, eval(`history.go(-2)`))
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		run(t, ctx, eval(`history.pushState({}, '', '/p/spa/pricing')`))
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		// Had the repeated path counted, /p/spa/about would appear twice.
+		want := []string{"/p/spa/", "/p/spa/about", "/p/spa/", "/p/spa/pricing"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("pageviews (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("hash", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("hash", s, `<!doctype html><title>hash</title>`+script("haru", `data-hash`), "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url+"#/inbox"))
+		var got []string
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		run(t, ctx, eval(`location.hash = '#/settings'`))
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		run(t, ctx, eval(`location.hash = '#/settings'; location.hash = '#/inbox'`))
+		got = append(got, s.nextNamed(t, "pageview", waitEvent).Path)
+		want := []string{"/p/hash/#/inbox", "/p/hash/#/settings", "/p/hash/#/inbox"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("pageviews (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("custom events", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("custom", s, `<!doctype html><title>custom</title>
+<script src="/static/queue.js"></script>`+script("haru", "")+`
+<button id="cta" data-haru-event="CTA" data-haru-prop-place="hero"><span id="inner">Buy</span></button>`, "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		// The call queued before haru.js loaded goes after the pageview.
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		type custom struct {
+			Name  string
+			Path  string
+			Props map[string]string
+		}
+		ev := s.nextNamed(t, "Queued", waitEvent)
+		if diff := cmp.Diff(custom{"Queued", "/p/custom/", map[string]string{"from": "queue"}}, custom{ev.Name, ev.Path, ev.Props}); diff != "" {
+			t.Fatalf("queued event (-want +got):\n%s", diff)
+		}
+		run(t, ctx, eval(`haru('Signup', {props: {plan: 'pro', seats: 3}})`))
+		ev = s.nextNamed(t, "Signup", waitEvent)
+		if diff := cmp.Diff(custom{"Signup", "/p/custom/", map[string]string{"plan": "pro", "seats": "3"}}, custom{ev.Name, ev.Path, ev.Props}); diff != "" {
+			t.Fatalf("custom event (-want +got):\n%s", diff)
+		}
+		// A click inside a tagged element counts as the element's event.
+		run(t, ctx, chromedp.Click(chromedp.ID("inner")))
+		ev = s.nextNamed(t, "CTA", waitEvent)
+		if diff := cmp.Diff(custom{"CTA", "/p/custom/", map[string]string{"place": "hero"}}, custom{ev.Name, ev.Path, ev.Props}); diff != "" {
+			t.Fatalf("tagged click (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("links", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("links", s, `<!doctype html><title>links</title>`+script("haru.links", `data-outbound data-downloads`)+`
+<a id="local" href="/p/links/next">next</a>
+<a id="dl" href="/files/report.pdf" download>report</a>
+<a id="out" href="{{other}}/landing?x=1">elsewhere</a>`, "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		run(t, ctx, chromedp.Click(chromedp.ID("dl")))
+		ev := s.nextNamed(t, "File Download", waitEvent)
+		if diff := cmp.Diff(map[string]string{"url": h.pageOrigin + "/files/report.pdf"}, ev.Props); diff != "" {
+			t.Fatalf("download props (-want +got):\n%s", diff)
+		}
+		// The click navigates away; the beacon still arrives.
+		run(t, ctx, chromedp.Click(chromedp.ID("out")))
+		ev = s.nextNamed(t, "Outbound Link: Click", waitEvent)
+		if diff := cmp.Diff(map[string]string{"url": "http://" + otherHost + ":" + h.pagePort + "/landing?x=1"}, ev.Props); diff != "" {
+			t.Fatalf("outbound props (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("engagement", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("engagement", s, `<!doctype html><title>engagement</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		// Visibility is emulated: the page sees document.visibilityState change and a
+		// visibilitychange event, as when the visitor switches tabs.
+		setVisibility := func(state string) chromedp.Action[chromedp.Void] {
+			return eval(`Object.defineProperty(document, 'visibilityState', {value: '` + state + `', configurable: true});` +
+				`document.dispatchEvent(new Event('visibilitychange'))`)
+		}
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		time.Sleep(800 * time.Millisecond)
+		run(t, ctx, setVisibility("hidden"))
+		first := s.next(t, waitEvent)
+		if first.Name != "engagement" || first.Path != "/p/engagement/" || first.DurationMS < 800 || first.DurationMS > 5000 {
+			t.Fatalf("first report: %q %q %dms, want engagement /p/engagement/ about 800ms", first.Name, first.Path, first.DurationMS)
+		}
+		// Hidden time does not count, and a hidden page leaving sends nothing more.
+		time.Sleep(300 * time.Millisecond)
+		run(t, ctx, setVisibility("visible"))
+		time.Sleep(300 * time.Millisecond)
+		run(t, ctx, setVisibility("hidden"), eval(`dispatchEvent(new Event('pagehide'))`))
+		second := s.next(t, waitEvent)
+		if second.Name != "engagement" || second.DurationMS < 300 || second.DurationMS >= 800 {
+			t.Fatalf("second report: %q %dms, want engagement of about 300ms (only the time since the first)", second.Name, second.DurationMS)
+		}
+		s.none(t, 300*time.Millisecond)
+		// Back in view, then an SPA navigation reports the time on the old page.
+		run(t, ctx, setVisibility("visible"))
+		time.Sleep(200 * time.Millisecond)
+		run(t, ctx, eval(`history.pushState({}, '', '/p/engagement/next')`))
+		third := s.next(t, waitEvent)
+		if third.Name != "engagement" || third.Path != "/p/engagement/" || third.DurationMS < 200 || third.DurationMS >= 800 {
+			t.Fatalf("report on navigation: %q %q %dms, want engagement /p/engagement/ about 200ms", third.Name, third.Path, third.DurationMS)
+		}
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Path != "/p/engagement/next" {
+			t.Fatalf("after the report: %q %q, want pageview /p/engagement/next", ev.Name, ev.Path)
+		}
+	})
+
+	t.Run("csp", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("csp", s, `<!doctype html><title>csp</title>`+script("haru", "")+`
+<button id="cta" data-haru-event="CTA">Buy</button>`, "script-src 'self' {{api}}; connect-src *")
+		ctx := h.tab(t)
+		// Injected through DevTools, which CSP does not govern, to record violations.
+		addScript(t, ctx, `window.violations = [];`+
+			`document.addEventListener('securitypolicyviolation', e => window.violations.push(e.violatedDirective + ' ' + e.blockedURI))`)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		run(t, ctx, chromedp.Click(chromedp.ID("cta")))
+		if ev := s.nextNamed(t, "CTA", waitEvent); ev.Path != "/p/csp/" {
+			t.Fatalf("tagged click on %q", ev.Path)
+		}
+		violations, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.violations`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(violations) != 0 {
+			t.Fatalf("CSP violations: %v", violations)
+		}
+	})
+
+	// Visitors who opted out, automated browsers and local pages send nothing. Each
+	// case then loads a normal page in the same tab: once its pageview arrives, anything
+	// the silent page had sent would have arrived before it.
+	silent := []struct {
+		name   string
+		setup  string // run before the page's scripts
+		origin func() string
+		attrs  string
+	}{
+		{name: "opt-out", setup: `localStorage.setItem('haru_ignore', 'true')`},
+		{name: "webdriver", setup: `Object.defineProperty(navigator, 'webdriver', {get: () => true})`},
+		{name: "localhost", origin: func() string { return "http://127.0.0.1:" + h.pagePort }},
+		{name: "dnt", setup: `Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})`, attrs: `data-respect-dnt`},
+	}
+	for _, tt := range silent {
+		t.Run("silent "+tt.name, func(t *testing.T) {
+			s := h.newSite(t)
+			name := "silent-" + tt.name
+			url := h.addPage(name, s, `<!doctype html><title>silent</title>`+script("haru", tt.attrs)+
+				`<button id="cta" data-haru-event="CTA">Buy</button>`, "")
+			if tt.origin != nil {
+				url = strings.Replace(url, h.pageOrigin, tt.origin(), 1)
+			}
+			ctx := h.tab(t)
+			var id page.ScriptIdentifier
+			if tt.setup != "" {
+				id = addScript(t, ctx, tt.setup)
+			}
+			run(t, ctx, chromedp.Navigate(url), eval(`haru('Signup')`), chromedp.Click(chromedp.ID("cta")),
+				eval(`history.pushState({}, '', 'elsewhere')`))
+			if tt.setup != "" {
+				if _, err := chromedp.Call(ctx, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: id}); err != nil {
+					t.Fatal(err)
+				}
+				run(t, ctx, eval(`localStorage.removeItem('haru_ignore')`))
+			}
+			run(t, ctx, chromedp.Navigate(h.pageOrigin+"/p/"+name+"/sentinel"))
+			if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Path != "/p/"+name+"/sentinel" {
+				t.Fatalf("got %q on %q before the control page's pageview", ev.Name, ev.Path)
+			}
+		})
+	}
+}
