@@ -92,7 +92,7 @@ func newHarness(t *testing.T) *harness {
 	srv := natstest.New(t)
 	nc := srv.Conn(t)
 	cfg := ingest.Config{
-		NATS: natsutil.Config{URL: srv.URL, Prefix: event.DefaultPrefix, Stream: natsutil.DefaultStreamSettings()},
+		NATS:           natsutil.Config{URL: srv.URL, Prefix: event.DefaultPrefix, Stream: natsutil.DefaultStreamSettings()},
 		ClientIPHeader: fiber.HeaderXForwardedFor,
 		PublishTimeout: 5 * time.Second,
 	}

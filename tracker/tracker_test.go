@@ -52,6 +52,34 @@ func TestDistUpToDate(t *testing.T) {
 	}
 }
 
+// TestReleasedFrozen checks every dist file against the checksum it was released with,
+// so a versioned URL, cached for a year, never serves new content.
+func TestReleasedFrozen(t *testing.T) {
+	sums, err := jsbuild.ReadSums(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("dist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) != ".js" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("dist", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch want, ok := sums[e.Name()]; {
+		case !ok:
+			t.Errorf("dist/%s is not in %s: run go generate ./tracker", e.Name(), jsbuild.SumsFile)
+		case want != jsbuild.Sum(b):
+			t.Errorf("dist/%s changed after its release: restore it and bump tracker.Version", e.Name())
+		}
+	}
+}
+
 func gzipSize(t testing.TB, b []byte) int {
 	t.Helper()
 	var buf bytes.Buffer

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/haru-analytics/haru/tracker"
 	"github.com/haru-analytics/haru/tracker/internal/jsbuild"
@@ -31,6 +32,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	sums, err := jsbuild.ReadSums(*dir)
+	if err != nil {
+		return err
+	}
+	if err := jsbuild.CheckReleased(sums, files); err != nil {
+		return err
+	}
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
@@ -43,6 +51,21 @@ func run(args []string) error {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		fmt.Printf("%s %d bytes\n", path, len(files[name]))
+		sums[name] = jsbuild.Sum(files[name])
+	}
+	// New files join the released list; the lines of older ones never change.
+	all := make([]string, 0, len(sums))
+	for name := range sums {
+		all = append(all, name)
+	}
+	sort.Strings(all)
+	var b strings.Builder
+	for _, name := range all {
+		fmt.Fprintf(&b, "%s  %s\n", sums[name], name)
+	}
+	path := filepath.Join(*dir, jsbuild.SumsFile)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

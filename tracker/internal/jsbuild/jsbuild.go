@@ -4,6 +4,10 @@
 package jsbuild
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,4 +73,50 @@ func BuildDir(dir, version string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("read tracker source: %w", err)
 	}
 	return Build(src, version)
+}
+
+// SumsFile lists, in sha256sum format, every dist file ever released. A released file
+// never changes: its versioned URL is cached for a year.
+const SumsFile = "dist/SHA256SUMS"
+
+// Sum is the SHA-256 of b in hex, as SumsFile records it.
+func Sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// ReadSums parses SumsFile under dir: file name to checksum. A missing file is empty.
+func ReadSums(dir string) (map[string]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, SumsFile))
+	if os.IsNotExist(err) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", SumsFile, err)
+	}
+	sums := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		sum, name, ok := strings.Cut(line, "  ")
+		if !ok || len(sum) != 64 {
+			return nil, fmt.Errorf("%s: bad line %q", SumsFile, line)
+		}
+		sums[name] = sum
+	}
+	return sums, nil
+}
+
+// CheckReleased reports a built file whose name was released with other content: the
+// source changed without a new Version.
+func CheckReleased(sums map[string]string, files map[string][]byte) error {
+	for name, b := range files {
+		if want, ok := sums[name]; ok && want != Sum(b) {
+			return fmt.Errorf("%s was released with other content: bump tracker.Version after changing src/", name)
+		}
+	}
+	return nil
 }
