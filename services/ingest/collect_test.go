@@ -41,7 +41,7 @@ type harness struct {
 	names  event.Names
 }
 
-func newHarness(t *testing.T, site event.Site, edit func(*Config)) *harness {
+func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
 	t.Helper()
 	srv := natstest.New(t)
 	nc := srv.Conn(t)
@@ -112,9 +112,14 @@ type beacon struct {
 }
 
 // send posts b and returns the status and the JSON body (nil when empty).
-func (h *harness) send(t *testing.T, b beacon) (int, map[string]any, http.Header) {
+func (h *harness) send(t testing.TB, b beacon) (int, map[string]any, http.Header) {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, "/api/collect", strings.NewReader(b.body))
+	return h.sendTo(t, "/api/collect", b)
+}
+
+func (h *harness) sendTo(t testing.TB, target string, b beacon) (int, map[string]any, http.Header) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(b.body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", firefox)
 	if b.token != "" {
@@ -215,6 +220,10 @@ func TestCollectAnswers(t *testing.T) {
 				t.Fatalf("status, answer (-want +got):\n%s", diff)
 			}
 		})
+	}
+	status, _, _ := h.sendTo(t, "/api/collect?t="+testToken, beacon{body: `{}`})
+	if status != fiber.StatusAccepted {
+		t.Fatalf("token in query: status %d, want 202", status)
 	}
 	if got := h.counter(t, "haru_ingest_requests_total", "status", "400"); got != 5 {
 		t.Fatalf("requests_total{status=400} = %v, want 5", got)
@@ -428,4 +437,29 @@ func TestConfigValidate(t *testing.T) {
 	if base.RateLimit != 100 || base.RateWindow != time.Minute {
 		t.Fatalf("default rate limit %d per %s, want 100 per 1m", base.RateLimit, base.RateWindow)
 	}
+}
+
+// BenchmarkCollect is one beacon's whole path, JetStream PubAck included, from many
+// concurrent clients.
+func BenchmarkCollect(b *testing.B) {
+	h := newHarness(b, testSite, func(c *Config) { c.RateLimit = 0; c.NATS.Stream.MaxBytes = 1 << 30 })
+	body := `{"u":"https://www.example.com/blog/post?utm_source=news","r":"https://www.google.com/","sw":1920,"sh":1080}`
+	b.ReportAllocs()
+	// Beacons wait for their PubAck, so throughput comes from many in flight at once, as
+	// it does behind real connections.
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest(http.MethodPost, "/api/collect", strings.NewReader(body))
+			req.Header.Set("Content-Type", "text/plain")
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("User-Agent", firefox)
+			resp, err := h.app.Test(req, 5000)
+			if err != nil || resp.StatusCode != fiber.StatusAccepted {
+				b.Errorf("collect: %v %v", err, resp)
+				return
+			}
+			resp.Body.Close()
+		}
+	})
 }
