@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+)
+
+func sitesBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(natstest.New(t).Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := event.NewNames(natstest.UniquePrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := natsutil.EnsureSites(context.Background(), js, names, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, s event.Site) {
+	t.Helper()
+	b, err := event.EncodeSite(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), event.SiteKey(s.Token), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond for up to five seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRegistryFollowsBucket(t *testing.T) {
+	kv := sitesBucket(t)
+	a := event.Site{ID: 1, Token: "aaa", Domain: "a.example", Timezone: "UTC"}
+	put(t, kv, a)
+	if _, err := kv.Put(context.Background(), "not-a-token", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), event.SiteKey("bad"), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := New(kv, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Lookup("aaa"); !errors.Is(err, ErrNotLoaded) {
+		t.Fatalf("Lookup before load = %v, want ErrNotLoaded", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	eventually(t, "first load", r.Loaded)
+
+	got, ok, err := r.Lookup("aaa")
+	if diff := cmp.Diff([]any{a, true, nil}, []any{got, ok, err}); diff != "" {
+		t.Fatalf("Lookup(aaa) (-want +got):\n%s", diff)
+	}
+	if _, ok, _ := r.Lookup("bad"); ok {
+		t.Fatal("an undecodable entry was loaded")
+	}
+
+	b := event.Site{ID: 2, Token: "bbb", Domain: "b.example"}
+	put(t, kv, b)
+	eventually(t, "new site", func() bool { _, ok, _ := r.Lookup("bbb"); return ok })
+
+	a.Domain = "changed.example"
+	put(t, kv, a)
+	eventually(t, "changed site", func() bool { s, _, _ := r.Lookup("aaa"); return s.Domain == "changed.example" })
+
+	if err := kv.Delete(context.Background(), event.SiteKey("aaa")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted site", func() bool { _, ok, _ := r.Lookup("aaa"); return !ok })
+	if r.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", r.Len())
+	}
+}
