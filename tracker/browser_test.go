@@ -541,6 +541,37 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("back-forward cache", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("bfcache", s, `<!doctype html><title>bfcache</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		// The events a browser fires when the visitor leaves and comes back with Back.
+		run(t, ctx, eval(`dispatchEvent(new PageTransitionEvent('pagehide', {persisted: true}));`+
+			`dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))`))
+		if ev := s.nextNamed(t, "pageview", waitEvent); ev.Path != "/p/bfcache/" {
+			t.Fatalf("pageview on %q after the restore", ev.Path)
+		}
+	})
+
+	t.Run("fetch fallback", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("fetch", s, `<!doctype html><title>fetch</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		// A full beacon queue makes sendBeacon return false.
+		addScript(t, ctx, `window.beacons = 0; navigator.sendBeacon = () => (window.beacons++, false)`)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Path != "/p/fetch/" {
+			t.Fatalf("got %q on %q, want the pageview", ev.Name, ev.Path)
+		}
+		if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.beacons`)); err != nil || n != 1 {
+			t.Fatalf("sendBeacon tried %d times (%v), want once before the fallback", n, err)
+		}
+	})
+
 	t.Run("csp", func(t *testing.T) {
 		s := h.newSite(t)
 		url := h.addPage("csp", s, `<!doctype html><title>csp</title>`+script("haru", "")+`
@@ -572,13 +603,14 @@ func TestBrowser(t *testing.T) {
 	silent := []struct {
 		name   string
 		setup  string // run before the page's scripts
+		check  string // true on the silent page when the setup took effect
 		origin func() string
 		attrs  string
 	}{
-		{name: "opt-out", setup: `localStorage.setItem('haru_ignore', 'true')`},
-		{name: "webdriver", setup: `Object.defineProperty(navigator, 'webdriver', {get: () => true})`},
-		{name: "localhost", origin: func() string { return "http://127.0.0.1:" + h.pagePort }},
-		{name: "dnt", setup: `Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})`, attrs: `data-respect-dnt`},
+		{name: "opt-out", setup: `localStorage.setItem('haru_ignore', 'true')`, check: `localStorage.haru_ignore === 'true'`},
+		{name: "webdriver", setup: `Object.defineProperty(navigator, 'webdriver', {get: () => true})`, check: `navigator.webdriver === true`},
+		{name: "localhost", origin: func() string { return "http://127.0.0.1:" + h.pagePort }, check: `location.hostname === '127.0.0.1'`},
+		{name: "dnt", setup: `Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})`, attrs: `data-respect-dnt`, check: `navigator.globalPrivacyControl === true`},
 	}
 	for _, tt := range silent {
 		t.Run("silent "+tt.name, func(t *testing.T) {
@@ -596,6 +628,9 @@ func TestBrowser(t *testing.T) {
 			}
 			run(t, ctx, chromedp.Navigate(url), eval(`haru('Signup')`), chromedp.Click(chromedp.ID("cta")),
 				eval(`history.pushState({}, '', 'elsewhere')`))
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](tt.check)); err != nil || !ok {
+				t.Fatalf("%s: %v, %v", tt.check, ok, err)
+			}
 			if tt.setup != "" {
 				if _, err := chromedp.Call(ctx, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: id}); err != nil {
 					t.Fatal(err)

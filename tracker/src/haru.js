@@ -118,6 +118,14 @@
     if (hashMode) on(w, 'hashchange', pageview)
     on(d, 'visibilitychange', () => flush())
     on(w, 'pagehide', () => flush(1))
+    // A page restored from the back/forward cache is a new visit to it, as a reload
+    // would be.
+    on(w, 'pageshow', (e) => {
+      if (e.persisted) {
+        lastPath = 0
+        pageview()
+      }
+    })
     on(d, 'click', click)
     // A middle click opens a link in a new tab.
     if (LINKS) on(d, 'auxclick', click)
