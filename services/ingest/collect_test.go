@@ -39,6 +39,8 @@ type harness struct {
 	reg    *prometheus.Registry
 	stream jetstream.Stream
 	names  event.Names
+	clock  *clock.Fake
+	cfg    Config
 }
 
 func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
@@ -79,9 +81,9 @@ func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
 	}
 
 	reg := prometheus.NewRegistry()
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	svc, err := New(ctx, cfg, Deps{
-		Log: slog.New(slog.DiscardHandler), Metrics: reg, Health: telemetry.NewHealth(),
-		Clock: clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), NATS: nc,
+		Log: slog.New(slog.DiscardHandler), Metrics: reg, Health: telemetry.NewHealth(), Clock: clk, NATS: nc,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -102,7 +104,7 @@ func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{srv: srv, svc: svc, app: app, reg: reg, stream: stream, names: names}
+	return &harness{srv: srv, svc: svc, app: app, reg: reg, stream: stream, names: names, clock: clk, cfg: cfg}
 }
 
 type beacon struct {
@@ -377,6 +379,45 @@ func TestCollectNATSDown(t *testing.T) {
 	}
 	if took > 2*time.Second {
 		t.Fatalf("503 took %s, want about the publish timeout", took)
+	}
+}
+
+// TestCollectSaltUnreachable: the first beacon of a new day needs that day's salt from
+// NATS; without NATS it is a prompt 503 too.
+func TestCollectSaltUnreachable(t *testing.T) {
+	h := newHarness(t, testSite, func(c *Config) { c.PublishTimeout = 300 * time.Millisecond })
+	h.srv.Shutdown()
+	h.clock.Advance(24 * time.Hour)
+	start := time.Now()
+	status, _, header := h.send(t, beacon{body: `{}`, token: testToken})
+	if status != fiber.StatusServiceUnavailable || header.Get("Retry-After") != "1" {
+		t.Fatalf("status %d, Retry-After %q: want 503 and 1", status, header.Get("Retry-After"))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("503 took %s, want about the publish timeout", took)
+	}
+}
+
+// TestCollectRegistryLoading: before the registry's first load a token cannot be known
+// to be unknown, so the answer is 503, never 401.
+func TestCollectRegistryLoading(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	ctx := context.Background()
+	svc, err := New(ctx, h.cfg, Deps{
+		Log: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
+		Clock: h.clock, NATS: h.srv.Conn(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(AppConfig(slog.New(slog.DiscardHandler)))
+	svc.Register(app) // and never Run: the registry stays unloaded
+	h.app = app
+	for _, token := range []string{testToken, "unknown"} {
+		status, answer, _ := h.send(t, beacon{body: `{}`, token: token})
+		if diff := cmp.Diff([]any{503, map[string]any{"error": ErrUnavailable.Error()}}, []any{status, answer}); diff != "" {
+			t.Fatalf("token %q: status, answer (-want +got):\n%s", token, diff)
+		}
 	}
 }
 
