@@ -165,6 +165,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	enrich.WarmUp()
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),

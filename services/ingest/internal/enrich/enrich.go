@@ -245,6 +245,12 @@ func Country(ip netip.Addr, cdn string, trusted bool) string {
 	return c
 }
 
+// WarmUp loads the IPv6 country table, which the database decompresses on its first IPv6
+// lookup: done at start, that pause does not land on a visitor's beacon.
+func WarmUp() {
+	iploc.IPCountry(netip.MustParseAddr("2001:4860:4860::8888"))
+}
+
 // isCountry accepts two upper-case letters, except the codes CDNs use for "unknown"
 // (XX) and Tor (T1 fails the letter test).
 func isCountry(c string) bool {

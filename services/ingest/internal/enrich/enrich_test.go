@@ -177,6 +177,7 @@ func TestCountryRegion(t *testing.T) {
 	}{
 		{"database", "8.8.8.8", "", "", false, "US", ""},
 		{"mapped v4", "::ffff:8.8.8.8", "", "", false, "US", ""},
+		{"ipv6", "2001:4860:4860::8888", "", "", false, "US", ""},
 		{"private", "10.0.0.1", "", "", false, "", ""},
 		{"loopback", "127.0.0.1", "", "", false, "", ""},
 		{"cdn ignored untrusted", "8.8.8.8", "DE", "BE", false, "US", ""},
