@@ -1,5 +1,5 @@
 DROP TABLE IF EXISTS dead_letters;
-DROP TABLE IF EXISTS rollup_seen;
+DROP TABLE IF EXISTS visitor_days;
 DROP TABLE IF EXISTS rollup_dims;
 DROP TABLE IF EXISTS hour_visitors;
 DROP TABLE IF EXISTS rollup_hourly;

@@ -35,8 +35,11 @@ CREATE TABLE hour_visitors (
 --   16 custom property: key is the property name, value its value; at most 1000
 --      distinct values per property per site per day, the rest count as '(other)'.
 -- key is '' for every dim but 16. Values are cut to 1000 characters (keys to 200).
--- visitors is exact per day: a visitor adds one the first time rollup_seen sees it for
--- that (day, dim, key, value); daily visitors add up over days as the dashboard says.
+-- Not stored, since no report shows them: empty values of dims 4-8 (UTM) and 10 (region),
+-- and 'pageview' under dim 15, which thus counts custom events only.
+-- visitors is exact per day: visitor_days records, per visitor and local day, which
+-- (dim, key, value) the visitor was already counted under, so only a first sighting adds
+-- one, however the visitor's events are spread over batches and writers.
 CREATE TABLE rollup_dims (
     site_id   bigint   NOT NULL,
     day       date     NOT NULL,
@@ -49,14 +52,17 @@ CREATE TABLE rollup_dims (
     PRIMARY KEY (site_id, day, dim, key, value)
 );
 
-CREATE TABLE rollup_seen (
+-- visitor_days: one row per visitor and local day. seen holds a 64-bit hash of every
+-- (dim, key, value) the visitor has been counted under that day; one row per visitor
+-- instead of one per visitor and value keeps the write cost near one row per event.
+-- added is what the latest write added, read back through RETURNING.
+CREATE TABLE visitor_days (
     site_id    bigint   NOT NULL,
     day        date     NOT NULL,
-    dim        smallint NOT NULL,
-    key        text     NOT NULL DEFAULT '',
-    value      text     NOT NULL,
     visitor_id bigint   NOT NULL,
-    PRIMARY KEY (site_id, day, dim, key, value, visitor_id)
+    seen       bigint[] NOT NULL,
+    added      bigint[] NOT NULL,
+    PRIMARY KEY (site_id, day, visitor_id)
 );
 
 -- dead_letters keeps events Postgres refused for a data reason, so they leave the

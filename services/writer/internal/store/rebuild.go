@@ -82,7 +82,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 			args []any
 		}{
 			{"clear daily rollups", `DELETE FROM rollup_dims WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
-			{"clear daily visitors", `DELETE FROM rollup_seen WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
+			{"clear daily visitors", `DELETE FROM visitor_days WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
 			{"load events", loadEvents, []any{siteID, lo, hi, tz}},
 			{"rebuild daily rollups", q.rollupDims, nil},
 			{"clear hourly rollups", `DELETE FROM rollup_hourly WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},

@@ -4,3 +4,5 @@
 CREATE TEMP TABLE staging_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP;
 CREATE TEMP TABLE new_events (LIKE events) ON COMMIT DROP;
 ALTER TABLE new_events ADD COLUMN day date NOT NULL;
+-- The rollup statements hash and sort about ten rows per event; keep that in memory.
+SET LOCAL work_mem = '32MB';
