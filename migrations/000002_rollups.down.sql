@@ -1,3 +1,5 @@
+DROP TABLE IF EXISTS rollup_visits;
+DROP TABLE IF EXISTS visits;
 DROP TABLE IF EXISTS dead_letters;
 DROP TABLE IF EXISTS visitor_days;
 DROP TABLE IF EXISTS rollup_dims;

@@ -74,3 +74,39 @@ CREATE TABLE dead_letters (
     reason     text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- visits: a visitor's events with no gap over 30 minutes. Kept exact however a visit's
+-- events are spread over batches: each batch merges its events with the touched
+-- visitors' stored visits. day is the site's local day of started_at; entry and exit are
+-- the first and last pageview (NULL without one); duration is ended_at - started_at plus
+-- engagement_ms; a bounce has one pageview and no custom event.
+CREATE TABLE visits (
+    site_id       bigint      NOT NULL,
+    visitor_id    bigint      NOT NULL,
+    started_at    timestamptz NOT NULL,
+    ended_at      timestamptz NOT NULL,
+    day           date        NOT NULL,
+    pageviews     integer     NOT NULL,
+    events        integer     NOT NULL,
+    engagement_ms bigint      NOT NULL,
+    entry_page    text,
+    entry_at      timestamptz,
+    exit_page     text,
+    exit_at       timestamptz,
+    PRIMARY KEY (site_id, visitor_id, started_at)
+);
+CREATE INDEX visits_site_day ON visits (site_id, day);
+
+-- rollup_visits: per site per local day of a visit's start. dim 0 total (value ''),
+-- 1 entry page, 2 exit page. visits, bounces and the summed duration (ms) give the
+-- bounce rate and the mean visit duration.
+CREATE TABLE rollup_visits (
+    site_id     bigint   NOT NULL,
+    day         date     NOT NULL,
+    dim         smallint NOT NULL,
+    value       text     NOT NULL,
+    visits      bigint   NOT NULL DEFAULT 0,
+    bounces     bigint   NOT NULL DEFAULT 0,
+    duration_ms bigint   NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, day, dim, value)
+);

@@ -33,7 +33,7 @@ func query(name string) string {
 
 // Queries are the embedded SQL, loaded once by name.
 type queries struct {
-	prepare, insert, rollupDims, rollupHourly string
+	prepare, insert, rollupDims, rollupHourly, visitsTake, visitsMerge string
 }
 
 func loadQueries() queries {
@@ -42,6 +42,8 @@ func loadQueries() queries {
 		insert:       query("insert"),
 		rollupDims:   query("rollup_dims"),
 		rollupHourly: query("rollup_hourly"),
+		visitsTake:   query("visits_take"),
+		visitsMerge:  query("visits_merge"),
 	}
 }
 
@@ -179,7 +181,7 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (Result, error
 			return fmt.Errorf("copy events: %w", err)
 		}
 		// Without arguments pgx sends these as one simple-protocol round trip.
-		if _, err := tx.Exec(ctx, s.q.insert+s.q.rollupDims+s.q.rollupHourly); err != nil {
+		if _, err := tx.Exec(ctx, s.q.insert+s.q.rollupDims+s.q.rollupHourly+s.q.visitsTake+s.q.visitsMerge); err != nil {
 			return fmt.Errorf("insert events and rollups: %w", err)
 		}
 		r, err := summary(ctx, tx)

@@ -75,6 +75,9 @@ func randomEvents(t testing.TB, r *rand.Rand, sites []int64, n int, end time.Tim
 		e.Browser = browsers[r.IntN(len(browsers))]
 		e.OS, e.Device = "Linux", "Desktop"
 		e.ScreenW = widths[r.IntN(len(widths))]
+		if r.IntN(3) == 0 {
+			e.DurationMS = r.Int64N(100000)
+		}
 		if r.IntN(4) == 0 {
 			e.Props = map[string]string{"plan": []string{"free", "pro"}[r.IntN(2)], "ab": fmt.Sprint(r.IntN(3))}
 		}
@@ -97,10 +100,28 @@ type hourRow struct {
 	Pageviews, Events, Visitors int64
 }
 
+type visitRow struct {
+	Site, Visitor     int64
+	Start, End, Day   string
+	Pageviews, Events int32
+	EngagementMS      int64
+	Entry, Exit       string
+}
+
+type visitDimRow struct {
+	Site                        int64
+	Day                         string
+	Dim                         int
+	Value                       string
+	Visits, Bounces, DurationMS int64
+}
+
 type snapshot struct {
 	Events      int64
 	Dims        []dimRow
 	Hours       []hourRow
+	Visits      []visitRow
+	VisitDims   []visitDimRow
 	DeadLetters int64
 }
 
@@ -126,6 +147,26 @@ func takeSnapshot(t testing.TB, pool *pgxpool.Pool) snapshot {
 	s.Hours, err = pgx.CollectRows(r, pgx.RowToStructByPos[hourRow])
 	if err != nil {
 		t.Fatalf("read hours: %v", err)
+	}
+	r, err = pool.Query(ctx, `SELECT site_id, visitor_id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+		to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), to_char(day, 'YYYY-MM-DD'),
+		pageviews, events, engagement_ms, coalesce(entry_page, ''), coalesce(exit_page, '')
+		FROM visits ORDER BY 1, 2, 3`)
+	if err != nil {
+		t.Fatalf("read visits: %v", err)
+	}
+	s.Visits, err = pgx.CollectRows(r, pgx.RowToStructByPos[visitRow])
+	if err != nil {
+		t.Fatalf("read visits: %v", err)
+	}
+	r, err = pool.Query(ctx, `SELECT site_id, to_char(day, 'YYYY-MM-DD'), dim, value, visits, bounces, duration_ms
+		FROM rollup_visits ORDER BY 1, 2, 3, 4`)
+	if err != nil {
+		t.Fatalf("read visit rollups: %v", err)
+	}
+	s.VisitDims, err = pgx.CollectRows(r, pgx.RowToStructByPos[visitDimRow])
+	if err != nil {
+		t.Fatalf("read visit rollups: %v", err)
 	}
 	return s
 }
@@ -213,6 +254,7 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 		}
 	}
 	s := snapshot{Events: int64(len(events))}
+	s.Visits, s.VisitDims = recountVisits(t, events, tz)
 	for _, r := range dims {
 		s.Dims = append(s.Dims, *r)
 	}
@@ -500,4 +542,105 @@ func TestDropPartitionsBefore(t *testing.T) {
 	if err := Rebuild(ctx, pool, site, time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 2, 28, 0, 0, 0, 0, time.UTC)); err == nil {
 		t.Fatalf("rebuild over dropped raw events succeeded; want ErrNoRawEvents")
 	}
+}
+
+// recountVisits splits each visitor's events into visits by the 30-minute rule.
+func recountVisits(t testing.TB, events []event.Event, tz map[int64]string) ([]visitRow, []visitDimRow) {
+	t.Helper()
+	type vk struct{ site, visitor int64 }
+	by := map[vk][]event.Event{}
+	for _, e := range events {
+		k := vk{e.SiteID, e.Visitor}
+		by[k] = append(by[k], e)
+	}
+	const layout = "2006-01-02 15:04:05.000000"
+	type dk struct {
+		site  int64
+		day   string
+		dim   int
+		value string
+	}
+	dims := map[dk]*visitDimRow{}
+	var visits []visitRow
+	for k, evs := range by {
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+		loc, err := time.LoadLocation(tz[k.site])
+		if err != nil {
+			t.Fatalf("zone: %v", err)
+		}
+		flush := func(vs []event.Event) {
+			v := visitRow{Site: k.site, Visitor: k.visitor, Start: vs[0].Time.UTC().Format(layout),
+				End: vs[len(vs)-1].Time.UTC().Format(layout), Day: vs[0].Time.In(loc).Format("2006-01-02")}
+			var entryAt, exitAt time.Time
+			for _, e := range vs {
+				v.EngagementMS += e.DurationMS
+				if !e.IsPageview() {
+					v.Events++
+					continue
+				}
+				v.Pageviews++
+				if entryAt.IsZero() || e.Time.Before(entryAt) || e.Time.Equal(entryAt) && e.Path < v.Entry {
+					entryAt, v.Entry = e.Time, e.Path
+				}
+				if exitAt.IsZero() || e.Time.After(exitAt) || e.Time.Equal(exitAt) && e.Path > v.Exit {
+					exitAt, v.Exit = e.Time, e.Path
+				}
+			}
+			visits = append(visits, v)
+			dur := vs[len(vs)-1].Time.Sub(vs[0].Time).Milliseconds() + v.EngagementMS
+			vals := []dk{{dim: 0}}
+			if v.Pageviews > 0 {
+				vals = append(vals, dk{dim: 1, value: v.Entry}, dk{dim: 2, value: v.Exit})
+			}
+			for _, d := range vals {
+				d.site, d.day = k.site, v.Day
+				row := dims[d]
+				if row == nil {
+					row = &visitDimRow{Site: d.site, Day: d.day, Dim: d.dim, Value: d.value}
+					dims[d] = row
+				}
+				row.Visits++
+				row.DurationMS += dur
+				if v.Pageviews == 1 && v.Events == 0 {
+					row.Bounces++
+				}
+			}
+		}
+		start := 0
+		for i := 1; i < len(evs); i++ {
+			if evs[i].Time.Sub(evs[i-1].Time) > 30*time.Minute {
+				flush(evs[start:i])
+				start = i
+			}
+		}
+		flush(evs[start:])
+	}
+	sort.Slice(visits, func(i, j int) bool {
+		a, b := visits[i], visits[j]
+		if a.Site != b.Site {
+			return a.Site < b.Site
+		}
+		if a.Visitor != b.Visitor {
+			return a.Visitor < b.Visitor
+		}
+		return a.Start < b.Start
+	})
+	var out []visitDimRow
+	for _, r := range dims {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Site != b.Site {
+			return a.Site < b.Site
+		}
+		if a.Day != b.Day {
+			return a.Day < b.Day
+		}
+		if a.Dim != b.Dim {
+			return a.Dim < b.Dim
+		}
+		return a.Value < b.Value
+	})
+	return visits, out
 }

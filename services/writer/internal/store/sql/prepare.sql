@@ -6,3 +6,4 @@ CREATE TEMP TABLE new_events (LIKE events) ON COMMIT DROP;
 ALTER TABLE new_events ADD COLUMN day date NOT NULL;
 -- The rollup statements hash and sort about ten rows per event; keep that in memory.
 SET LOCAL work_mem = '32MB';
+CREATE TEMP TABLE old_visits (LIKE visits) ON COMMIT DROP;
