@@ -9,6 +9,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -118,6 +119,28 @@ func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) 
 	if len(batch) == 0 {
 		return Result{}, nil
 	}
+	// A screen size beyond int4 fails in the client's COPY encoding, not in Postgres,
+	// so it would be retried forever: set such events aside here.
+	var out Result
+	if bad := outOfRange(batch); len(bad) > 0 {
+		keep := make([]event.Event, 0, len(batch)-len(bad))
+		for i := range batch {
+			if !bad[i] {
+				keep = append(keep, batch[i])
+				continue
+			}
+			if err := s.deadLetter(ctx, &batch[i], "screen size out of range"); err != nil {
+				return Result{}, err
+			}
+			out.DeadLettered++
+		}
+		r, err := s.Write(ctx, keep)
+		if err != nil {
+			return Result{}, err
+		}
+		out.merge(r)
+		return out, nil
+	}
 	res, err := s.writeTx(ctx, batch)
 	if err == nil || !IsDataError(err) {
 		return res, err
@@ -129,7 +152,6 @@ func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) 
 		return Result{DeadLettered: 1}, nil
 	}
 	mid := len(batch) / 2
-	var out Result
 	for _, half := range [][]event.Event{batch[:mid], batch[mid:]} {
 		r, err := s.Write(ctx, half)
 		if err != nil {
@@ -139,6 +161,19 @@ func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) 
 		out.merge(r)
 	}
 	return out, nil
+}
+
+func outOfRange(batch []event.Event) map[int]bool {
+	var bad map[int]bool
+	for i := range batch {
+		if batch[i].ScreenW > math.MaxInt32 || batch[i].ScreenH > math.MaxInt32 {
+			if bad == nil {
+				bad = map[int]bool{}
+			}
+			bad[i] = true
+		}
+	}
+	return bad
 }
 
 // IsDataError reports whether Postgres refused the data itself (SQLSTATE classes 22 and

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -439,6 +441,7 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 		{"one bad in the middle", []int{7}, 16},
 		{"first and last bad", []int{0, 32}, 33},
 		{"a batch of one bad", []int{0}, 1},
+		{"screen too wide for int4", []int{3}, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -451,13 +454,16 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 			}
 			for _, i := range tt.bad {
 				batch[i].DurationMS = -1
+				if strings.HasPrefix(tt.name, "screen") {
+					batch[i].DurationMS, batch[i].ScreenW = 0, math.MaxInt32+1
+				}
 			}
 			res := write(t, st, batch)
 			if res.Inserted != tt.size-len(tt.bad) || res.DeadLettered != len(tt.bad) {
 				t.Fatalf("inserted %d, dead-lettered %d; want %d, %d", res.Inserted, res.DeadLettered, tt.size-len(tt.bad), len(tt.bad))
 			}
 			var ids []uuid.UUID
-			r, err := pool.Query(context.Background(), `SELECT id FROM dead_letters WHERE reason LIKE '%events_nonnegative%' AND (event->>'site')::bigint = $1 ORDER BY id`, site)
+			r, err := pool.Query(context.Background(), `SELECT id FROM dead_letters WHERE (reason LIKE '%events_nonnegative%' OR reason = 'screen size out of range') AND (event->>'site')::bigint = $1 ORDER BY id`, site)
 			if err == nil {
 				ids, err = pgx.CollectRows(r, pgx.RowTo[uuid.UUID])
 			}

@@ -35,7 +35,7 @@ prop_map AS (
                 THEN k.value ELSE '(other)' END AS mapped
     FROM prop_known k LEFT JOIN prop_used u USING (site_id, day, key)
 ),
-dims AS (
+raw_dims AS (
     SELECT e.site_id, e.day, d.dim, ''::text AS key, left(d.value, 1000) AS value, e.visitor_id,
            (e.name = 'pageview')::int AS pv, (e.name <> 'pageview')::int AS ev
     FROM new_events e
@@ -60,13 +60,14 @@ dims AS (
            (p.name = 'pageview')::int, (p.name <> 'pageview')::int
     FROM props p JOIN prop_map m USING (site_id, day, key, value)
 ),
-hashed AS (
-    SELECT dims.*, hashtextextended(dim::text || chr(31) || key || chr(31) || value, 0) AS h
-    FROM dims
+-- h names a (dim, key, value) in visitor_days.seen.
+dims AS (
+    SELECT r.*, hashtextextended(r.dim::text || chr(31) || r.key || chr(31) || r.value, 0) AS h
+    FROM raw_dims r
 ),
 candidates AS (
     SELECT site_id, day, visitor_id, array_agg(DISTINCT h) AS hs
-    FROM hashed GROUP BY 1, 2, 3
+    FROM dims GROUP BY 1, 2, 3
 ),
 -- The difference is taken against the row as locked by the upsert, so concurrent
 -- writers of one visitor never count a value twice.
@@ -80,24 +81,19 @@ marked AS (
     WHERE NOT vd.seen @> excluded.seen
     RETURNING site_id, day, added
 ),
-value_hashes AS (
-    SELECT DISTINCT site_id, day, dim, key, value, h FROM hashed
-),
 added AS MATERIALIZED (
     SELECT m.site_id, m.day, a.h FROM marked m CROSS JOIN LATERAL unnest(m.added) AS a(h)
 ),
 new_visitors AS (
-    SELECT v.site_id, v.day, v.dim, v.key, v.value, count(*) AS n
-    FROM added a JOIN value_hashes v USING (site_id, day, h)
-    GROUP BY 1, 2, 3, 4, 5
+    SELECT site_id, day, h, count(*) AS n FROM added GROUP BY 1, 2, 3
 ),
 agg AS (
-    SELECT site_id, day, dim, key, value, sum(pv) AS pv, sum(ev) AS ev
-    FROM dims GROUP BY 1, 2, 3, 4, 5
+    SELECT site_id, day, dim, key, value, h, sum(pv) AS pv, sum(ev) AS ev
+    FROM dims GROUP BY 1, 2, 3, 4, 5, 6
 )
 INSERT INTO rollup_dims AS r (site_id, day, dim, key, value, pageviews, events, visitors)
 SELECT a.site_id, a.day, a.dim, a.key, a.value, a.pv, a.ev, coalesce(n.n, 0)
-FROM agg a LEFT JOIN new_visitors n USING (site_id, day, dim, key, value)
+FROM agg a LEFT JOIN new_visitors n USING (site_id, day, h)
 -- One lock order for every writer keeps concurrent upserts from deadlocking.
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (site_id, day, dim, key, value) DO UPDATE SET
