@@ -61,6 +61,8 @@ CROSS JOIN LATERAL (VALUES (0::smallint, ''::text), (1, v.entry_page), (2, v.exi
 WHERE v.site_id = $1 AND v.day BETWEEN $2 AND $3 AND d.value IS NOT NULL
 GROUP BY 1, 2, 3, 4`
 
+const rollupsExist = `SELECT EXISTS (SELECT 1 FROM rollup_dims WHERE site_id = $1 AND day BETWEEN $2 AND $3)`
+
 const partitionExists = `SELECT to_regclass($1) IS NOT NULL`
 
 // Rebuild recomputes site's rollups for the local days from..to (inclusive; only their
@@ -96,7 +98,16 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 			if err := tx.QueryRow(ctx, partitionExists, name).Scan(&ok); err != nil {
 				return fmt.Errorf("check partition: %w", err)
 			}
-			if !ok {
+			if ok {
+				continue
+			}
+			// A month never stored is fine to rebuild (to nothing); a month dropped by
+			// retention while its rollups remain is not.
+			var kept bool
+			if err := tx.QueryRow(ctx, rollupsExist, siteID, fromDay, toDay).Scan(&kept); err != nil {
+				return fmt.Errorf("check rollups: %w", err)
+			}
+			if kept {
 				return fmt.Errorf("rebuild rollups of %s: %w", m.Format("2006-01"), ErrNoRawEvents)
 			}
 		}
