@@ -350,8 +350,9 @@ func (s *Service) retentionCutoff() (time.Time, bool) {
 	return s.clock.Now().UTC().AddDate(0, 0, -s.cfg.RetentionDays), true
 }
 
-// ApplyRetention drops the raw-event months that ended more than RetentionDays ago.
-// Rollups are kept. It does nothing when RetentionDays is 0.
+// ApplyRetention drops the raw-event months that ended more than RetentionDays ago and
+// the per-visitor first-sighting records older than that. Rollups and visits are kept.
+// It does nothing when RetentionDays is 0.
 func (s *Service) ApplyRetention(ctx context.Context) error {
 	cut, ok := s.retentionCutoff()
 	if !ok {
@@ -361,7 +362,10 @@ func (s *Service) ApplyRetention(ctx context.Context) error {
 	for _, name := range dropped {
 		s.log.Info("dropped raw events past retention", "partition", name)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.store.PruneSeen(ctx, cut)
 }
 
 // watchPending publishes the consumer's backlog, the writers' lag, every few seconds.

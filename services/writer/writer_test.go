@@ -232,9 +232,12 @@ func TestApplyRetention(t *testing.T) {
 			if diff := cmp.Diff(tt.wantLeft, left); diff != "" {
 				t.Fatalf("partitions holding events (-want +got):\n%s", diff)
 			}
-			var pv int64
+			var pv, seen int64
 			if err := h.pool.QueryRow(ctx, `SELECT sum(pageviews) FROM rollup_dims WHERE dim = 0`).Scan(&pv); err != nil || pv != 4 {
 				t.Fatalf("rollups after retention: %d pageviews (err %v), want 4", pv, err)
+			}
+			if err := h.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM visitor_days) + (SELECT count(*) FROM hour_visitors)`).Scan(&seen); err != nil || seen != int64(2*len(tt.wantLeft)) {
+				t.Fatalf("first-sighting rows after retention: %d (err %v), want %d", seen, err, 2*len(tt.wantLeft))
 			}
 		})
 	}

@@ -330,3 +330,17 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	}
 	return dropped, nil
 }
+
+// PruneSeen deletes the first-sighting records (visitor_days, hour_visitors) of days
+// before cutoff. Once raw events are gone no rebuild needs them; a straggler older than
+// cutoff would then count its visitor again, which retention accepts.
+func (s *Store) PruneSeen(ctx context.Context, cutoff time.Time) error {
+	day := time.Date(cutoff.Year(), cutoff.Month(), cutoff.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
+	if _, err := s.pool.Exec(ctx, `DELETE FROM visitor_days WHERE day < $1`, day); err != nil {
+		return fmt.Errorf("prune visitor days: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM hour_visitors WHERE hour < $1`, cutoff); err != nil {
+		return fmt.Errorf("prune hour visitors: %w", err)
+	}
+	return nil
+}
