@@ -110,13 +110,12 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	sub := s.hub.Add(site.ID)
-	// The stream outlives the handler: past this point it uses only the copies above.
-	ctx := c.Context()
+	sub := s.hub.Add(site.ID, periodName)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+	// The stream outlives the handler: past this point it uses only the copies above.
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer sub.Remove()
 		heartbeat := time.NewTicker(s.cfg.Heartbeat)
 		defer heartbeat.Stop()
@@ -132,16 +131,8 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 				if _, err := w.WriteString(": ping\n\n"); err != nil || w.Flush() != nil {
 					return
 				}
-			case <-sub.C:
-				// The stream outlives the request: its queries get their own context.
-				qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				body, err := s.figures(qctx, site, periodName)
-				cancel()
-				if err != nil {
-					s.log.Warn("live stats", "site_id", site.ID, "err", err)
-					continue
-				}
-				if writeEvent(w, "stats", body) != nil {
+			case payload := <-sub.C:
+				if writeFrame(w, "stats", payload) != nil {
 					return
 				}
 			}
@@ -150,11 +141,29 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	return nil
 }
 
+// renderView is the hub's ComputeFunc: a site's figures for a view (a period name),
+// computed once per update however many streams show it.
+func (s *Service) renderView(ctx context.Context, siteID int64, view string) ([]byte, error) {
+	site, err := s.accounts.SiteByID(ctx, siteID)
+	if err != nil {
+		return nil, err
+	}
+	body, err := s.figures(ctx, site, view)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(body)
+}
+
 func writeEvent(w *bufio.Writer, name string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	return writeFrame(w, name, data)
+}
+
+func writeFrame(w *bufio.Writer, name string, data []byte) error {
 	if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data); err != nil {
 		return err
 	}

@@ -148,8 +148,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		}
 		return nil
 	})
-	return &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		accounts: accounts, stats: st, mirror: mir, hub: live.NewHub()}, nil
+	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
+		accounts: accounts, stats: st, mirror: mir}
+	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
+		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
+	})
+	return svc, nil
 }
 
 // Register mounts the query service's routes: every route of the service is here.

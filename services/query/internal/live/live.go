@@ -1,42 +1,64 @@
 // Package live fans "updated" signals from the writer out to open dashboard streams.
-// One core NATS subscription serves every stream of the process; each stream holds a
-// one-slot channel, so a burst of updates coalesces into one refresh and a slow viewer
-// never blocks the others.
+//
+// One core NATS subscription serves every stream of the process. When a site changes,
+// the hub computes each distinct view of it (a period, later filters) once, however many
+// viewers watch that view, and hands the same bytes to each. At most one refresh per site
+// runs at a time; updates arriving meanwhile coalesce into one trailing refresh, so a
+// burst of commits costs two computations, not one per commit.
 package live
 
 import (
+	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
 
-// Hub routes updates to subscribers by site.
+// ComputeFunc renders a view of a site as the payload its streams send.
+type ComputeFunc func(ctx context.Context, site int64, view string) ([]byte, error)
+
+// Hub routes updates to subscribers by site and view.
 type Hub struct {
-	mu     sync.Mutex
-	subs   map[int64]map[*Sub]struct{}
+	compute ComputeFunc
+	timeout time.Duration
+	onError func(site int64, view string, err error)
+
+	mu    sync.Mutex
+	sites map[int64]*siteState
+	count int
+
 	closed chan struct{}
 	once   sync.Once
-	count  int
+}
+
+type siteState struct {
+	subs       map[*Sub]struct{}
+	refreshing bool
+	dirty      bool
 }
 
 // Sub is one open stream's subscription.
 type Sub struct {
 	hub  *Hub
 	site int64
-	// C receives a signal when the site has new data; it holds at most one.
-	C chan event.Updated
+	view string
+	// C receives the newest rendering of the view; it holds at most one, so a slow
+	// viewer skips to the latest figures instead of queueing stale ones.
+	C chan []byte
 }
 
-// NewHub returns an empty hub.
-func NewHub() *Hub {
-	return &Hub{subs: map[int64]map[*Sub]struct{}{}, closed: make(chan struct{})}
+// NewHub returns a hub that renders views with compute, each call bounded by timeout;
+// onError is told of failed renders.
+func NewHub(compute ComputeFunc, timeout time.Duration, onError func(site int64, view string, err error)) *Hub {
+	return &Hub{compute: compute, timeout: timeout, onError: onError,
+		sites: map[int64]*siteState{}, closed: make(chan struct{})}
 }
 
-// Subscribe listens to updated messages on subject (a wildcard over every site) until
-// the returned subscription is unsubscribed.
+// Subscribe listens to updated messages on subject (a wildcard over every site).
 func (h *Hub) Subscribe(nc *nats.Conn, subject string) (*nats.Subscription, error) {
 	if nc == nil {
 		return nil, errors.New("live: nil nats connection")
@@ -46,49 +68,118 @@ func (h *Hub) Subscribe(nc *nats.Conn, subject string) (*nats.Subscription, erro
 		if err != nil {
 			return
 		}
-		h.Publish(u)
+		h.Publish(u.SiteID)
 	})
 }
 
-// Publish hands u to every subscriber of its site without blocking.
-func (h *Hub) Publish(u event.Updated) {
+// Publish schedules a refresh of every view of site that has viewers. It never blocks.
+func (h *Hub) Publish(site int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.subs[u.SiteID] {
+	st := h.sites[site]
+	if st == nil {
+		return
+	}
+	if st.refreshing {
+		st.dirty = true
+		return
+	}
+	st.refreshing = true
+	go h.refresh(site)
+}
+
+// refresh renders each distinct view of site once and delivers it, repeating while
+// updates arrived during the previous round.
+func (h *Hub) refresh(site int64) {
+	for {
+		h.mu.Lock()
+		st := h.sites[site]
+		if st == nil {
+			h.mu.Unlock()
+			return
+		}
+		st.dirty = false
+		views := map[string][]*Sub{}
+		for s := range st.subs {
+			views[s.view] = append(views[s.view], s)
+		}
+		h.mu.Unlock()
+
+		for view, subs := range views {
+			ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+			payload, err := h.compute(ctx, site, view)
+			cancel()
+			if err != nil {
+				if h.onError != nil {
+					h.onError(site, view, err)
+				}
+				continue
+			}
+			for _, s := range subs {
+				s.deliver(payload)
+			}
+		}
+
+		h.mu.Lock()
+		st = h.sites[site]
+		if st == nil {
+			h.mu.Unlock()
+			return
+		}
+		if !st.dirty {
+			st.refreshing = false
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (s *Sub) deliver(payload []byte) {
+	for {
 		select {
-		case s.C <- u:
-		default: // a refresh is already pending; it will read the newest data
+		case s.C <- payload:
+			return
+		default:
+		}
+		select { // replace the stale pending payload with the newer one
+		case <-s.C:
+		default:
 		}
 	}
 }
 
-// Add subscribes to site's updates.
-func (h *Hub) Add(site int64) *Sub {
-	s := &Sub{hub: h, site: site, C: make(chan event.Updated, 1)}
+// Add subscribes to view of site.
+func (h *Hub) Add(site int64, view string) *Sub {
+	s := &Sub{hub: h, site: site, view: view, C: make(chan []byte, 1)}
 	h.mu.Lock()
-	if h.subs[site] == nil {
-		h.subs[site] = map[*Sub]struct{}{}
+	st := h.sites[site]
+	if st == nil {
+		st = &siteState{subs: map[*Sub]struct{}{}}
+		h.sites[site] = st
 	}
-	h.subs[site][s] = struct{}{}
+	st.subs[s] = struct{}{}
 	h.count++
 	h.mu.Unlock()
 	return s
 }
 
-// Remove unsubscribes s.
+// Remove unsubscribes s; safe to call twice.
 func (s *Sub) Remove() {
 	h := s.hub
 	h.mu.Lock()
-	if set := h.subs[s.site]; set != nil {
-		if _, ok := set[s]; ok {
-			delete(set, s)
-			h.count--
-		}
-		if len(set) == 0 {
-			delete(h.subs, s.site)
-		}
+	defer h.mu.Unlock()
+	st := h.sites[s.site]
+	if st == nil {
+		return
 	}
-	h.mu.Unlock()
+	if _, ok := st.subs[s]; ok {
+		delete(st.subs, s)
+		h.count--
+	}
+	if len(st.subs) == 0 {
+		delete(h.sites, s.site)
+	}
 }
 
 // Len returns how many streams are subscribed.
