@@ -51,6 +51,16 @@ func TestSingleBinaryEndToEnd(t *testing.T) {
 	waitReady(t, "http://"+opsAddr+"/readyz", done)
 	checkPipeline(t, origin, origin, site, key)
 
+	// The one port also serves the tracker.
+	resp, err := http.Get(origin + "/js/haru.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+		t.Fatalf("GET /js/haru.js = %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -272,4 +282,3 @@ func cleanupPrefix(t *testing.T, prefix string) {
 	_ = js.DeleteKeyValue(ctx, names.Sites)
 	_ = js.DeleteKeyValue(ctx, names.Salts)
 }
-

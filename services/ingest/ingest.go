@@ -29,6 +29,7 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
+	"github.com/haru-analytics/haru/tracker"
 )
 
 // Config is the ingest service's configuration.
@@ -97,12 +98,11 @@ func (c Config) Validate(requireNATS bool) error {
 
 // Deps are what ingest is given rather than builds.
 type Deps struct {
-	Log      *slog.Logger
-	Metrics  prometheus.Registerer
-	Health   *telemetry.Health
-	Clock    clock.Clock
-	NATS     *nats.Conn
-	ScriptJS []byte // the tracker, served at /js/haru.js; nil serves none
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	Health  *telemetry.Health
+	Clock   clock.Clock
+	NATS    *nats.Conn
 }
 
 // Service is a running ingest: its registry watch and its HTTP handlers.
@@ -190,6 +190,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
 	r.Post("/api/collect", s.countStatus, s.cors, s.handleCollect)
+	// The tracker is served from the collect origin, which is its default data-api.
+	tracker.Register(r)
 }
 
 // Run keeps the site registry current until ctx ends.
