@@ -22,6 +22,11 @@ const Version = 1
 // PageviewName is the event name of a pageview; any other name is a custom event.
 const PageviewName = "pageview"
 
+// EngagementName is the event the tracker sends with time visible on a page (DurationMS).
+// It adds to visit duration only: it is neither a pageview nor an interaction, so a visit
+// with one pageview and its engagement is still a bounce.
+const EngagementName = "engagement"
+
 // ErrDecode wraps every reason a message cannot be decoded; such a message is poison and
 // is terminated, never retried.
 var ErrDecode = errors.New("decode event")
@@ -81,6 +86,10 @@ func New(now time.Time, siteID int64, name string) (Event, error) {
 
 // IsPageview reports whether the event counts as a pageview.
 func (e *Event) IsPageview() bool { return e.Name == PageviewName }
+
+// IsInteraction reports whether the event is a custom event: any name but pageview and
+// engagement. An interaction makes its visit not a bounce.
+func (e *Event) IsInteraction() bool { return e.Name != PageviewName && e.Name != EngagementName }
 
 // Encode returns the wire form of e.
 func Encode(e *Event) ([]byte, error) {

@@ -54,7 +54,7 @@ var (
 	countries = []string{"", "DE", "US", "JP", "IN"}
 	browsers  = []string{"Firefox", "Chrome", "Safari"}
 	widths    = []int{0, 375, 800, 1280, 1920}
-	names     = []string{"pageview", "pageview", "pageview", "signup", "download"}
+	names     = []string{"pageview", "pageview", "pageview", "signup", "download", event.EngagementName}
 )
 
 // randomEvents spreads n events of sites over days days before end, with few visitors so
@@ -212,9 +212,12 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 			t.Fatalf("zone: %v", err)
 		}
 		day := e.Time.In(loc).Format("2006-01-02")
-		pv, ev := int64(0), int64(1)
+		pv, ev := int64(0), int64(0)
 		if e.IsPageview() {
-			pv, ev = 1, 0
+			pv = 1
+		}
+		if e.IsInteraction() {
+			ev = 1
 		}
 		vals := []dk{{dim: 0}, {dim: 1, value: e.Path}, {dim: 2, value: e.Hostname}, {dim: 3, value: e.RefSource},
 			{dim: 4, value: e.UTMSource}, {dim: 5, value: e.UTMMedium}, {dim: 6, value: e.UTMCampaign},
@@ -225,7 +228,7 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 			vals = append(vals, dk{dim: 16, key: k, value: v})
 		}
 		for _, k := range vals {
-			if k.value == "" && (k.dim >= 4 && k.dim <= 8 || k.dim == 10) || k.dim == 15 && k.value == event.PageviewName {
+			if k.value == "" && (k.dim >= 4 && k.dim <= 8 || k.dim == 10) || k.dim == 15 && (k.value == event.PageviewName || k.value == event.EngagementName) {
 				continue
 			}
 			k.site, k.day = e.SiteID, day
@@ -581,8 +584,10 @@ func recountVisits(t testing.TB, events []event.Event, tz map[int64]string) ([]v
 			var entryAt, exitAt time.Time
 			for _, e := range vs {
 				v.EngagementMS += e.DurationMS
-				if !e.IsPageview() {
+				if e.IsInteraction() {
 					v.Events++
+				}
+				if !e.IsPageview() {
 					continue
 				}
 				v.Pageviews++

@@ -37,7 +37,7 @@ prop_map AS (
 ),
 raw_dims AS (
     SELECT e.site_id, e.day, d.dim, ''::text AS key, left(d.value, 1000) AS value, e.visitor_id,
-           (e.name = 'pageview')::int AS pv, (e.name <> 'pageview')::int AS ev
+           (e.name = 'pageview')::int AS pv, (e.name NOT IN ('pageview', 'engagement'))::int AS ev
     FROM new_events e
     CROSS JOIN LATERAL (VALUES
         (0::smallint, ''::text),
@@ -54,10 +54,10 @@ raw_dims AS (
     -- Kept out, as no report shows them and each would cost a seen row per visitor and
     -- day: empty UTM fields and regions, and 'pageview' as an event name (dim 0 has it).
     WHERE NOT (d.value = '' AND (d.dim BETWEEN 4 AND 8 OR d.dim = 10))
-      AND NOT (d.dim = 15 AND d.value = 'pageview')
+      AND NOT (d.dim = 15 AND d.value IN ('pageview', 'engagement'))
     UNION ALL
     SELECT p.site_id, p.day, 16::smallint, p.key, m.mapped, p.visitor_id,
-           (p.name = 'pageview')::int, (p.name <> 'pageview')::int
+           (p.name = 'pageview')::int, (p.name NOT IN ('pageview', 'engagement'))::int
     FROM props p JOIN prop_map m USING (site_id, day, key, value)
 ),
 -- h names a (dim, key, value) in visitor_days.seen.

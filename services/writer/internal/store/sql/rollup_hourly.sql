@@ -15,7 +15,7 @@ new_visitors AS (
 agg AS (
     SELECT site_id, hour,
            count(*) FILTER (WHERE name = 'pageview') AS pv,
-           count(*) FILTER (WHERE name <> 'pageview') AS ev
+           count(*) FILTER (WHERE name NOT IN ('pageview', 'engagement')) AS ev
     FROM hours GROUP BY 1, 2
 )
 INSERT INTO rollup_hourly AS r (site_id, hour, pageviews, events, visitors)

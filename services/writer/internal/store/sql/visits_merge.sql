@@ -7,7 +7,7 @@ WITH pieces AS (
     FROM old_visits
     UNION ALL
     SELECT site_id, visitor_id, ts, ts,
-           (name = 'pageview')::int, (name <> 'pageview')::int, duration_ms,
+           (name = 'pageview')::int, (name NOT IN ('pageview', 'engagement'))::int, duration_ms,
            CASE WHEN name = 'pageview' THEN left(path, 1000) END,
            CASE WHEN name = 'pageview' THEN ts END,
            CASE WHEN name = 'pageview' THEN left(path, 1000) END,
