@@ -3,6 +3,7 @@ package stats
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"time"
@@ -48,7 +49,11 @@ type Summary struct {
 	Pageviews int64 `json:"pageviews"`
 	// Visitors adds each local day's unique visitors: visitor ids rotate daily.
 	Visitors int64 `json:"visitors"`
-	Events   int64 `json:"events"`
+	// Events counts custom events (interactions), not pageviews or engagement.
+	Events     int64 `json:"events"`
+	Visits     int64 `json:"visits"`
+	Bounces    int64 `json:"bounces"`
+	DurationMS int64 `json:"duration_ms"`
 }
 
 // Querier runs stats queries.
@@ -64,22 +69,65 @@ func New(pool *pgxpool.Pool) (*Querier, error) {
 	return &Querier{pool: pool}, nil
 }
 
-const summarySQL = `
-SELECT coalesce(sum(pageviews), 0), coalesce(sum(visitors), 0), coalesce(sum(events), 0)
-FROM (
-    SELECT count(*) FILTER (WHERE name = 'pageview') AS pageviews,
-           count(DISTINCT visitor_id)                AS visitors,
-           count(*)                                  AS events
-    FROM events
-    WHERE site_id = $1 AND ts >= $2 AND ts < $3
-    GROUP BY (ts AT TIME ZONE $4)::date
-) per_day`
+//go:embed sql/*.sql
+var sqlFiles embed.FS
 
-// Summary returns the headline figures of site for p.
+// query returns the embedded SQL file sql/name.sql.
+func query(name string) string {
+	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
+	if err != nil {
+		panic(fmt.Sprintf("stats: missing query %s", name))
+	}
+	return string(b)
+}
+
+var (
+	summaryRollup = query("summary_rollup")
+	summaryRaw    = query("summary_raw")
+)
+
+// DayAligned reports whether p covers whole local days, so rollups answer it.
+func (p Period) DayAligned() bool {
+	loc, err := time.LoadLocation(p.Timezone)
+	if err != nil {
+		return false
+	}
+	at := func(t time.Time) bool {
+		t = t.In(loc)
+		return t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0
+	}
+	return at(p.From) && at(p.To)
+}
+
+// Summary returns the headline figures of site for p: from the rollups when p covers
+// whole local days, else (the last 24 hours) from raw events, which then span at most a
+// day and a bit.
 func (q *Querier) Summary(ctx context.Context, site int64, p Period) (Summary, error) {
+	if p.DayAligned() {
+		return q.scan(ctx, summaryRollup, site, p.From.In(mustZone(p.Timezone)).Format(time.DateOnly),
+			p.To.In(mustZone(p.Timezone)).Format(time.DateOnly))
+	}
+	return q.SummaryRaw(ctx, site, p)
+}
+
+// SummaryRaw computes the headline figures from raw events: the baseline the rollups are
+// measured against, and the answer for ranges that are not whole days.
+func (q *Querier) SummaryRaw(ctx context.Context, site int64, p Period) (Summary, error) {
+	return q.scan(ctx, summaryRaw, site, p.From, p.To, p.Timezone)
+}
+
+func (q *Querier) scan(ctx context.Context, sql string, args ...any) (Summary, error) {
 	var s Summary
-	if err := q.pool.QueryRow(ctx, summarySQL, site, p.From, p.To, p.Timezone).Scan(&s.Pageviews, &s.Visitors, &s.Events); err != nil {
+	if err := q.pool.QueryRow(ctx, sql, args...).Scan(&s.Pageviews, &s.Visitors, &s.Events, &s.Visits, &s.Bounces, &s.DurationMS); err != nil {
 		return Summary{}, fmt.Errorf("summary: %w", err)
 	}
 	return s, nil
+}
+
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
 }
