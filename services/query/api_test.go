@@ -1,0 +1,111 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+)
+
+// TestAPIAuthorization probes every API route as the owner, as another user, with a
+// revoked or malformed key and with none: only the owner gets data; another user's site
+// is indistinguishable from a missing one.
+func TestAPIAuthorization(t *testing.T) {
+	db := pgtest.New(t)
+	ns := natstest.New(t)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{NATS: natsutil.Config{Prefix: "haru", Stream: natsutil.DefaultStreamSettings()}, Heartbeat: 1e9}
+	svc, err := New(ctx, cfg, Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
+		Clock: clock.System{}, NATS: ns.Conn(t), Pool: db.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(AppConfig(log))
+	svc.Register(app)
+
+	adm, err := NewAdmin(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateUser(ctx, "owner@example.com", "owner-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateUser(ctx, "Other@Example.com", "other-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateUser(ctx, "OWNER@example.com", "dupe-password"); err != ErrEmailTaken {
+		t.Fatalf("case-insensitive duplicate email: err = %v, want ErrEmailTaken", err)
+	}
+	site, err := adm.CreateSite(ctx, "owner@example.com", "Shop", "shop.example", "UTC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerKey, _ := adm.CreateAPIKey(ctx, "owner@example.com", "k")
+	otherKey, _ := adm.CreateAPIKey(ctx, "other@example.com", "k")
+	revoked, _ := adm.CreateAPIKey(ctx, "owner@example.com", "old")
+	if _, err := adm.CreateAPIKey(ctx, "owner@example.com", "old"); err != nil { // replaces, so revokes the first
+		t.Fatal(err)
+	}
+
+	routes := []string{
+		fmt.Sprintf("/api/sites/%d/stats?period=today", site.ID),
+		fmt.Sprintf("/api/sites/%d/live?period=today", site.ID),
+	}
+	tests := []struct {
+		name string
+		auth string
+		want int
+	}{
+		{"owner", "Bearer " + ownerKey, http.StatusOK},
+		{"other user", "Bearer " + otherKey, http.StatusNotFound},
+		{"revoked key", "Bearer " + revoked, http.StatusUnauthorized},
+		{"malformed key", "Bearer nope", http.StatusUnauthorized},
+		{"no key", "", http.StatusUnauthorized},
+	}
+	for _, route := range routes {
+		for _, tt := range tests {
+			t.Run(route+"/"+tt.name, func(t *testing.T) {
+				req := httptest.NewRequest(http.MethodGet, route, nil)
+				if tt.auth != "" {
+					req.Header.Set("Authorization", tt.auth)
+				}
+				if tt.want == http.StatusOK && route == routes[1] {
+					svc.CloseStreams() // the stream ends at once, so app.Test returns
+				}
+				resp, err := app.Test(req, 5000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != tt.want {
+					t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+				}
+			})
+		}
+	}
+	for _, bad := range []string{"/api/sites/999999/stats", "/api/sites/abc/stats", "/api/sites/-1/stats"} {
+		req := httptest.NewRequest(http.MethodGet, bad, nil)
+		req.Header.Set("Authorization", "Bearer "+ownerKey)
+		resp, err := app.Test(req)
+		if err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s = %v, %v; want 404", bad, resp.StatusCode, err)
+		}
+	}
+	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/sites/%d/stats?period=fortnight", site.ID), nil)
+	req.Header.Set("Authorization", "Bearer "+ownerKey)
+	if resp, err := app.Test(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad period = %v, %v; want 400", resp.StatusCode, err)
+	}
+}
