@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/pgutil"
 	"github.com/haru-analytics/haru/services/query"
+	"github.com/haru-analytics/haru/services/writer"
 )
 
 // Demo account seeded by `haru admin seed-demo` (and so by `make run`).
@@ -29,6 +31,8 @@ commands:
   create-site -email E -name N -domain D [-timezone TZ]
                                             add a site for a user; prints its id and token
   create-api-key -email E [-name N]         print a new stats API key (replaces one of that name)
+  rebuild-rollups -site ID -from DATE -to DATE
+                                            recompute a site's rollups for local days from..to from raw events
   seed-demo [-public-url URL]               ensure the demo account and site; print token, key and curl lines
 
 Every command reads HARU_DATABASE_URL.`
@@ -47,6 +51,9 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	name := fs.String("name", "", "site or key name")
 	domain := fs.String("domain", "", "site domain, such as example.com")
 	tz := fs.String("timezone", "UTC", "site timezone (IANA name)")
+	siteID := fs.Int64("site", 0, "site id")
+	fromDay := fs.String("from", "", "first local day, YYYY-MM-DD")
+	toDay := fs.String("to", "", "last local day, YYYY-MM-DD")
 	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -122,6 +129,17 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 		fmt.Fprintln(stdout, key)
+		return nil
+	case "rebuild-rollups":
+		from, err1 := time.Parse(time.DateOnly, *fromDay)
+		to, err2 := time.Parse(time.DateOnly, *toDay)
+		if *siteID <= 0 || err1 != nil || err2 != nil || to.Before(from) {
+			return fmt.Errorf("rebuild-rollups: want -site ID -from YYYY-MM-DD -to YYYY-MM-DD (from ≤ to)\n%s", adminUsage)
+		}
+		if err := writer.RebuildRollups(ctx, pool, *siteID, from, to); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s\n", *siteID, *fromDay, *toDay)
 		return nil
 	case "seed-demo":
 		s, key, err := adm.EnsureDemo(ctx, DemoEmail, DemoPassword, "Demo site", DemoDomain)
