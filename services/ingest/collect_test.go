@@ -443,6 +443,21 @@ func TestCollectStreamFull(t *testing.T) {
 	if status, _, _ := h.send(t, beacon{body: `{}`, token: testToken}); status != fiber.StatusServiceUnavailable {
 		t.Fatalf("full stream: status %d, want 503", status)
 	}
+	// The stream gauges show the one stored event and the configured limit.
+	got := map[string]float64{}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "haru_ingest_stream_") {
+			got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if got["haru_ingest_stream_messages"] != 1 || got["haru_ingest_stream_max_bytes"] != float64(h.cfg.NATS.Stream.MaxBytes) ||
+		got["haru_ingest_stream_bytes"] <= 0 || got["haru_ingest_stream_info_up"] != 1 {
+		t.Fatalf("stream gauges = %v", got)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

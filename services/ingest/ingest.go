@@ -132,8 +132,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := natsutil.EnsureStream(ctx, js, names, cfg.NATS.Stream); err != nil {
+	stream, err := natsutil.EnsureStream(ctx, js, names, cfg.NATS.Stream)
+	if err != nil {
 		return nil, err
+	}
+	if err := deps.Metrics.Register(newStreamCollector(stream)); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
 	}
 	sitesKV, err := natsutil.EnsureSites(ctx, js, names, cfg.NATS.Stream.Replicas)
 	if err != nil {
