@@ -53,12 +53,18 @@ func TestDeterministic(t *testing.T) {
 	sites := testSites(20)
 	a := generate(t, 7, sites, 2000)
 	b := generate(t, 7, sites, 2000)
-	if diff := cmp.Diff(a, b); diff != "" {
-		t.Fatalf("same seed, different beacons (-a +b):\n%s", diff)
-	}
 	c := generate(t, 8, sites, 2000)
-	if cmp.Equal(a, c) {
-		t.Fatal("different seeds gave the same beacons")
+	same := 0
+	for i := range a {
+		if diff := cmp.Diff(a[i], b[i]); diff != "" {
+			t.Fatalf("same seed, beacon %d differs (-a +b):\n%s", i, diff)
+		}
+		if string(a[i].Body) == string(c[i].Body) {
+			same++
+		}
+	}
+	if same > len(a)/10 {
+		t.Fatalf("different seeds: %d of %d beacons equal", same, len(a))
 	}
 }
 
