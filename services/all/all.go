@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
@@ -43,6 +44,17 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Tracing follows the standard OTEL_* variables and is a no-op without them; it is
+	// flushed last, after every service has stopped.
+	tracing, err := telemetry.NewTracing(ctx, getenv, *target)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(sctx)
+	}()
 	switch *target {
 	case "all":
 		cfg, err := ConfigFromEnv(getenv)
@@ -53,7 +65,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		return Run(ctx, cfg, base, stdout)
+		return Run(ctx, cfg, base, tracing, stdout)
 	case "ingest":
 		cfg, err := ingest.ConfigFromEnv(getenv)
 		if err != nil {
@@ -63,7 +75,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		return ingest.Run(ctx, cfg, ingest.Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}}, stdout)
+		return ingest.Run(ctx, cfg, ingest.Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing}, stdout)
 	case "writer":
 		cfg, err := writer.ConfigFromEnv(getenv)
 		if err != nil {
@@ -145,7 +157,7 @@ type printable struct {
 }
 
 // Run is the composition root of the single binary.
-func Run(ctx context.Context, cfg Config, base telemetry.Base, stdout io.Writer) error {
+func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetry.Tracing, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -177,7 +189,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, stdout io.Writer)
 	defer stopNATS()
 
 	clk := clock.System{}
-	ing, err := ingest.New(ctx, cfg.Ingest, ingest.Deps{Log: log.With("service", "ingest"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc})
+	ing, err := ingest.New(ctx, cfg.Ingest, ingest.Deps{Log: log.With("service", "ingest"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Tracing: tracing})
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,15 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
@@ -167,13 +172,34 @@ func (s *Service) publish(ctx context.Context, ev *event.Event) error {
 	if err != nil {
 		return err
 	}
+	ctx, span := s.tracer.Start(ctx, "jetstream publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.Int64("haru.site_id", ev.SiteID), attribute.String("haru.event_id", ev.ID.String())))
+	defer span.End()
+	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data}
+	if span.SpanContext().IsValid() {
+		// The writer continues the trace from the message headers.
+		msg.Header = nats.Header{}
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
+	}
 	start := time.Now()
-	_, err = s.js.Publish(ctx, s.names.EventSubject(ev.SiteID), data, jetstream.WithMsgID(ev.ID.String()))
+	_, err = s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID.String()))
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
+		span.SetStatus(codes.Error, "publish failed")
 		return fmt.Errorf("publish event: %w", err)
 	}
 	return nil
+}
+
+// traceRequest opens the collect request's span. It records the route and the status
+// only: never the client's address or User-Agent.
+func (s *Service) traceRequest(c *fiber.Ctx) error {
+	ctx, span := s.tracer.Start(c.UserContext(), "POST /api/collect", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+	c.SetUserContext(ctx)
+	err := c.Next()
+	span.SetAttributes(attribute.Int("http.response.status_code", c.Response().StatusCode()))
+	return err
 }
 
 // reject answers a refused beacon with a JSON error and counts it by reason.

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haru-analytics/haru/pkg/clock"
@@ -103,6 +105,8 @@ type Deps struct {
 	Health  *telemetry.Health
 	Clock   clock.Clock
 	NATS    *nats.Conn
+	// Tracing is optional; nil traces nothing.
+	Tracing *telemetry.Tracing
 }
 
 // Service is a running ingest: its registry watch and its HTTP handlers.
@@ -119,6 +123,9 @@ type Service struct {
 	agents   *enrich.Agents
 	limiter  *ratelimit.Limiter // nil when RateLimit is 0
 	metrics  *metrics
+
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
 }
 
 // New sets up what ingest needs in NATS (the stream and both buckets, if missing) and
@@ -175,6 +182,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
 		agents: enrich.NewAgents(), limiter: limiter, metrics: m,
 	}
+	tracing := deps.Tracing
+	if tracing == nil {
+		tracing = telemetry.NoTracing()
+	}
+	s.tracer, s.propagator = tracing.Provider.Tracer("haru/ingest"), tracing.Propagator
 	deps.Health.Add("ingest_nats", func(context.Context) error {
 		if !deps.NATS.IsConnected() {
 			return errors.New("not connected")
@@ -193,7 +205,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 // Register mounts ingest's routes: every route of the service is here.
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
-	r.Post("/api/collect", s.countStatus, s.cors, s.handleCollect)
+	r.Post("/api/collect", s.countStatus, s.traceRequest, s.cors, s.handleCollect)
 	// The tracker is served from the collect origin, which is its default data-api.
 	tracker.Register(r)
 }

@@ -23,7 +23,12 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout io.
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.NewTracing(ctx, getenv, "ingest")
+	if err != nil {
+		return err
+	}
+	defer tracing.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
 	return ingest.Run(ctx, cfg, ingest.Deps{
-		Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{},
+		Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing,
 	}, stdout)
 }
