@@ -59,6 +59,9 @@ type Report struct {
 	Bare   load.Result  `json:"bare"`
 	Ingest load.Result  `json:"ingest"`
 	Steady *load.Result `json:"steady,omitempty"`
+	// BareSteady is the bare endpoint at the steady rate: the harness's own latency floor
+	// at that rate, since the sender's timers share the CPUs with the servers.
+	BareSteady *load.Result `json:"bare_steady,omitempty"`
 	// Stored is how many events the full-speed ingest run left in the stream: those
 	// answered 202 and not dropped as bots or foreign hosts.
 	Stored     uint64 `json:"ingest_stored"`
@@ -135,6 +138,14 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (Report, error) {
 		if err := srv.purge(ctx); err != nil {
 			return rep, err
 		}
+		lo.URL = bare.url
+		b, err := load.Run(ctx, lo, srv.sites)
+		if err != nil {
+			return rep, fmt.Errorf("bare steady run: %w", err)
+		}
+		b.Target = fmt.Sprintf("bare at %.0f/s", o.SteadyRate)
+		printResult(stdout, b)
+		rep.BareSteady = &b
 	}
 	rep.PeakRSSKiB = peakRSS()
 	printTable(stdout, rep)
@@ -163,6 +174,9 @@ func printTable(w io.Writer, rep Report) {
 	row(rep.Ingest)
 	if rep.Steady != nil {
 		row(*rep.Steady)
+	}
+	if rep.BareSteady != nil {
+		row(*rep.BareSteady)
 	}
 	fmt.Fprintf(w, "\npeak RSS %.1f MiB (VmHWM of the whole process: the embedded JetStream server, ingest, the bare endpoint, the generator's beacon pool and the client)\n",
 		float64(rep.PeakRSSKiB)/1024)

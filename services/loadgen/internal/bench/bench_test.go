@@ -26,6 +26,7 @@ func TestSmoke(t *testing.T) {
 		{"bare", rep.Bare.Sent, rep.Bare.Accepted, rep.Bare.Errors},
 		{"ingest", rep.Ingest.Sent, rep.Ingest.Accepted, rep.Ingest.Errors},
 		{"steady", rep.Steady.Sent, rep.Steady.Accepted, rep.Steady.Errors},
+		{"bare steady", rep.BareSteady.Sent, rep.BareSteady.Accepted, rep.BareSteady.Errors},
 	} {
 		if r.accepted == 0 || r.accepted != r.sent || r.errs != 0 {
 			t.Errorf("%s: sent %d, accepted %d, errors %d: want all accepted\n%s", r.name, r.sent, r.accepted, r.errs, out.String())
