@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout io.Wr
 		}
 		_, err = bench.Run(ctx, bench.Options{
 			Duration: *duration, Warmup: *warmup, N: *n, Conns: *conns, SteadyRate: *steady,
-			Sites: *benchSites, Seed: *seed, CPUProfile: *cpuprofile, Log: log,
+			Sites: *benchSites, Seed: *seed, Pool: *pool, CPUProfile: *cpuprofile, Log: log,
 		}, stdout)
 		return err
 	default:

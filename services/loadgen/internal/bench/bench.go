@@ -48,6 +48,8 @@ type Options struct {
 	// Sites is how many sites the registry holds and the traffic spreads over.
 	Sites int
 	Seed  uint64
+	// Pool is how many beacons are generated before each run (see load.Options).
+	Pool int
 	// CPUProfile, when set, receives a CPU profile of the ingest run at full speed.
 	CPUProfile string
 	// Log receives the services' warnings and errors.
@@ -97,7 +99,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (Report, error) {
 	defer bare.stop()
 
 	rep := Report{CPUs: runtime.NumCPU(), GoMaxProcs: runtime.GOMAXPROCS(0)}
-	lo := load.Options{Conns: o.Conns, N: o.N, Duration: o.Duration, Warmup: o.Warmup, Seed: o.Seed}
+	lo := load.Options{Conns: o.Conns, N: o.N, Duration: o.Duration, Warmup: o.Warmup, Seed: o.Seed, Pool: o.Pool}
 
 	lo.URL = bare.url
 	if rep.Bare, err = load.Run(ctx, lo, srv.sites); err != nil {

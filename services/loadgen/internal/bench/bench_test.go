@@ -13,7 +13,7 @@ import (
 func TestSmoke(t *testing.T) {
 	var out bytes.Buffer
 	rep, err := Run(context.Background(), Options{
-		Duration: time.Second, N: 2000, Conns: 4, Sites: 20, SteadyRate: 200, Seed: 3,
+		Duration: time.Second, N: 2000, Conns: 4, Sites: 20, SteadyRate: 200, Seed: 3, Pool: 2000,
 	}, &out)
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, out.String())

@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/haru-analytics/haru/services/loadgen/internal/traffic"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -69,5 +75,59 @@ func TestCheckLoopback(t *testing.T) {
 	_, err := CheckLoopback(context.Background(), "http://8.8.8.8/")
 	if !errors.Is(err, ErrNotLoopback) {
 		t.Fatalf("want ErrNotLoopback, got %v", err)
+	}
+}
+
+// serve answers every collect request with status after checking it looks like a beacon.
+func serve(t *testing.T, status int) string {
+	t.Helper()
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Post("/api/collect", func(c *fiber.Ctx) error {
+		if c.Query("t") == "" || c.Get(fiber.HeaderXForwardedFor) == "" || c.Get(fiber.HeaderUserAgent) == "" || len(c.Body()) == 0 {
+			return c.SendStatus(fiber.StatusBadRequest)
+		}
+		return c.SendStatus(status)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	return "http://" + ln.Addr().String() + "/api/collect"
+}
+
+func TestRun(t *testing.T) {
+	sites := []traffic.Site{{Token: "a", Domain: "a.example"}, {Token: "b"}}
+	tests := []struct {
+		name   string
+		o      Options
+		status int
+		want   int64 // exact sent count, or 0 to skip the check
+	}{
+		{name: "n bounds", o: Options{Conns: 4, N: 500, Pool: 100}, status: 202, want: 500},
+		{name: "rate and duration", o: Options{Conns: 4, Rate: 400, Duration: 500 * time.Millisecond, Warmup: 100 * time.Millisecond, Pool: 100}, status: 202, want: 200},
+		{name: "non-202 counted", o: Options{Conns: 2, N: 50, Pool: 100}, status: 503, want: 50},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.o.URL = serve(t, tt.status)
+			res, err := Run(context.Background(), tt.o, sites)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Errors != 0 || res.Status[strconv.Itoa(tt.status)] != res.Sent {
+				t.Fatalf("result %s: want every answer %d", res, tt.status)
+			}
+			if d := res.Sent - tt.want; d < -2 || d > 2 {
+				t.Fatalf("sent %d, want %d", res.Sent, tt.want)
+			}
+			if tt.status == 202 && res.Accepted != res.Sent {
+				t.Fatalf("accepted %d of %d", res.Accepted, res.Sent)
+			}
+			if res.P50 <= 0 || res.P99 < res.P50 || res.Max < res.P99 {
+				t.Fatalf("latencies p50 %g p99 %g max %g", res.P50, res.P99, res.Max)
+			}
+		})
 	}
 }
