@@ -8,7 +8,10 @@ FUZZTIME ?= 10s
 export HARU_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/haru?sslmode=disable
 export HARU_DATA_DIR ?= ./data
 
-.PHONY: all build run migrate seed test check vet lint fuzz tracker clean help
+.PHONY: all build run migrate seed test check vet lint fuzz tracker clean help bench-ingest bench-writer load
+
+LOADURL ?= http://127.0.0.1:4000/api/collect
+LOADDURATION ?= 10s
 
 all: build
 
@@ -19,6 +22,9 @@ help:
 	@echo "make fuzz     each fuzz target for FUZZTIME (default 10s)"
 	@echo "make migrate  create the database if missing and apply migrations"
 	@echo "make tracker  rebuild tracker/dist from tracker/src"
+	@echo "make bench-ingest  ingest vs a bare Fiber ceiling, in-process (LOADDURATION=10s)"
+	@echo "make bench-writer  writer batches with rollups vs events-only insert vs raw COPY"
+	@echo "make load TOKENS=token[=domain],...  realistic beacons against a local haru"
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./services/all/cmd
@@ -60,6 +66,20 @@ fuzz:
 
 tracker:
 	$(GO) generate ./tracker
+
+# In one process: the real ingest on an embedded JetStream beside a bare Fiber endpoint
+# parsing the same body (the ceiling), then a steady 5,000/s run.
+bench-ingest:
+	$(GO) run ./services/loadgen -bench ingest -duration $(LOADDURATION) -conns 50 -steady-rate 5000
+
+# The writer's full batch write beside an idempotent events-only insert and a raw COPY.
+bench-writer:
+	$(GO) test -run '^$$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
+
+# Load a running haru on this machine (start it with HARU_TRUSTED_PROXIES=127.0.0.1/32
+# HARU_RATE_LIMIT=0).
+load:
+	$(GO) run ./services/loadgen -url $(LOADURL) -tokens $(TOKENS) -duration $(LOADDURATION)
 
 clean:
 	rm -rf bin
