@@ -44,17 +44,6 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	// Tracing follows the standard OTEL_* variables and is a no-op without them; it is
-	// flushed last, after every service has stopped.
-	tracing, err := telemetry.NewTracing(ctx, getenv, *target)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tracing.Shutdown(sctx)
-	}()
 	switch *target {
 	case "all":
 		cfg, err := ConfigFromEnv(getenv)
@@ -65,37 +54,24 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
+		// Tracing follows the standard OTEL_* variables and is a no-op without them; it
+		// is flushed last, after every service has stopped.
+		tracing, err := telemetry.NewTracing(ctx, getenv, "all")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = tracing.Shutdown(sctx)
+		}()
 		return Run(ctx, cfg, base, tracing, stdout)
 	case "ingest":
-		cfg, err := ingest.ConfigFromEnv(getenv)
-		if err != nil {
-			return err
-		}
-		base, err := telemetry.NewBase(stdout, cfg.LogLevel)
-		if err != nil {
-			return err
-		}
-		return ingest.Run(ctx, cfg, ingest.Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing}, stdout)
+		return ingest.Main(ctx, getenv, stdout)
 	case "writer":
-		cfg, err := writer.ConfigFromEnv(getenv)
-		if err != nil {
-			return err
-		}
-		base, err := telemetry.NewBase(stdout, cfg.LogLevel)
-		if err != nil {
-			return err
-		}
-		return writer.Run(ctx, cfg, writer.Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}}, stdout)
+		return writer.Main(ctx, getenv, stdout)
 	case "query":
-		cfg, err := query.ConfigFromEnv(getenv)
-		if err != nil {
-			return err
-		}
-		base, err := telemetry.NewBase(stdout, cfg.LogLevel)
-		if err != nil {
-			return err
-		}
-		return query.Run(ctx, cfg, query.Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}}, stdout)
+		return query.Main(ctx, getenv, stdout)
 	default:
 		return fmt.Errorf("unknown -target %q: want all, ingest, writer or query", *target)
 	}

@@ -1,0 +1,28 @@
+package ingest
+
+import (
+	"context"
+	"io"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+)
+
+// Main runs the ingest alone, configured from getenv: the whole of `haru -target=ingest`
+// and of the ingest's own command.
+func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	base, err := telemetry.NewBase(stdout, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	tracing, err := telemetry.NewTracing(ctx, getenv, "ingest")
+	if err != nil {
+		return err
+	}
+	defer tracing.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
+	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing}, stdout)
+}

@@ -1,0 +1,23 @@
+package query
+
+import (
+	"context"
+	"io"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+)
+
+// Main runs the query alone, configured from getenv: the whole of `haru -target=query`
+// and of the query's own command.
+func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	base, err := telemetry.NewBase(stdout, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}}, stdout)
+}
