@@ -93,11 +93,10 @@ func (e *Event) IsInteraction() bool { return e.Name != PageviewName && e.Name !
 
 // Encode returns the wire form of e.
 func Encode(e *Event) ([]byte, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
+	if e.Time.Year() < 0 || e.Time.Year() > 9999 {
+		return nil, fmt.Errorf("encode event: timestamp %s outside years 0..9999", e.Time)
 	}
-	return b, nil
+	return appendEvent(make([]byte, 0, 512), e), nil
 }
 
 // Decode parses the wire form. Unknown fields are ignored so that an older reader keeps
