@@ -3,6 +3,8 @@
 // other (a bot learns nothing from the answer) but are dropped with a counted reason.
 package bot
 
+import "bytes"
+
 // Reasons a beacon is dropped, used as metric label values.
 const (
 	ReasonUserAgent = "bot_user_agent"
@@ -45,12 +47,31 @@ func Check(r Request) string {
 	if r.ParserBot {
 		return ReasonUserAgent
 	}
-	for _, m := range uaMarks {
-		if containsFold(r.UserAgent, m) {
+	// Lower the User-Agent once, on the stack for any ordinary length, then let the
+	// vectorised bytes.Contains scan it for each mark.
+	var buf [512]byte
+	ua := appendLower(buf[:0], r.UserAgent)
+	for _, m := range uaMarkBytes {
+		if bytes.Contains(ua, m) {
 			return ReasonUserAgent
 		}
 	}
 	return ""
+}
+
+var uaMarkBytes = func() [][]byte {
+	out := make([][]byte, len(uaMarks))
+	for i, m := range uaMarks {
+		out[i] = []byte(m)
+	}
+	return out
+}()
+
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		dst = append(dst, lower(s[i]))
+	}
+	return dst
 }
 
 // isPrefetch matches "prefetch" and Chrome's "prefetch;prerender" or "prefetch;anonymous-client-ip".

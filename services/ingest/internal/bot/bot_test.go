@@ -55,3 +55,13 @@ func asciiLower(s string) string {
 	}
 	return string(b)
 }
+
+func BenchmarkCheck(b *testing.B) {
+	r := Request{UserAgent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if Check(r) != "" {
+			b.Fatal("a browser flagged")
+		}
+	}
+}
