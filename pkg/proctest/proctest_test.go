@@ -1,0 +1,108 @@
+package proctest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+)
+
+func TestPostgresKillAndRestart(t *testing.T) {
+	pg := StartPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exec := func(sql string) {
+		t.Helper()
+		c, err := pgx.Connect(ctx, pg.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		c, err := pgx.Connect(ctx, pg.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM kept`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	exec(`CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)`)
+	pg.Kill()
+	pg.Start(t)
+	exec(`INSERT INTO kept VALUES (2)`)
+	pg.Stop(t)
+	pg.Start(t)
+	if n := count(); n != 2 {
+		t.Fatalf("rows after kill and stop = %d, want 2", n)
+	}
+}
+
+func TestNATSKillKeepsStream(t *testing.T) {
+	n := StartNATS(t)
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "KEPT", Subjects: []string{"kept.>"}, Storage: nats.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish("kept.a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	n.Kill()
+	n.Start(t)
+	nc, err = nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ = nc.JetStream()
+	var info *nats.StreamInfo
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err = js.StreamInfo("KEPT")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("messages after kill = %d, want 1", info.State.Msgs)
+	}
+}
+
+func TestProcLifecycle(t *testing.T) {
+	bin := Build(t)
+	out := Run(t, bin, []string{"admin", "help"}, nil, 30*time.Second)
+	if !strings.Contains(out, "seed-demo") {
+		t.Fatalf("haru admin help = %q, want the command list", out)
+	}
+	p := Start(t, "sleep", "/bin/sleep", []string{"30"}, nil)
+	if p.Exited() {
+		t.Fatal("sleep exited at once")
+	}
+	p.Kill()
+	if err := p.Wait(5 * time.Second); err == nil {
+		t.Fatal("Wait after Kill = nil, want the kill's exit error")
+	}
+}
