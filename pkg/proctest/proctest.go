@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,12 +44,16 @@ var build struct {
 func Build(t testing.TB) string {
 	t.Helper()
 	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "proctest-bin-")
-		if err != nil {
+		// One directory for every test process's binary, each named by its pid; the
+		// binaries of processes that have ended are removed here, since a sync.Once has
+		// no cleanup of its own.
+		dir := filepath.Join(os.TempDir(), "haru-proctest-bin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			build.err = err
 			return
 		}
-		build.path = filepath.Join(dir, "haru")
+		removeStale(dir)
+		build.path = filepath.Join(dir, fmt.Sprintf("haru-%d", os.Getpid()))
 		cmd := exec.Command("go", "build", "-o", build.path, "github.com/haru-analytics/haru/services/all/cmd")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -59,6 +64,20 @@ func Build(t testing.TB) string {
 		t.Fatalf("proctest: %v", build.err)
 	}
 	return build.path
+}
+
+// removeStale deletes binaries left by test processes that no longer run.
+func removeStale(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "haru-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
