@@ -207,7 +207,7 @@ func (r *crashRig) primeIngest(st *loadStats) {
 }
 
 // shortenAckWait lowers the writers' consumer AckWait. A SIGKILLed writer's pulled but
-// unacknowledged messages are redelivered only after AckWait (two minutes by design, far
+// unacknowledged messages are redelivered only after AckWait (30 seconds by design, far
 // longer than a batch write); the test plays the operator who shortens it rather than
 // wait that long.
 func (r *crashRig) shortenAckWait(ctx context.Context, js jetstream.JetStream) {

@@ -146,16 +146,23 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		consumer: cons, store: st, metrics: m}, nil
 }
 
+// Ack timing. A batch's messages are redelivered to another writer AckWait after this one
+// stops acknowledging them (a crash), so it is short; a write that runs long keeps its
+// messages with "in progress" signals every AckWait/3, up to WriteTimeout.
+const (
+	AckWait      = 30 * time.Second
+	WriteTimeout = 2 * time.Minute
+)
+
 // ConsumerConfig is the durable pull consumer all writers share. MaxAckPending lets a few
-// batches be in flight across replicas; AckWait is far longer than a batch write, so a
-// slow commit is never redelivered mid-write; redelivery is unlimited, so an outage of
-// Postgres never drops events.
+// batches be in flight across replicas; redelivery is unlimited, so an outage of Postgres
+// never drops events.
 func ConsumerConfig(cfg Config) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       event.ConsumerName,
 		Description:   "Haru writers: events into Postgres",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
+		AckWait:       AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 4 * cfg.BatchSize,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -263,7 +270,11 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	if len(events) == 0 {
 		return
 	}
-	res, err := s.store.Write(ctx, events)
+	wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
+	stop := keepInProgress(good, AckWait/3)
+	res, err := s.store.Write(wctx, events)
+	stop()
+	cancel()
 	if err != nil {
 		s.metrics.batchErrors.Inc()
 		delay := retryDelay(good[0])
@@ -286,6 +297,33 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		s.log.Warn("events dead-lettered", "events", res.DeadLettered)
 	}
 	s.announce(res)
+}
+
+// keepInProgress tells JetStream every interval that msgs are still being worked on, so
+// a slow but healthy write is not redelivered to another writer mid-way. The returned
+// func stops it and waits.
+func keepInProgress(msgs []jetstream.Msg, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // announce tells query replicas, over core NATS, which sites have new data.

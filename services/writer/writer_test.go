@@ -267,3 +267,58 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepInProgress: a write that outlasts AckWait keeps its messages while it signals
+// progress, and they are redelivered once it stops.
+func TestKeepInProgress(t *testing.T) {
+	srv := natstest.New(t)
+	js, err := jetstream.New(srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "s", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("fetched %d", len(msgs))
+	}
+	stop := keepInProgress(msgs, 300*time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if info.NumRedelivered != 0 || info.NumAckPending != 1 {
+		t.Fatalf("while in progress: redelivered %d, ack pending %d; want 0, 1", info.NumRedelivered, info.NumAckPending)
+	}
+	// Without the signals the message is redelivered after AckWait.
+	again, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range again.Messages() {
+		md, err := m.Metadata()
+		if err != nil || md.NumDelivered != 2 {
+			t.Fatalf("redelivery metadata %+v, %v; want the second delivery", md, err)
+		}
+		return
+	}
+	t.Fatal("not redelivered after progress stopped")
+}
