@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"golang.org/x/sync/errgroup"
 )
 
 // ShutdownTimeout bounds how long in-flight requests get to finish on shutdown.
@@ -77,4 +78,44 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 		log.Error("request failed", "method", c.Method(), "route", c.Route().Path, "err", err)
 		return c.Status(fiber.StatusInternalServerError).JSON(fiber.Map{"error": "internal error"})
 	}
+}
+
+// Alone is what a service running alone serves until its context ends: its background
+// loop, its public app (nil for none, as for the writer) and its ops app.
+type Alone struct {
+	Log *slog.Logger
+	// Run is the service's background loop (registry watch, consumer, mirror).
+	Run      func(ctx context.Context) error
+	App      *fiber.App
+	HTTPAddr string
+	// BeforeShutdown ends long-lived streams before the public app shuts down.
+	BeforeShutdown func()
+	Ops            *fiber.App
+	OpsAddr        string
+}
+
+// Serve opens both listeners first (a port conflict fails at once), then runs the loop
+// and both apps under one errgroup; the first failure or ctx's end stops them all.
+func (a Alone) Serve(ctx context.Context) error {
+	var ln net.Listener
+	if a.App != nil {
+		var err error
+		if ln, err = Listen(a.HTTPAddr); err != nil {
+			return err
+		}
+	}
+	opsLn, err := Listen(a.OpsAddr)
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Run(gctx) })
+	if a.App != nil {
+		g.Go(func() error { return Serve(gctx, a.App, ln, a.Log, a.BeforeShutdown) })
+	}
+	g.Go(func() error { return Serve(gctx, a.Ops, opsLn, a.Log, nil) })
+	return g.Wait()
 }

@@ -104,3 +104,12 @@ func NewBase(w io.Writer, level string) (Base, error) {
 	}
 	return Base{Log: log, Registry: NewRegistry(), Health: NewHealth()}, nil
 }
+
+// GathererOf returns reg as a Gatherer for /metrics when it is one (a *prometheus.Registry
+// always is), else the default gatherer.
+func GathererOf(reg prometheus.Registerer) prometheus.Gatherer {
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		return g
+	}
+	return prometheus.DefaultGatherer
+}

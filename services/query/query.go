@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
@@ -207,24 +206,10 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	}
 	app := fiber.New(AppConfig(deps.Log))
 	svc.Register(app)
-	ln, err := server.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	opsLn, err := server.Listen(cfg.OpsAddr)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	reg, _ := deps.Metrics.(prometheus.Gatherer)
-	if reg == nil {
-		reg = prometheus.DefaultGatherer
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return svc.Run(gctx) })
-	g.Go(func() error { return server.Serve(gctx, app, ln, deps.Log, svc.CloseStreams) })
-	g.Go(func() error { return server.Serve(gctx, telemetry.OpsApp(reg, deps.Health), opsLn, deps.Log, nil) })
-	err = g.Wait()
+	err = server.Alone{
+		Log: deps.Log, Run: svc.Run, App: app, HTTPAddr: cfg.HTTPAddr, BeforeShutdown: svc.CloseStreams,
+		Ops: telemetry.OpsApp(telemetry.GathererOf(deps.Metrics), deps.Health), OpsAddr: cfg.OpsAddr,
+	}.Serve(ctx)
 	natsutil.Drain(nc, deps.Log)
 	return err
 }

@@ -462,18 +462,10 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opsLn, err := server.Listen(cfg.OpsAddr)
-	if err != nil {
-		return err
-	}
-	reg, _ := deps.Metrics.(prometheus.Gatherer)
-	if reg == nil {
-		reg = prometheus.DefaultGatherer
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return svc.Run(gctx) })
-	g.Go(func() error { return server.Serve(gctx, telemetry.OpsApp(reg, deps.Health), opsLn, deps.Log, nil) })
-	err = g.Wait()
+	err = server.Alone{
+		Log: deps.Log, Run: svc.Run,
+		Ops: telemetry.OpsApp(telemetry.GathererOf(deps.Metrics), deps.Health), OpsAddr: cfg.OpsAddr,
+	}.Serve(ctx)
 	natsutil.Drain(nc, deps.Log)
 	return err
 }

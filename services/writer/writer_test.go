@@ -313,12 +313,11 @@ func TestKeepInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for m := range again.Messages() {
-		md, err := m.Metadata()
-		if err != nil || md.NumDelivered != 2 {
-			t.Fatalf("redelivery metadata %+v, %v; want the second delivery", md, err)
-		}
-		return
+	m, ok := <-again.Messages()
+	if !ok {
+		t.Fatal("not redelivered after progress stopped")
 	}
-	t.Fatal("not redelivered after progress stopped")
+	if md, err := m.Metadata(); err != nil || md.NumDelivered != 2 {
+		t.Fatalf("redelivery metadata %+v, %v; want the second delivery", md, err)
+	}
 }
