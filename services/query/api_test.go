@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/natstest"
@@ -28,7 +29,8 @@ func TestAPIAuthorization(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{NATS: natsutil.Config{Prefix: "haru", Stream: natsutil.DefaultStreamSettings()}, Heartbeat: 1e9}
-	svc, err := New(ctx, cfg, Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
+	reg := prometheus.NewRegistry()
+	svc, err := New(ctx, cfg, Deps{Log: log, Metrics: reg, Health: telemetry.NewHealth(),
 		Clock: clock.System{}, NATS: ns.Conn(t), Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
@@ -107,5 +109,13 @@ func TestAPIAuthorization(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+ownerKey)
 	if resp, err := app.Test(req); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad period = %v, %v; want 400", resp.StatusCode, err)
+	}
+
+	// Requests are counted by route pattern, never by raw path.
+	for status, want := range map[string]float64{"200": 1, "404": 4, "401": 3, "400": 1} {
+		got := testutil.ToFloat64(svc.metrics.requests.WithLabelValues("/api/sites/:site/stats", status))
+		if got != want {
+			t.Errorf("stats requests with status %s = %v, want %v", status, got, want)
+		}
 	}
 }

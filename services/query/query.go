@@ -106,6 +106,7 @@ type Service struct {
 	stats    *stats.Querier
 	mirror   *mirror.Mirror
 	hub      *live.Hub
+	metrics  *metrics
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -152,6 +153,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {
+		return nil, err
+	}
 	return svc, nil
 }
 
@@ -159,9 +163,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 func (s *Service) Register(r fiber.Router) {
 	// Middleware is per route, not per group: in the single binary ingest's routes share
 	// the /api prefix and must not pass through these.
-	r.Get("/api/sites", mapErrors, s.requireAPIKey, s.handleSites)
-	r.Get("/api/sites/:site/stats", mapErrors, s.requireAPIKey, s.withSite, s.handleStats)
-	r.Get("/api/sites/:site/live", mapErrors, s.requireAPIKey, s.withSite, s.handleLive)
+	m := s.metrics.observe
+	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
+	r.Get("/api/sites/:site/stats", m, mapErrors, s.requireAPIKey, s.withSite, s.handleStats)
+	r.Get("/api/sites/:site/live", m, mapErrors, s.requireAPIKey, s.withSite, s.handleLive)
 }
 
 // Run mirrors the site registry and relays update signals until ctx ends.
