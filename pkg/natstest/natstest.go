@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
@@ -115,4 +116,19 @@ func UniquePrefix() string {
 		panic(err)
 	}
 	return p
+}
+
+// JetStream starts a private server and returns a JetStream client on it with the
+// default names, for tests that set up a stream or bucket through pkg/natsutil.
+func JetStream(t testing.TB) (jetstream.JetStream, event.Names) {
+	t.Helper()
+	js, err := jetstream.New(New(t).Conn(t))
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	names, err := event.NewNames(event.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, names
 }

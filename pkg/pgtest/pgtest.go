@@ -183,3 +183,20 @@ func randHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// NewSite creates a user and a site in timezone tz, each with unique email and token, and
+// returns the site's id: for tests that need a site row and no account logic.
+func NewSite(t testing.TB, pool *pgxpool.Pool, tz string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var id int64
+	err := pool.QueryRow(ctx, `
+		WITH u AS (INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id)
+		INSERT INTO sites (user_id, name, domain, token, timezone)
+		SELECT id, 's', 'example.com', $2, $3 FROM u RETURNING id`,
+		"u"+randHex(8)+"@example.com", "tok"+randHex(8), tz).Scan(&id)
+	if err != nil {
+		t.Fatalf("pgtest: create site: %v", err)
+	}
+	return id
+}

@@ -325,6 +325,19 @@ func (r *crashRig) jetstream(t *testing.T) jetstream.JetStream {
 	return js
 }
 
+// startLoad primes ingest, then sends 500 beacons/s for six seconds in the background;
+// loaded is closed when the load ends.
+func (r *crashRig) startLoad() (st *loadStats, loaded <-chan struct{}) {
+	st = &loadStats{other: map[int]int{}}
+	r.primeIngest(st)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.load(500, 6*time.Second, st)
+	}()
+	return st, done
+}
+
 // TestWriterSIGKILLMidBatch kills the writer process three times at random moments while
 // beacons arrive, starting a new one each time, and expects every accepted beacon stored
 // exactly once with rollups that match the raw events.
@@ -336,15 +349,7 @@ func TestWriterSIGKILLMidBatch(t *testing.T) {
 	defer cancel()
 	r := newCrashRig(t)
 	js := r.jetstream(t)
-	st := &loadStats{other: map[int]int{}}
-	r.primeIngest(st)
-
-	const loadFor = 6 * time.Second
-	loaded := make(chan struct{})
-	go func() {
-		defer close(loaded)
-		r.load(500, loadFor, st)
-	}()
+	st, loaded := r.startLoad()
 	// One kill in each of three windows of the load, at a random moment within it.
 	begin := time.Now()
 	for _, w := range [][2]time.Duration{{800 * time.Millisecond, 1800 * time.Millisecond}, {2400 * time.Millisecond, 3400 * time.Millisecond}, {4000 * time.Millisecond, 5000 * time.Millisecond}} {
@@ -374,15 +379,7 @@ func TestWriterPostgresRestart(t *testing.T) {
 	defer cancel()
 	r := newCrashRig(t)
 	js := r.jetstream(t)
-	st := &loadStats{other: map[int]int{}}
-	r.primeIngest(st)
-
-	const loadFor = 6 * time.Second
-	loaded := make(chan struct{})
-	go func() {
-		defer close(loaded)
-		r.load(500, loadFor, st)
-	}()
+	st, loaded := r.startLoad()
 	time.Sleep(1500 * time.Millisecond)
 	r.pg.Stop(t)
 	t.Logf("postgres stopped (%d accepted so far)", st.accepted.Load())

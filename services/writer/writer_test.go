@@ -2,10 +2,8 @@ package writer
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -23,23 +21,6 @@ import (
 	"github.com/haru-analytics/haru/pkg/pgtest"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 )
-
-func newSite(t testing.TB, pool *pgxpool.Pool, tz string) int64 {
-	t.Helper()
-	ctx := context.Background()
-	var uid, id int64
-	err := pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id`,
-		fmt.Sprintf("u%d@example.com", rand.Int64())).Scan(&uid)
-	if err != nil {
-		t.Fatalf("create user: %v", err)
-	}
-	err = pool.QueryRow(ctx, `INSERT INTO sites (user_id, name, domain, token, timezone) VALUES ($1, 's', 'example.com', $2, $3) RETURNING id`,
-		uid, fmt.Sprintf("tok%d", rand.Int64()), tz).Scan(&id)
-	if err != nil {
-		t.Fatalf("create site: %v", err)
-	}
-	return id
-}
 
 type harness struct {
 	svc   *Service
@@ -94,7 +75,7 @@ func (h *harness) publish(t testing.TB, msgID string, data []byte, site int64) {
 
 func TestServiceStoresPublishedEvents(t *testing.T) {
 	h := newHarness(t, nil)
-	site := newSite(t, h.pool, "Asia/Tokyo")
+	site := pgtest.NewSite(t, h.pool, "Asia/Tokyo")
 	updated := make(chan *nats.Msg, 64)
 	sub, err := h.nc.ChanSubscribe(h.names.UpdatedWildcard(), updated)
 	if err != nil {
@@ -202,7 +183,7 @@ func TestApplyRetention(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) { c.RetentionDays = tt.days })
 			ctx := context.Background()
-			site := newSite(t, h.pool, "UTC")
+			site := pgtest.NewSite(t, h.pool, "UTC")
 			var batch []event.Event
 			for _, m := range []time.Month{1, 4, 5, 6} {
 				e, err := event.New(time.Date(2026, m, 10, 0, 0, 0, 0, time.UTC), site, "pageview")

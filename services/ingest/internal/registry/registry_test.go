@@ -17,14 +17,7 @@ import (
 
 func sitesBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	js, err := jetstream.New(natstest.New(t).Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := event.NewNames(natstest.UniquePrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, names := natstest.JetStream(t)
 	kv, err := natsutil.EnsureSites(context.Background(), js, names, 1)
 	if err != nil {
 		t.Fatal(err)

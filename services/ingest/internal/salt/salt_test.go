@@ -8,21 +8,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/natstest"
 	"github.com/haru-analytics/haru/pkg/natsutil"
 )
 
 func saltsBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	js, err := jetstream.New(natstest.New(t).Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := event.NewNames(natstest.UniquePrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, names := natstest.JetStream(t)
 	kv, err := natsutil.EnsureSalts(context.Background(), js, names, 1)
 	if err != nil {
 		t.Fatal(err)

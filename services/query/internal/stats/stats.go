@@ -20,13 +20,14 @@ type Period struct {
 	From     time.Time `json:"from"`
 	To       time.Time `json:"to"`
 	Timezone string    `json:"timezone"`
+	loc      *time.Location
 }
 
 // ParsePeriod resolves a named period at now in loc. Days start at local midnight.
 func ParsePeriod(name string, now time.Time, loc *time.Location) (Period, error) {
 	now = now.In(loc)
 	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, loc)
-	p := Period{Name: name, Timezone: loc.String()}
+	p := Period{Name: name, Timezone: loc.String(), loc: loc}
 	switch name {
 	case "", "today":
 		p.Name, p.From, p.To = "today", midnight, midnight.AddDate(0, 0, 1)
@@ -88,12 +89,11 @@ var (
 
 // DayAligned reports whether p covers whole local days, so rollups answer it.
 func (p Period) DayAligned() bool {
-	loc, err := time.LoadLocation(p.Timezone)
-	if err != nil {
+	if p.loc == nil {
 		return false
 	}
 	at := func(t time.Time) bool {
-		t = t.In(loc)
+		t = t.In(p.loc)
 		return t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0
 	}
 	return at(p.From) && at(p.To)
@@ -104,8 +104,7 @@ func (p Period) DayAligned() bool {
 // day and a bit.
 func (q *Querier) Summary(ctx context.Context, site int64, p Period) (Summary, error) {
 	if p.DayAligned() {
-		return q.scan(ctx, summaryRollup, site, p.From.In(mustZone(p.Timezone)).Format(time.DateOnly),
-			p.To.In(mustZone(p.Timezone)).Format(time.DateOnly))
+		return q.scan(ctx, summaryRollup, site, p.From.In(p.loc).Format(time.DateOnly), p.To.In(p.loc).Format(time.DateOnly))
 	}
 	return q.SummaryRaw(ctx, site, p)
 }
@@ -122,12 +121,4 @@ func (q *Querier) scan(ctx context.Context, sql string, args ...any) (Summary, e
 		return Summary{}, fmt.Errorf("summary: %w", err)
 	}
 	return s, nil
-}
-
-func mustZone(name string) *time.Location {
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		return time.UTC
-	}
-	return loc
 }

@@ -22,13 +22,7 @@ func TestSummaryRollupsMatchRawEvents(t *testing.T) {
 	loc, _ := time.LoadLocation(tz)
 	now := time.Date(2026, 11, 27, 15, 0, 0, 0, loc)
 
-	var site int64
-	if err := db.Pool.QueryRow(ctx, `
-		WITH u AS (INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x') RETURNING id)
-		INSERT INTO sites (user_id, name, domain, token, timezone) SELECT id, 'A', 'a.example', 'tok', $1 FROM u RETURNING id`,
-		tz).Scan(&site); err != nil {
-		t.Fatal(err)
-	}
+	site := pgtest.NewSite(t, db.Pool, tz)
 	from := now.AddDate(0, 0, -40)
 	if _, err := db.Pool.Exec(ctx, `SELECT ensure_event_partitions($1, $2)`, from, now); err != nil {
 		t.Fatal(err)

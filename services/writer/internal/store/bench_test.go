@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
 // BenchmarkWrite compares, on 5000-event batches, the full write (events and every
@@ -19,7 +20,7 @@ import (
 func BenchmarkWrite(b *testing.B) {
 	const size = 5000
 	st, pool := newStore(b)
-	sites := []int64{newSite(b, pool, "UTC"), newSite(b, pool, "Europe/Berlin"), newSite(b, pool, "America/New_York")}
+	sites := []int64{pgtest.NewSite(b, pool, "UTC"), pgtest.NewSite(b, pool, "Europe/Berlin"), pgtest.NewSite(b, pool, "America/New_York")}
 	r := rand.New(rand.NewPCG(5, 6))
 	end := time.Date(2026, 5, 20, 0, 0, 0, 0, time.UTC)
 	batch := func(b *testing.B) []event.Event {

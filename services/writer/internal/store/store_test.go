@@ -20,24 +20,6 @@ import (
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
-// newSite creates a user and a site in tz and returns the site id.
-func newSite(t testing.TB, pool *pgxpool.Pool, tz string) int64 {
-	t.Helper()
-	ctx := context.Background()
-	var uid, id int64
-	err := pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id`,
-		fmt.Sprintf("u%d@example.com", rand.Int64())).Scan(&uid)
-	if err != nil {
-		t.Fatalf("create user: %v", err)
-	}
-	err = pool.QueryRow(ctx, `INSERT INTO sites (user_id, name, domain, token, timezone) VALUES ($1, 's', 'example.com', $2, $3) RETURNING id`,
-		uid, fmt.Sprintf("tok%d", rand.Int64()), tz).Scan(&id)
-	if err != nil {
-		t.Fatalf("create site: %v", err)
-	}
-	return id
-}
-
 func newEvent(t testing.TB, ts time.Time, site int64, name string, visitor int64) event.Event {
 	t.Helper()
 	e, err := event.New(ts, site, name)
@@ -313,7 +295,7 @@ func write(t testing.TB, st *Store, batch []event.Event) Result {
 
 func TestWriteIsIdempotent(t *testing.T) {
 	st, pool := newStore(t)
-	site := newSite(t, pool, "Europe/Berlin")
+	site := pgtest.NewSite(t, pool, "Europe/Berlin")
 	r := rand.New(rand.NewPCG(1, 2))
 	batch := randomEvents(t, r, []int64{site}, 300, time.Date(2026, 3, 30, 12, 0, 0, 0, time.UTC), 3)
 
@@ -348,11 +330,11 @@ func TestRollupsMatchRecount(t *testing.T) {
 	tz := map[int64]string{}
 	var sites []int64
 	for _, zone := range []string{"UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"} {
-		id := newSite(t, pool, zone)
+		id := pgtest.NewSite(t, pool, zone)
 		tz[id] = zone
 		sites = append(sites, id)
 	}
-	gone := newSite(t, pool, "UTC")
+	gone := pgtest.NewSite(t, pool, "UTC")
 	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
 		t.Fatalf("delete site: %v", err)
 	}
@@ -403,8 +385,8 @@ func TestRollupsMatchRecount(t *testing.T) {
 
 func TestWriteDropsEventsOfDeletedSites(t *testing.T) {
 	st, pool := newStore(t)
-	site := newSite(t, pool, "UTC")
-	gone := newSite(t, pool, "UTC")
+	site := pgtest.NewSite(t, pool, "UTC")
+	gone := pgtest.NewSite(t, pool, "UTC")
 	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
 		t.Fatalf("delete site: %v", err)
 	}
@@ -421,7 +403,7 @@ func TestWriteDropsEventsOfDeletedSites(t *testing.T) {
 
 func TestWriteCreatesMissingPartition(t *testing.T) {
 	st, pool := newStore(t)
-	site := newSite(t, pool, "UTC")
+	site := pgtest.NewSite(t, pool, "UTC")
 	old := time.Date(2019, 2, 3, 4, 5, 6, 0, time.UTC)
 	res := write(t, st, []event.Event{newEvent(t, old, site, "pageview", 1)})
 	if res.Inserted != 1 {
@@ -450,7 +432,7 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st, pool := newStore(t)
-			site := newSite(t, pool, "UTC")
+			site := pgtest.NewSite(t, pool, "UTC")
 			now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 			batch := make([]event.Event, tt.size)
 			for i := range batch {
@@ -492,7 +474,7 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 
 func TestPropertyValuesAreBounded(t *testing.T) {
 	st, pool := newStore(t)
-	site := newSite(t, pool, "UTC")
+	site := pgtest.NewSite(t, pool, "UTC")
 	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	mk := func(from, to int) []event.Event {
 		var b []event.Event
@@ -528,7 +510,7 @@ func TestPropertyValuesAreBounded(t *testing.T) {
 
 func TestDropPartitionsBefore(t *testing.T) {
 	st, pool := newStore(t)
-	site := newSite(t, pool, "UTC")
+	site := pgtest.NewSite(t, pool, "UTC")
 	ctx := context.Background()
 	var batch []event.Event
 	for m := 1; m <= 4; m++ {
@@ -665,7 +647,7 @@ func TestConcurrentWritersAndRebuild(t *testing.T) {
 	tz := map[int64]string{}
 	var sites []int64
 	for _, zone := range []string{"UTC", "Asia/Kolkata"} {
-		id := newSite(t, pool, zone)
+		id := pgtest.NewSite(t, pool, zone)
 		tz[id] = zone
 		sites = append(sites, id)
 	}
