@@ -8,6 +8,11 @@
 //
 //	go run ./services/loadgen -bench ingest -duration 10s
 //
+// or, with -bench suite, runs the whole benchmark suite against haru processes it
+// starts on fresh databases and prints one table (and writes it as markdown):
+//
+//	go run ./services/loadgen -bench suite -mode quick -out bench/results.md
+//
 // A target started on its own must trust the generator as a proxy
 // (HARU_TRUSTED_PROXIES=127.0.0.1/32) to see the visitors' addresses, and should have its
 // rate limit off (HARU_RATE_LIMIT=0). Only loopback targets are accepted.
@@ -25,16 +30,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haru-analytics/haru/pkg/pgutil"
 	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/loadgen/internal/bench"
 	"github.com/haru-analytics/haru/services/loadgen/internal/load"
+	"github.com/haru-analytics/haru/services/loadgen/internal/suite"
 	"github.com/haru-analytics/haru/services/loadgen/internal/traffic"
 )
 
 func main() { server.Main(run) }
 
-func run(ctx context.Context, args []string, _ func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var (
@@ -48,10 +55,16 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout io.Wr
 		warmup     = fs.Duration("warmup", time.Second, "time sent before measuring, not counted")
 		seed       = fs.Uint64("seed", 1, "traffic seed; the same seed sends the same beacons")
 		pool       = fs.Int("pool", 100000, "beacons generated before the run and sent round-robin")
-		benchMode  = fs.String("bench", "", "self-contained benchmark: \"ingest\" runs ingest and a bare endpoint in-process")
+		benchMode  = fs.String("bench", "", "self-contained benchmark: \"ingest\" runs ingest and a bare endpoint in-process; \"suite\" runs every benchmark")
 		benchSites = fs.Int("sites", 200, "with -bench: sites in the registry")
 		steady     = fs.Float64("steady-rate", 5000, "with -bench: also run ingest at this fixed rate and report its p99; 0 skips")
 		cpuprofile = fs.String("cpuprofile", "", "with -bench: write a CPU profile of the full-speed ingest run to this file")
+		mode       = fs.String("mode", "quick", "with -bench suite: quick (a few minutes) or full")
+		out        = fs.String("out", "", "with -bench suite: write the table as markdown to this file")
+		only       = fs.String("only", "", "with -bench suite: comma-separated sections to run (ingest, writer, pipeline, dashboard, fanout); empty runs all")
+		dashBench  = fs.String("dashboard-bench", "", "with -bench suite: the dashboard benchmark, \"<package> <bench regexp>\" run with go test -bench")
+		haruBin    = fs.String("haru-bin", "", "with -bench suite: the haru binary (default: built from this module)")
+		viewers    = fs.Int("viewers", 0, "with -bench suite: SSE viewers (default by mode: 2000 quick, 10000 full)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,8 +88,28 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout io.Wr
 			Sites: *benchSites, Seed: *seed, Pool: *pool, CPUProfile: *cpuprofile, Log: log,
 		}, stdout)
 		return err
+	case "suite":
+		log, err := telemetry.NewLogger(os.Stderr, "warn")
+		if err != nil {
+			return err
+		}
+		var sections []string
+		for _, s := range strings.Split(*only, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				sections = append(sections, s)
+			}
+		}
+		dbURL := getenv("HARU_DATABASE_URL")
+		if dbURL == "" {
+			dbURL = pgutil.DefaultURL
+		}
+		_, err = suite.Run(ctx, suite.Options{
+			Mode: suite.Mode(*mode), Only: sections, DatabaseURL: dbURL, Bin: *haruBin, Out: *out,
+			DashboardBench: *dashBench, Viewers: *viewers, Seed: *seed, Log: log,
+		}, stdout)
+		return err
 	default:
-		return fmt.Errorf("unknown -bench %q: want ingest", *benchMode)
+		return fmt.Errorf("unknown -bench %q: want ingest or suite", *benchMode)
 	}
 
 	sites, err := readSites(*tokens, *sitesFrom)

@@ -1,0 +1,142 @@
+package rig
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/haru-analytics/haru/pkg/proctest"
+)
+
+// Proc is one haru (or nats-server) process the rig started, with its listeners.
+type Proc struct {
+	*proctest.Proc
+	// HTTPAddr and OpsAddr are the process's public and ops listeners ("127.0.0.1:port"),
+	// empty when it has none.
+	HTTPAddr string
+	OpsAddr  string
+}
+
+func startProc(name, logPath, bin string, args []string, env map[string]string) (*Proc, error) {
+	p, err := proctest.Launch(name, logPath, bin, args, env)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return &Proc{Proc: p}, nil
+}
+
+// Stop sends SIGTERM and waits up to grace for the process to end, then kills it.
+func (p *Proc) Stop(grace time.Duration) {
+	if p.Exited() {
+		return
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	if p.Wait(grace) != nil && !p.Exited() {
+		p.Kill()
+	}
+}
+
+// waitReady polls url until it answers 200, the process exits or timeout passes.
+func (p *Proc) waitReady(ctx context.Context, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p.Exited() {
+			return fmt.Errorf("%s exited before ready\n%s", p.Name, p.Tail(3000))
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready at %s within %s\n%s", p.Name, url, timeout, p.Tail(3000))
+}
+
+// Metrics reads the process's ops /metrics.
+func (p *Proc) Metrics(ctx context.Context) (Metrics, error) {
+	if p.OpsAddr == "" {
+		return nil, fmt.Errorf("%s has no ops listener", p.Name)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.OpsAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read %s metrics: %w", p.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read %s metrics: status %d", p.Name, resp.StatusCode)
+	}
+	return ParseMetrics(resp.Body)
+}
+
+// Memory is a process's resident memory from /proc/<pid>/status, in KiB.
+type Memory struct {
+	RSS  int64 // VmRSS: now
+	Peak int64 // VmHWM: the high-water mark since the process started
+}
+
+// Memory reads the process's current and peak resident memory.
+func (p *Proc) Memory() (Memory, error) { return ReadMemory(p.Pid()) }
+
+// ReadMemory reads VmRSS and VmHWM of pid.
+func ReadMemory(pid int) (Memory, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return Memory{}, fmt.Errorf("read memory of %d: %w", pid, err)
+	}
+	defer f.Close()
+	return parseStatus(f)
+}
+
+// parseStatus reads VmRSS and VmHWM ("VmHWM:\t  12345 kB") from a /proc status file.
+func parseStatus(r io.Reader) (Memory, error) {
+	var m Memory
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "VmRSS" && key != "VmHWM") {
+			continue
+		}
+		fields := strings.Fields(val)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return Memory{}, fmt.Errorf("parse %s: %q", key, val)
+		}
+		n, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return Memory{}, fmt.Errorf("parse %s: %w", key, err)
+		}
+		if key == "VmRSS" {
+			m.RSS = n
+		} else {
+			m.Peak = n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Memory{}, err
+	}
+	if m.Peak == 0 {
+		return Memory{}, fmt.Errorf("no VmHWM in status")
+	}
+	return m, nil
+}

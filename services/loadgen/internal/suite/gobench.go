@@ -1,0 +1,85 @@
+package suite
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Bench is one result line of `go test -bench`: the benchmark's name without its
+// GOMAXPROCS suffix, its iterations and every metric by unit ("ns/op", "events/s").
+type Bench struct {
+	Name       string
+	Iterations int64
+	Metrics    map[string]float64
+}
+
+var procsSuffix = regexp.MustCompile(`-\d+$`)
+
+// ParseGoBench reads the result lines of `go test -bench` output and ignores the rest.
+func ParseGoBench(r io.Reader) ([]Bench, error) {
+	var out []Bench
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") || len(fields)%2 != 0 {
+			continue
+		}
+		iters, err := strconv.ParseInt(fields[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		b := Bench{Name: procsSuffix.ReplaceAllString(fields[0], ""), Iterations: iters, Metrics: map[string]float64{}}
+		ok := true
+		for i := 2; i < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				ok = false
+				break
+			}
+			b.Metrics[fields[i+1]] = v
+		}
+		if ok {
+			out = append(out, b)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read benchmark output: %w", err)
+	}
+	return out, nil
+}
+
+// Find returns the result of the benchmark named name.
+func Find(bs []Bench, name string) (Bench, bool) {
+	for _, b := range bs {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Bench{}, false
+}
+
+// RunGoBench runs `go test -run ^$ -bench pattern -benchtime benchtime pkg` and parses
+// its results; the full output is returned too, for the log.
+func RunGoBench(ctx context.Context, pkg, pattern, benchtime string) ([]Bench, []byte, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", pkg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, out, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, err)
+	}
+	bs, err := ParseGoBench(bytes.NewReader(out))
+	if err != nil {
+		return nil, out, err
+	}
+	if len(bs) == 0 {
+		return nil, out, fmt.Errorf("go test -bench %s %s: no results", pattern, pkg)
+	}
+	return bs, out, nil
+}

@@ -1,0 +1,300 @@
+// Package suite runs Haru's benchmark suite and writes one table: ingest beside a bare
+// endpoint, the writer beside its baselines, the whole pipeline's highest steady rate,
+// freshness from beacon to dashboard frame, the dashboard queries (their benchmark is
+// called through a hook), SSE fan-out and its memory, and each service's peak RSS.
+// Every service runs as a real process against a fresh database; only loopback is used.
+package suite
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/haru-analytics/haru/services/loadgen/internal/bench"
+	"github.com/haru-analytics/haru/services/loadgen/internal/rig"
+)
+
+// Mode is how long the suite runs.
+type Mode string
+
+const (
+	// Quick finishes in a few minutes, for everyday use.
+	Quick Mode = "quick"
+	// Full holds every step longer and connects every viewer, for the README.
+	Full Mode = "full"
+)
+
+// Options configure the suite.
+type Options struct {
+	Mode Mode
+	// Only, when set, runs just these sections: ingest, writer, pipeline (with
+	// freshness), dashboard, fanout (with rss).
+	Only []string
+	// DatabaseURL names the Postgres server the fresh databases are made on.
+	DatabaseURL string
+	// Bin is the haru binary; empty builds it.
+	Bin string
+	// Out is where the markdown table goes; empty writes none.
+	Out string
+	// DashboardBench is the dashboard benchmark hook: "<package> <bench regexp>", run
+	// with go test -bench; empty lists the row as pending.
+	DashboardBench string
+	// Viewers overrides the mode's SSE viewer count (0 keeps it).
+	Viewers int
+	Seed    uint64
+	Log     *slog.Logger
+}
+
+// plan is what a mode runs.
+type plan struct {
+	ingestDur      time.Duration
+	writerTimes    string
+	rampStart      float64
+	rampStep       float64
+	rampTop        float64
+	refine         int
+	hold           time.Duration
+	freshRate      float64
+	freshDur       time.Duration
+	viewers        int
+	rounds         int
+	rssDur         time.Duration
+	dashBenchtime  string
+	sites          int
+	probeSites     int
+	freshProbeRate float64
+}
+
+func planFor(m Mode) plan {
+	if m == Full {
+		return plan{ingestDur: 20 * time.Second, writerTimes: "30x", rampStart: 5000, rampStep: 2500, rampTop: 60000, refine: 2,
+			hold: 20 * time.Second, freshRate: 10000, freshDur: 30 * time.Second, viewers: 10000, rounds: 10,
+			rssDur: 30 * time.Second, dashBenchtime: "20x", sites: 200, probeSites: 20, freshProbeRate: 20}
+	}
+	return plan{ingestDur: 5 * time.Second, writerTimes: "10x", rampStart: 2500, rampStep: 2500, rampTop: 60000, refine: 1,
+		hold: 10 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 2000, rounds: 3,
+		rssDur: 10 * time.Second, dashBenchtime: "5x", sites: 100, probeSites: 10, freshProbeRate: 20}
+}
+
+// Run runs the suite, printing progress and then the table to stdout.
+func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
+	if o.Mode == "" {
+		o.Mode = Quick
+	}
+	if o.Mode != Quick && o.Mode != Full {
+		return nil, fmt.Errorf("mode %q: want quick or full", o.Mode)
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	p := planFor(o.Mode)
+	if o.Viewers > 0 {
+		p.viewers = o.Viewers
+	}
+	run := func(section string) bool {
+		if len(o.Only) == 0 {
+			return true
+		}
+		for _, s := range o.Only {
+			if s == section {
+				return true
+			}
+		}
+		return false
+	}
+	nofile, err := rig.RaiseFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	if o.Bin == "" && (run("pipeline") || run("fanout")) {
+		dir, err := os.MkdirTemp("", "haru-bench-bin-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		o.Bin = filepath.Join(dir, "haru")
+		fmt.Fprintln(stdout, "building haru")
+		if err := rig.Build(ctx, o.Bin); err != nil {
+			return nil, err
+		}
+	}
+	host, _ := os.Hostname()
+	t := &Table{
+		Title: "Haru benchmarks",
+		Setup: []string{
+			fmt.Sprintf("mode %s, %s, %d CPUs, %s/%s, %s; open files limit %d", o.Mode, time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+				runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, nofile),
+			"the load generator runs on the same machine as the services; every target is 127.0.0.1",
+		},
+	}
+	if run("ingest") {
+		fmt.Fprintln(stdout, "== 1 ingest")
+		t.Add(ingestRows(ctx, o, p, stdout)...)
+	}
+	if run("writer") {
+		fmt.Fprintln(stdout, "== 2 writer")
+		t.Add(writerRows(ctx, p, stdout)...)
+	}
+	var lastFlat float64
+	if run("pipeline") {
+		fmt.Fprintln(stdout, "== 3 pipeline, 4 freshness")
+		rows, flat := pipelineRows(ctx, o, p, stdout)
+		t.Add(rows...)
+		lastFlat = flat
+	}
+	if run("dashboard") {
+		fmt.Fprintln(stdout, "== 5 dashboard")
+		t.Add(dashboardRows(ctx, o, p, stdout)...)
+	}
+	if run("fanout") {
+		fmt.Fprintln(stdout, "== 6 fan-out, 7 RSS")
+		rate := p.freshRate
+		if lastFlat > 0 {
+			rate = min(rate, lastFlat)
+		}
+		t.Add(fanoutRows(ctx, o, p, rate, stdout)...)
+	}
+	t.Notes = append(t.Notes,
+		"pipeline: the backlog is events ingest stored in JetStream minus events the writer wrote or skipped, sampled every 250 ms; a step is flat when the generator sent >= 95% of the rate, >= 99% were accepted, and over the last two thirds of the hold the backlog's peaks (per 2 s) grew by <= 5% of the rate per second and ended under 2 s of traffic + 10,000 events (the writer batches up to 5,000); after the first step that is not flat the rate is bisected",
+		"freshness: probe sites get pageviews one at a time; each is timed from its 202 to the first SSE frame whose pageview count includes it; the other sites get realistic traffic for the rest of the rate",
+		"fan-out: memory per viewer is the query process's VmRSS growth from one viewer to all, divided by the added viewers; updates are one pageview per site per round, timed from its 202 to each viewer's frame",
+		"RSS: VmHWM of each process of the three-process run (ingest, writer, query over a private nats-server) after the fan-out and a realistic load; all-in-one is haru -target=all after the pipeline ramp and freshness runs",
+	)
+	fmt.Fprintln(stdout)
+	if err := t.Text(stdout); err != nil {
+		return t, err
+	}
+	if o.Out != "" {
+		if err := writeMarkdown(o.Out, t); err != nil {
+			return t, err
+		}
+		fmt.Fprintf(stdout, "\nwrote %s\n", o.Out)
+	}
+	return t, nil
+}
+
+func writeMarkdown(path string, t *Table) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("results directory: %w", err)
+	}
+	var b strings.Builder
+	if err := t.Markdown(&b); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// failed is a row for a section that could not run.
+func failed(section string, err error) Row {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return Row{Section: section, Measure: "run failed", Result: msg, Verdict: Failed}
+}
+
+func ingestRows(ctx context.Context, o Options, p plan, log io.Writer) []Row {
+	const section = "1 ingest"
+	rep, err := bench.Run(ctx, bench.Options{
+		Duration: p.ingestDur, Warmup: time.Second, Conns: 50, SteadyRate: 5000,
+		Sites: 200, Seed: o.Seed, Pool: 100000, Log: o.Log,
+	}, log)
+	if err != nil {
+		return []Row{failed(section, err)}
+	}
+	rows := []Row{
+		{Section: section, Measure: "accepted beacons/s, 50 connections (bare Fiber + JSON parse as baseline)",
+			Result: perSec(rep.Ingest.AcceptedPS), Baseline: perSec(rep.Bare.AcceptedPS), Ratio: ratio(rep.Ingest.AcceptedPS, rep.Bare.AcceptedPS),
+			Goal: ">= 40,000/s and >= 0.5x", Verdict: both(atLeast(rep.Ingest.AcceptedPS, 40000), atLeast(rep.Ingest.AcceptedPS, 0.5*rep.Bare.AcceptedPS))},
+		{Section: section, Measure: "latency p50 / p99 at full speed",
+			Result: ms(rep.Ingest.P50) + " / " + ms(rep.Ingest.P99), Baseline: ms(rep.Bare.P50) + " / " + ms(rep.Bare.P99),
+			Goal: "p99 <= 15 ms", Verdict: atMost(rep.Ingest.P99, 15)},
+	}
+	if rep.Steady != nil {
+		r := Row{Section: section, Measure: fmt.Sprintf("latency p50 / p99 at %.0f/s", rep.Steady.Rate),
+			Result: ms(rep.Steady.P50) + " / " + ms(rep.Steady.P99), Goal: "p99 <= 15 ms", Verdict: atMost(rep.Steady.P99, 15)}
+		if rep.BareSteady != nil {
+			r.Baseline = ms(rep.BareSteady.P50) + " / " + ms(rep.BareSteady.P99)
+		}
+		rows = append(rows, r)
+	}
+	rows = append(rows, Row{Section: section, Measure: "peak RSS of the in-process run (JetStream, ingest, bare endpoint, generator)", Result: mib(rep.PeakRSSKiB)})
+	return rows
+}
+
+// both is Met when every verdict is.
+func both(vs ...Verdict) Verdict {
+	for _, v := range vs {
+		if v != Met {
+			return Missed
+		}
+	}
+	return Met
+}
+
+const writerPkg = "./services/writer/internal/store/"
+
+func writerRows(ctx context.Context, p plan, log io.Writer) []Row {
+	const section = "2 writer"
+	bs, out, err := RunGoBench(ctx, writerPkg, "BenchmarkWrite", p.writerTimes)
+	log.Write(out)
+	if err != nil {
+		return []Row{failed(section, err)}
+	}
+	rate := func(name string) (float64, bool) {
+		b, ok := Find(bs, "BenchmarkWrite/"+name)
+		if !ok {
+			return 0, false
+		}
+		v, ok := b.Metrics["events/s"]
+		return v, ok
+	}
+	full, ok1 := rate("full")
+	only, ok2 := rate("events_only")
+	raw, ok3 := rate("raw_copy")
+	if !ok1 || !ok2 {
+		return []Row{failed(section, fmt.Errorf("BenchmarkWrite reported no events/s for full and events_only"))}
+	}
+	rows := []Row{{Section: section, Measure: "events/s, 5,000-event batches with rollups and idempotency (idempotent events-only insert as baseline)",
+		Result: perSec(full), Baseline: perSec(only), Ratio: ratio(full, only),
+		Goal: ">= 50,000/s and >= 0.5x", Verdict: both(atLeast(full, 50000), atLeast(full, 0.5*only))}}
+	if ok3 {
+		rows = append(rows, Row{Section: section, Measure: "the same against raw COPY into events", Result: perSec(full), Baseline: perSec(raw), Ratio: ratio(full, raw)})
+	}
+	return rows
+}
+
+// dashboardRows calls the dashboard benchmark hook: every metric of every result line.
+func dashboardRows(ctx context.Context, o Options, p plan, log io.Writer) []Row {
+	const section = "5 dashboard"
+	if o.DashboardBench == "" {
+		return []Row{{Section: section, Measure: "full-dashboard query p50/p95 at 1 M and 10 M events", Result: "no dashboard benchmark configured (-dashboard-bench)", Verdict: Pending}}
+	}
+	pkg, pattern, ok := strings.Cut(strings.TrimSpace(o.DashboardBench), " ")
+	if !ok {
+		return []Row{failed(section, fmt.Errorf("-dashboard-bench %q: want \"<package> <bench regexp>\"", o.DashboardBench))}
+	}
+	bs, out, err := RunGoBench(ctx, pkg, strings.TrimSpace(pattern), p.dashBenchtime)
+	log.Write(out)
+	if err != nil {
+		return []Row{failed(section, err)}
+	}
+	var rows []Row
+	for _, b := range bs {
+		var parts []string
+		for _, unit := range sortedUnits(b.Metrics) {
+			parts = append(parts, fmt.Sprintf("%s %s", trimFloat(b.Metrics[unit]), unit))
+		}
+		rows = append(rows, Row{Section: section, Measure: strings.TrimPrefix(b.Name, "Benchmark"), Result: strings.Join(parts, ", ")})
+	}
+	return rows
+}
