@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		only       = fs.String("only", "", "with -bench suite: comma-separated sections to run (ingest, writer, pipeline, dashboard, fanout); empty runs all")
 		dashBench  = fs.String("dashboard-bench", "", "with -bench suite: the dashboard benchmark, \"<package> <bench regexp>\" run with go test -bench")
 		haruBin    = fs.String("haru-bin", "", "with -bench suite: the haru binary (default: built from this module)")
-		viewers    = fs.Int("viewers", 0, "with -bench suite: SSE viewers (default by mode: 2000 quick, 10000 full)")
+		viewers    = fs.Int("viewers", 0, "with -bench suite: SSE viewers (default 10000)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err

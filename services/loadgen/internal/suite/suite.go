@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,9 @@ const (
 	// Full holds every step longer and connects every viewer, for the README.
 	Full Mode = "full"
 )
+
+// Sections are the parts Options.Only can pick.
+var Sections = []string{"ingest", "writer", "pipeline", "dashboard", "fanout"}
 
 // Options configure the suite.
 type Options struct {
@@ -78,7 +82,7 @@ func planFor(m Mode) plan {
 			rssDur: 30 * time.Second, dashBenchtime: "20x", sites: 200, probeSites: 20, freshProbeRate: 20}
 	}
 	return plan{ingestDur: 5 * time.Second, writerTimes: "10x", rampStart: 2500, rampStep: 2500, rampTop: 60000, refine: 1,
-		hold: 10 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 2000, rounds: 3,
+		hold: 10 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 10000, rounds: 3,
 		rssDur: 10 * time.Second, dashBenchtime: "5x", sites: 100, probeSites: 10, freshProbeRate: 20}
 }
 
@@ -92,6 +96,11 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	for _, s := range o.Only {
+		if !slices.Contains(Sections, s) {
+			return nil, fmt.Errorf("section %q: want one of %s", s, strings.Join(Sections, ", "))
+		}
 	}
 	p := planFor(o.Mode)
 	if o.Viewers > 0 {
@@ -147,6 +156,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 		rows, flat := pipelineRows(ctx, o, p, stdout)
 		t.Add(rows...)
 		lastFlat = flat
+		t.Notes = append(t.Notes,
+			"pipeline: the backlog is events ingest stored in JetStream minus events the writer wrote or skipped, sampled every 250 ms; a step is flat when the generator sent >= 95% of the rate, >= 99% were accepted, and over the last two thirds of the hold the backlog's peaks (per 2 s) grew by <= 5% of the rate per second and ended under 2 s of traffic + 10,000 events (the writer batches up to 5,000); after the first step that is not flat the rate is bisected",
+			"freshness: probe sites get pageviews one at a time; each is timed from its 202 to the first SSE frame whose pageview count includes it; the other sites get realistic traffic for the rest of the rate")
 	}
 	if run("dashboard") {
 		fmt.Fprintln(stdout, "== 5 dashboard")
@@ -159,13 +171,10 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 			rate = min(rate, lastFlat)
 		}
 		t.Add(fanoutRows(ctx, o, p, rate, stdout)...)
+		t.Notes = append(t.Notes,
+			"fan-out: memory per viewer is the query process's VmRSS growth from one viewer to all, divided by the added viewers; updates are one pageview per site per round, timed from its 202 to each viewer's frame",
+			"RSS: VmHWM of each process of the three-process run (ingest, writer, query over a private nats-server) after the fan-out and a realistic load with the viewers still open; all-in-one is haru -target=all after the pipeline ramp and freshness runs")
 	}
-	t.Notes = append(t.Notes,
-		"pipeline: the backlog is events ingest stored in JetStream minus events the writer wrote or skipped, sampled every 250 ms; a step is flat when the generator sent >= 95% of the rate, >= 99% were accepted, and over the last two thirds of the hold the backlog's peaks (per 2 s) grew by <= 5% of the rate per second and ended under 2 s of traffic + 10,000 events (the writer batches up to 5,000); after the first step that is not flat the rate is bisected",
-		"freshness: probe sites get pageviews one at a time; each is timed from its 202 to the first SSE frame whose pageview count includes it; the other sites get realistic traffic for the rest of the rate",
-		"fan-out: memory per viewer is the query process's VmRSS growth from one viewer to all, divided by the added viewers; updates are one pageview per site per round, timed from its 202 to each viewer's frame",
-		"RSS: VmHWM of each process of the three-process run (ingest, writer, query over a private nats-server) after the fan-out and a realistic load; all-in-one is haru -target=all after the pipeline ramp and freshness runs",
-	)
 	fmt.Fprintln(stdout)
 	if err := t.Text(stdout); err != nil {
 		return t, err
