@@ -33,7 +33,11 @@ type fanoutResult struct {
 	WithinSecond        int64   // of those, delivered within 1 s of the beacon's 202
 	Missed              int64   // not delivered within the round's wait
 	P50, P99, Max       time.Duration
-	ConnectTime         time.Duration
+	// Spread is the longest time, over every site and round, from the first of the
+	// site's viewers showing the round to the last: the fan-out alone, without the
+	// writer's part.
+	Spread      time.Duration
+	ConnectTime time.Duration
 }
 
 // viewer is one open stream and the time it saw each round.
@@ -169,6 +173,30 @@ func runFanout(ctx context.Context, query, ingest *rig.Proc, key string, sites [
 
 	var h load.Histogram
 	f.mu.Lock()
+	first := make([][]time.Time, len(sites))
+	last := make([][]time.Time, len(sites))
+	for i := range sites {
+		first[i], last[i] = make([]time.Time, o.Rounds+1), make([]time.Time, o.Rounds+1)
+	}
+	for _, v := range f.viewers {
+		for r := 1; r <= o.Rounds; r++ {
+			seen := v.seen[r]
+			if seen.IsZero() {
+				continue
+			}
+			if fs := first[v.site][r]; fs.IsZero() || seen.Before(fs) {
+				first[v.site][r] = seen
+			}
+			if seen.After(last[v.site][r]) {
+				last[v.site][r] = seen
+			}
+		}
+	}
+	for i := range sites {
+		for r := 1; r <= o.Rounds; r++ {
+			res.Spread = max(res.Spread, last[i][r].Sub(first[i][r]))
+		}
+	}
 	for _, v := range f.viewers {
 		for r := 1; r <= o.Rounds; r++ {
 			res.Updates++
@@ -186,9 +214,9 @@ func runFanout(ctx context.Context, query, ingest *rig.Proc, key string, sites [
 	}
 	f.mu.Unlock()
 	res.P50, res.P99, res.Max = h.Quantile(.5), h.Quantile(.99), h.Max()
-	fmt.Fprintf(log, "fan-out: %d viewers over %d sites connected in %s; query RSS %s -> %s (%.1f KiB/viewer); %d rounds: %d of %d updates within 1s, %d missed, p50 %s p99 %s max %s\n",
+	fmt.Fprintf(log, "fan-out: %d viewers over %d sites connected in %s; query RSS %s -> %s (%.1f KiB/viewer); %d rounds: %d of %d updates within 1s, %d missed, p50 %s p99 %s max %s, first to last viewer at most %s\n",
 		res.Viewers, len(sites), res.ConnectTime.Round(time.Millisecond), mib(res.RSSBefore), mib(res.RSSAfter), res.PerViewer,
-		o.Rounds, res.WithinSecond, res.Updates, res.Missed, res.P50, res.P99, res.Max)
+		o.Rounds, res.WithinSecond, res.Updates, res.Missed, res.P50, res.P99, res.Max, res.Spread)
 	return res, closeAll, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // Verdict is whether a row meets its goal.
@@ -131,7 +132,11 @@ func (t *Table) Text(w io.Writer) error {
 	for _, n := range t.Notes {
 		b.WriteString("* " + n + "\n")
 	}
-	_, err := io.WriteString(w, strings.ReplaceAll(b.String(), " \n", "\n"))
+	lines := strings.Split(b.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	_, err := io.WriteString(w, strings.Join(lines, "\n"))
 	return err
 }
 
@@ -192,3 +197,6 @@ func ms(v float64) string {
 	}
 	return fmt.Sprintf("%.1f ms", v)
 }
+
+// msDur formats a duration in milliseconds.
+func msDur(d time.Duration) string { return ms(float64(d.Microseconds()) / 1000) }
