@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -66,10 +68,15 @@ func Find(bs []Bench, name string) (Bench, bool) {
 	return Bench{}, false
 }
 
-// RunGoBench runs `go test -run ^$ -bench pattern -benchtime benchtime pkg` and parses
-// its results; the full output is returned too, for the log.
-func RunGoBench(ctx context.Context, pkg, pattern, benchtime string) ([]Bench, []byte, error) {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", pkg)
+// ErrNoBenchmarks is a go test -bench run that matched no benchmark.
+var ErrNoBenchmarks = errors.New("no benchmark results")
+
+// RunGoBench runs `go test -run ^$ -bench pattern -benchtime benchtime pkg` with env
+// ("K=V") added to this process's environment, and parses its results; the full output
+// is returned too, for the log.
+func RunGoBench(ctx context.Context, pkg, pattern, benchtime string, env ...string) ([]Bench, []byte, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", "-timeout", "60m", pkg)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, out, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, err)
@@ -79,7 +86,7 @@ func RunGoBench(ctx context.Context, pkg, pattern, benchtime string) ([]Bench, [
 		return nil, out, err
 	}
 	if len(bs) == 0 {
-		return nil, out, fmt.Errorf("go test -bench %s %s: no results", pattern, pkg)
+		return nil, out, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, ErrNoBenchmarks)
 	}
 	return bs, out, nil
 }

@@ -7,6 +7,7 @@ package suite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,7 +48,7 @@ type Options struct {
 	// Out is where the markdown table goes; empty writes none.
 	Out string
 	// DashboardBench is the dashboard benchmark hook: "<package> <bench regexp>", run
-	// with go test -bench; empty lists the row as pending.
+	// with go test -bench; empty runs DefaultDashboardBench.
 	DashboardBench string
 	// Viewers overrides the mode's SSE viewer count (0 keeps it).
 	Viewers int
@@ -70,6 +71,7 @@ type plan struct {
 	rounds         int
 	rssDur         time.Duration
 	dashBenchtime  string
+	dashEvents     []int
 	sites          int
 	probeSites     int
 	freshProbeRate float64
@@ -79,11 +81,11 @@ func planFor(m Mode) plan {
 	if m == Full {
 		return plan{ingestDur: 20 * time.Second, writerTimes: "30x", rampStart: 5000, rampStep: 2500, rampTop: 60000, refine: 2,
 			hold: 20 * time.Second, freshRate: 10000, freshDur: 30 * time.Second, viewers: 10000, rounds: 10,
-			rssDur: 30 * time.Second, dashBenchtime: "20x", sites: 200, probeSites: 20, freshProbeRate: 20}
+			rssDur: 30 * time.Second, dashBenchtime: "20x", dashEvents: []int{1_000_000, 10_000_000}, sites: 200, probeSites: 20, freshProbeRate: 20}
 	}
 	return plan{ingestDur: 5 * time.Second, writerTimes: "10x", rampStart: 2500, rampStep: 2500, rampTop: 60000, refine: 1,
 		hold: 10 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 10000, rounds: 3,
-		rssDur: 10 * time.Second, dashBenchtime: "5x", sites: 100, probeSites: 10, freshProbeRate: 20}
+		rssDur: 10 * time.Second, dashBenchtime: "5x", dashEvents: []int{1_000_000}, sites: 100, probeSites: 10, freshProbeRate: 20}
 }
 
 // Run runs the suite, printing progress and then the table to stdout.
@@ -282,28 +284,97 @@ func writerRows(ctx context.Context, p plan, log io.Writer) []Row {
 	return rows
 }
 
-// dashboardRows calls the dashboard benchmark hook: every metric of every result line.
+// DefaultDashboardBench is the dashboard benchmark the suite runs: whole dashboards of a
+// seeded site, unfiltered from the rollups, from raw events (the baseline) and with one
+// filter, for 24h, 30d and 12mo, each reporting p50_ms and p95_ms. HARU_BENCH_EVENTS sets
+// the seeded events.
+const DefaultDashboardBench = "./services/query/internal/stats/ BenchmarkDashboard$"
+
+// dashboardRows runs the dashboard benchmark hook once per seeded size.
 func dashboardRows(ctx context.Context, o Options, p plan, log io.Writer) []Row {
 	const section = "5 dashboard"
-	if o.DashboardBench == "" {
-		return []Row{{Section: section, Measure: "full-dashboard query p50/p95 at 1 M and 10 M events", Result: "no dashboard benchmark configured (-dashboard-bench)", Verdict: Pending}}
+	hook := o.DashboardBench
+	if hook == "" {
+		hook = DefaultDashboardBench
 	}
-	pkg, pattern, ok := strings.Cut(strings.TrimSpace(o.DashboardBench), " ")
+	pkg, pattern, ok := strings.Cut(strings.TrimSpace(hook), " ")
 	if !ok {
-		return []Row{failed(section, fmt.Errorf("-dashboard-bench %q: want \"<package> <bench regexp>\"", o.DashboardBench))}
-	}
-	bs, out, err := RunGoBench(ctx, pkg, strings.TrimSpace(pattern), p.dashBenchtime)
-	log.Write(out)
-	if err != nil {
-		return []Row{failed(section, err)}
+		return []Row{failed(section, fmt.Errorf("-dashboard-bench %q: want \"<package> <bench regexp>\"", hook))}
 	}
 	var rows []Row
+	for _, events := range p.dashEvents {
+		fmt.Fprintf(log, "dashboard benchmark at %s events: go test -bench %s %s\n", thousands(float64(events)), pattern, pkg)
+		bs, out, err := RunGoBench(ctx, pkg, strings.TrimSpace(pattern), p.dashBenchtime, fmt.Sprintf("HARU_BENCH_EVENTS=%d", events))
+		log.Write(out)
+		if errors.Is(err, ErrNoBenchmarks) {
+			return []Row{{Section: section, Measure: "full-dashboard query p50/p95", Result: fmt.Sprintf("no %s in %s on this tree yet", pattern, pkg), Verdict: Pending}}
+		}
+		if err != nil {
+			rows = append(rows, failed(section, err))
+			continue
+		}
+		rows = append(rows, DashboardRows(section, events, bs)...)
+	}
+	return rows
+}
+
+// dashboardGoals are the p95 goals at 10 M events, by period and case, in ms.
+var dashboardGoals = map[string]float64{"30d/rollups": 50, "12mo/rollups": 150, "30d/filter": 500}
+
+// DashboardRows turns BenchmarkDashboard's results into rows: per period, the rollups
+// beside the raw-events baseline, and the filtered view; goals apply from 10 M events.
+// Results it does not recognise are listed with every metric.
+func DashboardRows(section string, events int, bs []Bench) []Row {
+	quant := func(b Bench) (string, float64, bool) {
+		p50, ok1 := b.Metrics["p50_ms"]
+		p95, ok2 := b.Metrics["p95_ms"]
+		return ms(p50) + " / " + ms(p95), p95, ok1 && ok2
+	}
+	size := thousands(float64(events)) + " events"
+	var rows []Row
+	used := map[string]bool{}
+	for _, period := range []string{"24h", "30d", "12mo"} {
+		for _, c := range []string{"rollups", "filter"} {
+			name := "BenchmarkDashboard/" + period + "/" + c
+			b, ok := Find(bs, name)
+			if !ok {
+				continue
+			}
+			res, p95, ok := quant(b)
+			if !ok {
+				continue
+			}
+			used[name] = true
+			row := Row{Section: section, Result: res}
+			if c == "rollups" {
+				row.Measure = fmt.Sprintf("dashboard %s, %s: p50 / p95 (raw events as baseline)", period, size)
+				if raw, ok := Find(bs, "BenchmarkDashboard/"+period+"/raw"); ok {
+					if base, rawP95, ok := quant(raw); ok {
+						used[raw.Name] = true
+						row.Baseline, row.Ratio = base, ratio(p95, rawP95)
+					}
+				}
+			} else {
+				row.Measure = fmt.Sprintf("dashboard %s with one filter, %s: p50 / p95", period, size)
+			}
+			if g, ok := dashboardGoals[period+"/"+c]; ok {
+				row.Goal = fmt.Sprintf("p95 <= %.0f ms at 10 M", g)
+				if events >= 10_000_000 {
+					row.Verdict = atMost(p95, g)
+				}
+			}
+			rows = append(rows, row)
+		}
+	}
 	for _, b := range bs {
+		if used[b.Name] {
+			continue
+		}
 		var parts []string
 		for _, unit := range sortedUnits(b.Metrics) {
 			parts = append(parts, fmt.Sprintf("%s %s", trimFloat(b.Metrics[unit]), unit))
 		}
-		rows = append(rows, Row{Section: section, Measure: strings.TrimPrefix(b.Name, "Benchmark"), Result: strings.Join(parts, ", ")})
+		rows = append(rows, Row{Section: section, Measure: strings.TrimPrefix(b.Name, "Benchmark") + ", " + size, Result: strings.Join(parts, ", ")})
 	}
 	return rows
 }
