@@ -140,3 +140,27 @@ func parseStatus(r io.Reader) (Memory, error) {
 	}
 	return m, nil
 }
+
+// EphemeralPorts is how many local ports this machine hands out to outgoing
+// connections (net.ipv4.ip_local_port_range), which bounds how many streams one client
+// address can hold open to one server port.
+func EphemeralPorts() (int, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, fmt.Errorf("read port range: %w", err)
+	}
+	return parsePortRange(string(b))
+}
+
+func parsePortRange(s string) (int, error) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return 0, fmt.Errorf("port range %q: want two numbers", s)
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || hi < lo {
+		return 0, fmt.Errorf("port range %q: want two ascending numbers", s)
+	}
+	return hi - lo + 1, nil
+}

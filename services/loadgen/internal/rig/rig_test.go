@@ -72,3 +72,14 @@ func TestReadMemoryOfThisProcess(t *testing.T) {
 		t.Fatalf("memory %+v: want 0 < RSS <= peak", m)
 	}
 }
+
+func TestParsePortRange(t *testing.T) {
+	if n, err := parsePortRange("32768\t60999\n"); err != nil || n != 28232 {
+		t.Fatalf("parsePortRange = %d, %v; want 28232", n, err)
+	}
+	for _, in := range []string{"", "1", "9 1", "a b"} {
+		if _, err := parsePortRange(in); err == nil {
+			t.Errorf("parsePortRange(%q): want an error", in)
+		}
+	}
+}

@@ -114,6 +114,12 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 	}
 	_, watched := split(r.Sites, p.probeSites)
 	var rows []Row
+	// Every viewer holds a loopback port of this process, beside the load's connections:
+	// stay well inside the ephemeral range.
+	if ports, err := rig.EphemeralPorts(); err == nil && p.viewers > ports-2000 {
+		fmt.Fprintf(log, "fan-out: %d viewers capped to %d by the ephemeral port range (%d ports)\n", p.viewers, ports-2000, ports)
+		p.viewers = ports - 2000
+	}
 	fo, closeViewers, err := runFanout(ctx, procs["query"], procs["ingest"], r.Key, watched, fanoutOptions{
 		Viewers: p.viewers, Rounds: p.rounds, DialConcurrency: 32,
 	}, log)

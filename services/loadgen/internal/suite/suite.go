@@ -123,6 +123,11 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each viewer is an open file here and in the query process (which inherits the limit).
+	if limit := int(nofile) - 1000; p.viewers > limit {
+		fmt.Fprintf(stdout, "fan-out: %d viewers capped to %d by the open files limit (%d)\n", p.viewers, limit, nofile)
+		p.viewers = limit
+	}
 	if o.Bin == "" && (run("pipeline") || run("fanout")) {
 		dir, err := os.MkdirTemp("", "haru-bench-bin-")
 		if err != nil {
