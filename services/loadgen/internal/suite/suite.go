@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -182,6 +183,8 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 			"fan-out: memory per viewer is the query process's VmRSS growth from one viewer to all, divided by the added viewers; updates are one pageview per site per round, timed from its 202 to each viewer's frame",
 			"RSS: VmHWM of each process of the three-process run (ingest, writer, query over a private nats-server) after the fan-out and a realistic load with the viewers still open; all-in-one is haru -target=all after the pipeline ramp and freshness runs")
 	}
+	// Sections ran in the order their rigs allow; the table reads in their numbers' order.
+	sort.SliceStable(t.Rows, func(i, j int) bool { return t.Rows[i].Section < t.Rows[j].Section })
 	fmt.Fprintln(stdout)
 	if err := t.Text(stdout); err != nil {
 		return t, err
