@@ -161,6 +161,7 @@ func (r *Rig) baseEnv(dataDir string) map[string]string {
 		"HARU_DATABASE_URL":    r.dbURL,
 		"HARU_DATA_DIR":        dataDir,
 		"HARU_RATE_LIMIT":      "0",
+		"HARU_API_RATE_LIMIT":  "100000000", // thousands of viewers share one key
 		"HARU_TRUSTED_PROXIES": "127.0.0.1/32",
 		"HARU_LOG_LEVEL":       "warn",
 	}

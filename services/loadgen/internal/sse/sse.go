@@ -23,6 +23,14 @@ type Frame struct {
 	Data  []byte
 }
 
+// StatusError is a stream request answered with a status other than 200.
+type StatusError struct {
+	Status int
+	Body   string // the start of the answer's body
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("stream status %d: %s", e.Status, e.Body) }
+
 // Stream is an open event stream.
 type Stream struct {
 	conn net.Conn
@@ -31,7 +39,8 @@ type Stream struct {
 }
 
 // Dial opens an event stream at http://addr+path (addr must be a loopback address, the
-// caller's to check) and reads the response head; a status other than 200 is an error.
+// caller's to check) and reads the response head; a status other than 200 is a
+// *StatusError. Errors do not repeat path, which may hold a key.
 func Dial(ctx context.Context, addr, path string, timeout time.Duration) (*Stream, error) {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
@@ -58,11 +67,11 @@ func Dial(ctx context.Context, addr, path string, timeout time.Duration) (*Strea
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		conn.Close()
-		return nil, fmt.Errorf("stream %s: status %d: %s", path, resp.StatusCode, bytes.TrimSpace(b))
+		return nil, &StatusError{Status: resp.StatusCode, Body: string(bytes.TrimSpace(b))}
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		conn.Close()
-		return nil, fmt.Errorf("stream %s: content type %q", path, ct)
+		return nil, fmt.Errorf("stream content type %q", ct)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return &Stream{conn: conn, body: bufio.NewReaderSize(resp.Body, 2048)}, nil

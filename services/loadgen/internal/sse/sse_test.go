@@ -80,8 +80,9 @@ func TestDialReadsChunkedStream(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	if _, err := Dial(t.Context(), addr, "/live?key=bad", time.Second); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("bad key: err %v, want status 401", err)
+	var se *StatusError
+	if _, err := Dial(t.Context(), addr, "/live?key=bad", time.Second); !errors.As(err, &se) || se.Status != http.StatusUnauthorized || strings.Contains(err.Error(), "bad") {
+		t.Fatalf("bad key: err %v, want status 401 without the key", err)
 	}
 	s, err := Dial(t.Context(), addr, "/live?key=k", time.Second)
 	if err != nil {

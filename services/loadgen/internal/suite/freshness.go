@@ -92,21 +92,24 @@ func (m *Matcher) Latencies() load.Histogram {
 	return m.hist
 }
 
-// livePath is the stream of a site's figures. The route moves from /api/sites/:site/live
-// to /api/v1/sites/:site/live; the harness tries the new one first.
+// livePaths are the stream of a site's figures: the v1 route, then the route it
+// replaced, tried when the first is not found.
 var livePaths = []string{"/api/v1/sites/%d/live?key=%s", "/api/sites/%d/live?key=%s"}
 
 // dialLive opens a site's stream on addr, on whichever route the server has.
 func dialLive(ctx context.Context, addr string, site int64, key string) (*sse.Stream, error) {
-	var errs []error
+	var err error
 	for _, p := range livePaths {
-		s, err := sse.Dial(ctx, addr, fmt.Sprintf(p, site, key), 10*time.Second)
-		if err == nil {
+		var s *sse.Stream
+		if s, err = sse.Dial(ctx, addr, fmt.Sprintf(p, site, key), 10*time.Second); err == nil {
 			return s, nil
 		}
-		errs = append(errs, err)
+		var se *sse.StatusError
+		if !errors.As(err, &se) || se.Status != http.StatusNotFound {
+			break
+		}
 	}
-	return nil, errors.Join(errs...)
+	return nil, fmt.Errorf("live stream of site %d: %w", site, err)
 }
 
 // firstCount reads a stream's first stats frame and returns the pageviews it shows.

@@ -133,7 +133,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 		measure := fmt.Sprintf("SSE viewers on one query process (%d sites), updates p50 / p99 (max) from 202 to frame; %d of %d within 1 s; first to last viewer of a site at most %s",
 			len(watched), fo.WithinSecond, fo.Updates, msDur(fo.Spread))
 		if fo.DialError != "" {
-			measure += "; connect stopped: " + fo.DialError
+			measure += "; connecting stopped: " + firstLine(fo.DialError, 160)
 		}
 		rows = append(rows,
 			Row{Section: section6, Measure: measure,

@@ -214,11 +214,18 @@ func writeMarkdown(path string, t *Table) error {
 
 // failed is a row for a section that could not run.
 func failed(section string, err error) Row {
-	msg := err.Error()
-	if i := strings.IndexByte(msg, '\n'); i >= 0 {
-		msg = msg[:i]
+	return Row{Section: section, Measure: "run failed", Result: firstLine(err.Error(), 200), Verdict: Failed}
+}
+
+// firstLine is s up to its first line break, at most n bytes.
+func firstLine(s string, n int) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
 	}
-	return Row{Section: section, Measure: "run failed", Result: msg, Verdict: Failed}
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return s
 }
 
 func ingestRows(ctx context.Context, o Options, p plan, log io.Writer) []Row {
