@@ -197,7 +197,6 @@ type pipelineOptions struct {
 	// Refine is how many bisections follow the first step that is not flat.
 	Refine int
 	Hold   time.Duration
-	Conns  int
 	Seed   uint64
 	Pool   int
 }
@@ -216,7 +215,7 @@ func runPipeline(ctx context.Context, all *rig.Proc, sites []traffic.Site, o pip
 		}
 		stop := sampleBacklog(ctx, all, 250*time.Millisecond)
 		res, err := load.Run(ctx, load.Options{
-			URL: "http://" + all.HTTPAddr + "/api/collect", Conns: o.Conns, Rate: rate,
+			URL: "http://" + all.HTTPAddr + "/api/collect", Conns: connsFor(rate), Rate: rate,
 			Duration: o.Hold, Seed: o.Seed, Pool: o.Pool,
 		}, sites)
 		got := stop()
@@ -294,3 +293,8 @@ func waitDrained(ctx context.Context, p *rig.Proc, timeout time.Duration) error 
 	}
 	return fmt.Errorf("backlog of %.0f events not drained within %s", last, timeout)
 }
+
+// connsFor is how many connections carry a fixed rate: each has one request in flight,
+// so a slow answer must not cap the rate the generator can offer (at 250/s per
+// connection, answers may take up to 4 ms on average).
+func connsFor(rate float64) int { return int(min(max(rate/250, 64), 1000)) }

@@ -47,7 +47,7 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 
 	var rows []Row
 	steps, err := runPipeline(ctx, all, trafficOf(others), pipelineOptions{
-		Rates: Rates(p.rampStart, p.rampStep, p.rampTop), Refine: p.refine, Hold: p.hold, Conns: 64, Seed: o.Seed, Pool: 50000,
+		Rates: Rates(p.rampStart, p.rampStep, p.rampTop), Refine: p.refine, Hold: p.hold, Seed: o.Seed, Pool: 50000,
 	}, log)
 	flat := LastFlat(steps)
 	if err != nil {
@@ -74,7 +74,7 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 	if err := waitDrained(ctx, all, 60*time.Second); err != nil {
 		rows = append(rows, failed(section4, err))
 	} else if fr, err := runFreshness(ctx, all, r.Key, probes, others, freshnessOptions{
-		Rate: rate, Duration: p.freshDur, Conns: 64, Seed: o.Seed + 1, Pool: 50000, ProbeRate: p.freshProbeRate,
+		Rate: rate, Duration: p.freshDur, Conns: connsFor(rate), Seed: o.Seed + 1, Pool: 50000, ProbeRate: p.freshProbeRate,
 	}, log); err != nil {
 		rows = append(rows, failed(section4, err))
 	} else {
@@ -142,7 +142,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 			Row{Section: section6, Measure: fmt.Sprintf("query RSS per viewer (%s with 1 viewer, %s with %d)", mib(fo.RSSBefore), mib(fo.RSSAfter), fo.Viewers),
 				Result: fmt.Sprintf("%.1f KiB", fo.PerViewer), Goal: "<= 32 KiB", Verdict: atMost(fo.PerViewer, 32)})
 		res, err := load.Run(ctx, load.Options{
-			URL: "http://" + procs["ingest"].HTTPAddr + "/api/collect", Conns: 64, Rate: rate, Duration: p.rssDur, Seed: o.Seed + 2, Pool: 50000,
+			URL: "http://" + procs["ingest"].HTTPAddr + "/api/collect", Conns: connsFor(rate), Rate: rate, Duration: p.rssDur, Seed: o.Seed + 2, Pool: 50000,
 		}, trafficOf(r.Sites))
 		closeViewers()
 		if err != nil {
