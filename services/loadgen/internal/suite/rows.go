@@ -31,7 +31,8 @@ func trafficOf(sites []rig.Site) []traffic.Site {
 
 // pipelineRows runs haru -target=all on a fresh database: the ramp (row 3), then
 // freshness at the lower of the goal's rate and the last flat rate (row 4), and reports
-// the process's peak RSS. It returns the last flat rate too.
+// the process's peak RSS. It returns the rate freshness ran at too: the box's
+// sustained rate, capped at the goal's.
 func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row, float64) {
 	const section3, section4 = "3 pipeline", "4 freshness"
 	r, err := rig.New(ctx, rig.Options{Bin: o.Bin, DatabaseURL: o.DatabaseURL, Sites: p.sites, Log: o.Log})
@@ -54,6 +55,9 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 		rows = append(rows, failed(section3, err))
 	} else {
 		res := "none flat"
+		if low := lowestNotFlat(steps); flat == 0 && !math.IsInf(low, 1) {
+			res = "below " + perSec(low)
+		}
 		if flat > 0 {
 			res = perSec(flat)
 		}
@@ -70,6 +74,8 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 	if low := lowestNotFlat(steps); flat == 0 && !math.IsInf(low, 1) {
 		// Nothing held: below the lowest rate tried.
 		rate = low / 2
+	} else if flat == 0 {
+		rate = p.freshRate // the ramp did not run
 	}
 	if err := waitDrained(ctx, all, 60*time.Second); err != nil {
 		rows = append(rows, failed(section4, err))
@@ -89,7 +95,7 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 	if mem, err := all.Memory(); err == nil {
 		rows = append(rows, Row{Section: "7 RSS", Measure: "peak RSS, haru -target=all (embedded NATS, ingest, writer, query) after rows 3 and 4", Result: mib(mem.Peak)})
 	}
-	return rows, flat
+	return rows, rate
 }
 
 // fanoutRows runs the three services apart over a private nats-server: SSE fan-out
