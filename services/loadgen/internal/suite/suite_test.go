@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/haru-analytics/haru/services/loadgen/internal/load"
+	"github.com/haru-analytics/haru/services/loadgen/internal/rig"
 )
 
 func TestParseGoBench(t *testing.T) {
@@ -250,5 +251,16 @@ BenchmarkDashboard/12mo/extra-2    20  5 ns/op
 	// Below 10 M the goals are shown without a verdict.
 	if v := DashboardRows("5 dashboard", 1_000_000, bs)[1].Verdict; v != NoGoal {
 		t.Fatalf("verdict at 1 M = %q, want none", v)
+	}
+}
+
+func TestCommitsBetween(t *testing.T) {
+	before := rig.Metrics{"haru_writer_commit_seconds_count": 10, "haru_writer_commit_seconds_sum": 4}
+	after := rig.Metrics{"haru_writer_commit_seconds_count": 14, "haru_writer_commit_seconds_sum": 6}
+	if n, mean := commitsBetween(before, after); n != 4 || mean != 500*time.Millisecond {
+		t.Fatalf("commitsBetween = %d, %s; want 4, 500ms", n, mean)
+	}
+	if n, mean := commitsBetween(after, after); n != 0 || mean != 0 {
+		t.Fatalf("no commits: %d, %s", n, mean)
 	}
 }
