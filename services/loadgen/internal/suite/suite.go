@@ -85,7 +85,7 @@ func planFor(m Mode) plan {
 			rssDur: 30 * time.Second, dashBenchtime: "20x", dashEvents: []int{1_000_000, 10_000_000}, sites: 200, probeSites: 20, freshProbeRate: 20}
 	}
 	return plan{ingestDur: 5 * time.Second, writerTimes: "10x", rampStart: 2500, rampStep: 2500, rampTop: 60000, refine: 2,
-		hold: 10 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 10000, rounds: 3,
+		hold: 15 * time.Second, freshRate: 10000, freshDur: 10 * time.Second, viewers: 10000, rounds: 3,
 		rssDur: 10 * time.Second, dashBenchtime: "5x", dashEvents: []int{1_000_000}, sites: 100, probeSites: 10, freshProbeRate: 20}
 }
 
