@@ -80,7 +80,7 @@ type plan struct {
 
 func planFor(m Mode) plan {
 	if m == Full {
-		return plan{ingestDur: 20 * time.Second, writerTimes: "30x", rampStart: 5000, rampStep: 2500, rampTop: 60000, refine: 2,
+		return plan{ingestDur: 20 * time.Second, writerTimes: "30x", rampStart: 2500, rampStep: 2500, rampTop: 60000, refine: 3,
 			hold: 20 * time.Second, freshRate: 10000, freshDur: 30 * time.Second, viewers: 10000, rounds: 10,
 			rssDur: 30 * time.Second, dashBenchtime: "20x", dashEvents: []int{1_000_000, 10_000_000}, sites: 200, probeSites: 20, freshProbeRate: 20}
 	}
