@@ -29,10 +29,13 @@ type fanoutResult struct {
 	// RSS of the query process with one viewer and with all, KiB.
 	RSSBefore, RSSAfter int64
 	PerViewer           float64 // KiB
-	Updates             int64   // viewer × round deliveries expected
-	WithinSecond        int64   // of those, delivered within 1 s of the beacon's 202
-	Missed              int64   // not delivered within the round's wait
-	P50, P99, Max       time.Duration
+	// Breakdown of the growth per viewer from the query process's Go metrics: heap in
+	// use and goroutine stacks (KiB), and goroutines.
+	HeapPerViewer, StackPerViewer, GoroutinesPerViewer float64
+	Updates                                            int64 // viewer × round deliveries expected
+	WithinSecond                                       int64 // of those, delivered within 1 s of the beacon's 202
+	Missed                                             int64 // not delivered within the round's wait
+	P50, P99, Max                                      time.Duration
 	// Spread is the longest time, over every site and round, from the first of the
 	// site's viewers showing the round to the last: the fan-out alone, without the
 	// writer's part.
@@ -110,6 +113,10 @@ func runFanout(ctx context.Context, query, ingest *rig.Proc, key string, sites [
 		return res, closeAll, err
 	}
 	res.RSSBefore = before.RSS
+	goBefore, err := query.Metrics(ctx)
+	if err != nil {
+		return res, closeAll, err
+	}
 
 	start := time.Now()
 	var next atomic.Int64
@@ -146,8 +153,20 @@ func runFanout(ctx context.Context, query, ingest *rig.Proc, key string, sites [
 		return res, closeAll, err
 	}
 	res.RSSAfter = after.RSS
-	if res.Viewers > 1 {
-		res.PerViewer = float64(res.RSSAfter-res.RSSBefore) / float64(res.Viewers-1)
+	goAfter, err := query.Metrics(ctx)
+	if err != nil {
+		return res, closeAll, err
+	}
+	if added := float64(res.Viewers - 1); added > 0 {
+		res.PerViewer = float64(res.RSSAfter-res.RSSBefore) / added
+		grew := func(name string) float64 {
+			a, _ := goAfter.Sum(name)
+			b, _ := goBefore.Sum(name)
+			return (a - b) / added
+		}
+		res.HeapPerViewer = grew("go_memstats_heap_inuse_bytes") / 1024
+		res.StackPerViewer = grew("go_memstats_stack_inuse_bytes") / 1024
+		res.GoroutinesPerViewer = grew("go_goroutines")
 	}
 
 	// Rounds: one pageview per site, then wait for every viewer to show it.
@@ -214,8 +233,8 @@ func runFanout(ctx context.Context, query, ingest *rig.Proc, key string, sites [
 	}
 	f.mu.Unlock()
 	res.P50, res.P99, res.Max = h.Quantile(.5), h.Quantile(.99), h.Max()
-	fmt.Fprintf(log, "fan-out: %d viewers over %d sites connected in %s; query RSS %s -> %s (%.1f KiB/viewer); %d rounds: %d of %d updates within 1s, %d missed, p50 %s p99 %s max %s, first to last viewer at most %s\n",
-		res.Viewers, len(sites), res.ConnectTime.Round(time.Millisecond), mib(res.RSSBefore), mib(res.RSSAfter), res.PerViewer,
+	fmt.Fprintf(log, "fan-out: %d viewers over %d sites connected in %s; query RSS %s -> %s (%.1f KiB/viewer: heap %.1f KiB, stacks %.1f KiB, %.1f goroutines); %d rounds: %d of %d updates within 1s, %d missed, p50 %s p99 %s max %s, first to last viewer at most %s\n",
+		res.Viewers, len(sites), res.ConnectTime.Round(time.Millisecond), mib(res.RSSBefore), mib(res.RSSAfter), res.PerViewer, res.HeapPerViewer, res.StackPerViewer, res.GoroutinesPerViewer,
 		o.Rounds, res.WithinSecond, res.Updates, res.Missed, res.P50, res.P99, res.Max, res.Spread)
 	return res, closeAll, nil
 }

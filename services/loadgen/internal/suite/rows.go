@@ -149,7 +149,8 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 			Row{Section: section6, Measure: measure,
 				Result: fmt.Sprintf("%s viewers: %s / %s (%s)", thousands(float64(fo.Viewers)), msDur(fo.P50), msDur(fo.P99), msDur(fo.Max)),
 				Goal:   ">= 10,000 viewers, p99 <= 1 s, none missed", Verdict: v},
-			Row{Section: section6, Measure: fmt.Sprintf("query RSS per viewer (%s with 1 viewer, %s with %d)", mib(fo.RSSBefore), mib(fo.RSSAfter), fo.Viewers),
+			Row{Section: section6, Measure: fmt.Sprintf("query RSS per viewer (%s with 1 viewer, %s with %d; per viewer the Go heap in use grew %.1f KiB, goroutine stacks %.1f KiB, goroutines %.1f)",
+				mib(fo.RSSBefore), mib(fo.RSSAfter), fo.Viewers, fo.HeapPerViewer, fo.StackPerViewer, fo.GoroutinesPerViewer),
 				Result: fmt.Sprintf("%.1f KiB", fo.PerViewer), Goal: "<= 32 KiB", Verdict: atMost(fo.PerViewer, 32)})
 		res, err := load.Run(ctx, load.Options{
 			URL: "http://" + procs["ingest"].HTTPAddr + "/api/collect", Conns: connsFor(rate), Rate: rate, Duration: p.rssDur, Seed: o.Seed + 2, Pool: 50000,
