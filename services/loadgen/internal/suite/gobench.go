@@ -72,21 +72,23 @@ func Find(bs []Bench, name string) (Bench, bool) {
 var ErrNoBenchmarks = errors.New("no benchmark results")
 
 // RunGoBench runs `go test -run ^$ -bench pattern -benchtime benchtime pkg` with env
-// ("K=V") added to this process's environment, and parses its results; the full output
-// is returned too, for the log.
-func RunGoBench(ctx context.Context, pkg, pattern, benchtime string, env ...string) ([]Bench, []byte, error) {
+// ("K=V") added to this process's environment, copying its output to log as it comes,
+// and parses its results.
+func RunGoBench(ctx context.Context, log io.Writer, pkg, pattern, benchtime string, env ...string) ([]Bench, error) {
 	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", "-timeout", "60m", pkg)
 	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return nil, out, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, err)
+	var out bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&out, log)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, err)
 	}
-	bs, err := ParseGoBench(bytes.NewReader(out))
+	bs, err := ParseGoBench(&out)
 	if err != nil {
-		return nil, out, err
+		return nil, err
 	}
 	if len(bs) == 0 {
-		return nil, out, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, ErrNoBenchmarks)
+		return nil, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, ErrNoBenchmarks)
 	}
-	return bs, out, nil
+	return bs, nil
 }

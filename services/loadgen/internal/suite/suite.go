@@ -270,8 +270,7 @@ const writerPkg = "./services/writer/internal/store/"
 
 func writerRows(ctx context.Context, p plan, log io.Writer) []Row {
 	const section = "2 writer"
-	bs, out, err := RunGoBench(ctx, writerPkg, "BenchmarkWrite", p.writerTimes)
-	log.Write(out)
+	bs, err := RunGoBench(ctx, log, writerPkg, "BenchmarkWrite", p.writerTimes)
 	if err != nil {
 		return []Row{failed(section, err)}
 	}
@@ -318,8 +317,7 @@ func dashboardRows(ctx context.Context, o Options, p plan, log io.Writer) []Row 
 	var rows []Row
 	for _, events := range p.dashEvents {
 		fmt.Fprintf(log, "dashboard benchmark at %s events: go test -bench %s %s\n", thousands(float64(events)), pattern, pkg)
-		bs, out, err := RunGoBench(ctx, pkg, strings.TrimSpace(pattern), p.dashBenchtime, fmt.Sprintf("HARU_BENCH_EVENTS=%d", events))
-		log.Write(out)
+		bs, err := RunGoBench(ctx, log, pkg, strings.TrimSpace(pattern), p.dashBenchtime, fmt.Sprintf("HARU_BENCH_EVENTS=%d", events))
 		if errors.Is(err, ErrNoBenchmarks) {
 			return []Row{{Section: section, Measure: "full-dashboard query p50/p95", Result: fmt.Sprintf("no %s in %s on this tree yet", pattern, pkg), Verdict: Pending}}
 		}
