@@ -24,14 +24,15 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
+	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
 )
 
-// MaxRequestBytes is the largest request body the app reads at all; the collect handler
-// itself answers 413 above collect.MaxBodyBytes. It is larger because the single binary
-// serves the dashboard API from the same app.
-const MaxRequestBytes = 64 << 10
+// MaxRequestBytes is the largest request body the app reads at all; the handlers
+// themselves answer 413 above collect.MaxBodyBytes (collect) and collect.MaxBatchBytes
+// (batch), with a JSON body naming the limit.
+const MaxRequestBytes = 2 * collect.MaxBatchBytes
 
 // Errors the collect path maps to HTTP answers in reject, the one place that does.
 var (
@@ -65,9 +66,8 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	peer := peerAddr(c)
 	ip := s.clientIP.ClientIP(peer, func() string { return c.Get(s.clientIP.Header()) })
 	if s.limiter != nil {
-		if ok, wait := s.limiter.Allow(ip, now); !ok {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			return s.reject(c, fiber.StatusTooManyRequests, "rate_limited", ErrRateLimited)
+		if ok, wait := s.limiter.Allow(ratelimit.Key(ip), now); !ok {
+			return s.rateLimited(c, wait, "rate_limited", ErrRateLimited)
 		}
 	}
 
@@ -78,11 +78,8 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return s.reject(c, fiber.StatusUnauthorized, "no_token", ErrNoToken)
 	}
 	site, ok, err := s.sites.Lookup(token)
-	if errors.Is(err, registry.ErrNotLoaded) {
-		return s.reject(c, fiber.StatusServiceUnavailable, "registry_loading", ErrUnavailable)
-	}
 	if !ok {
-		return s.reject(c, fiber.StatusUnauthorized, "unknown_token", ErrUnknownToken)
+		return s.unknownSite(c, err, "unknown_token", ErrUnknownToken)
 	}
 
 	// 4. What happened? Refuse bad input with the field that is wrong.
@@ -165,36 +162,71 @@ func (s *Service) hostAllowed(site event.Site, pageHost, origin string) bool {
 	return host == "" || enrich.SameSite(host, site.Domain)
 }
 
-// publish stores ev in the stream. The event id is the message id, so JetStream drops a
-// retried publish within its duplicate window.
+// publish stores ev in the stream and waits for its PubAck until ctx ends.
 func (s *Service) publish(ctx context.Context, ev *event.Event) error {
-	data, err := event.Encode(ev)
-	if err != nil {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "jetstream publish", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.Int64("haru.site_id", ev.SiteID), attribute.String("haru.event_id", ev.ID.String())))
+		defer span.End()
+		err := s.publishAndWait(ctx, ev)
+		if err != nil {
+			span.SetStatus(codes.Error, "publish failed")
+		}
 		return err
 	}
-	ctx, span := s.tracer.Start(ctx, "jetstream publish", trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attribute.Int64("haru.site_id", ev.SiteID), attribute.String("haru.event_id", ev.ID.String())))
-	defer span.End()
-	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data}
-	if span.SpanContext().IsValid() {
-		// The writer continues the trace from the message headers.
-		msg.Header = nats.Header{}
-		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
-	}
-	start := time.Now()
-	_, err = s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID.String()))
-	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		span.SetStatus(codes.Error, "publish failed")
-		return fmt.Errorf("publish event: %w", err)
-	}
-	return nil
+	return s.publishAndWait(ctx, ev)
 }
 
-// traceRequest opens the collect request's span. It records the route and the status
+func (s *Service) publishAndWait(ctx context.Context, ev *event.Event) error {
+	start := time.Now()
+	f, err := s.publishAsync(ctx, ev)
+	if err == nil {
+		err = awaitAck(ctx, f)
+	}
+	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	return err
+}
+
+// publishAsync sends ev to the stream and returns the future of its PubAck: no round
+// trip is waited for here, so one connection carries many beacons' publishes at once
+// (up to the JetStream context's pending window). The event id is the message id, so
+// JetStream drops a retried publish within its duplicate window.
+func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (jetstream.PubAckFuture, error) {
+	data, err := event.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data, Header: nats.Header{
+		jetstream.MsgIDHeader: {ev.ID.String()},
+	}}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The writer continues the trace from the message headers.
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
+	}
+	f, err := s.js.PublishMsgAsync(msg)
+	if err != nil {
+		return nil, fmt.Errorf("publish event: %w", err)
+	}
+	return f, nil
+}
+
+// awaitAck waits for a publish's PubAck until ctx ends.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("publish event: %w", err)
+	case <-ctx.Done():
+		return fmt.Errorf("publish event: no PubAck: %w", ctx.Err())
+	}
+}
+
+// traceRequest opens a request's span. It records the route and the status
 // only: never the client's address or User-Agent.
 func (s *Service) traceRequest(c *fiber.Ctx) error {
-	ctx, span := s.tracer.Start(c.UserContext(), "POST /api/collect", trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := s.tracer.Start(c.UserContext(), "POST "+c.Route().Path, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	c.SetUserContext(ctx)
 	err := c.Next()
@@ -217,6 +249,21 @@ func (s *Service) reject(c *fiber.Ctx, status int, reason string, err error) err
 		c.Set(fiber.HeaderRetryAfter, "1")
 	}
 	return c.Status(status).JSON(body)
+}
+
+// unknownSite answers a failed registry lookup: 503 while the registry has not loaded
+// (a key not seen yet is not known to be unknown), else 401.
+func (s *Service) unknownSite(c *fiber.Ctx, err error, reason string, unknown error) error {
+	if errors.Is(err, registry.ErrNotLoaded) {
+		return s.reject(c, fiber.StatusServiceUnavailable, "registry_loading", ErrUnavailable)
+	}
+	return s.reject(c, fiber.StatusUnauthorized, reason, unknown)
+}
+
+// rateLimited answers 429 with the whole seconds until the window ends as Retry-After.
+func (s *Service) rateLimited(c *fiber.Ctx, wait time.Duration, reason string, err error) error {
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	return s.reject(c, fiber.StatusTooManyRequests, reason, err)
 }
 
 // drop answers a beacon that will not be stored exactly as a stored one, counting why.

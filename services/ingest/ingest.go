@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -26,6 +27,7 @@ import (
 	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/clientip"
+	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
@@ -49,6 +51,11 @@ type Config struct {
 	// replica; 0 turns the limit off.
 	RateLimit  int
 	RateWindow time.Duration
+	// BatchRateLimit is how many events one site may send per RateWindow to one replica
+	// through the batch endpoint; 0 turns the limit off.
+	BatchRateLimit int
+	// IdempotencyTTL is how long the batch endpoint remembers an idempotency key.
+	IdempotencyTTL time.Duration
 	// CountryHeader and RegionHeader are a CDN's geolocation headers, believed only from
 	// TrustedProxies; without them the country comes from the database in the binary.
 	CountryHeader string
@@ -68,6 +75,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		PublishTimeout: env.Duration("HARU_PUBLISH_TIMEOUT", time.Second),
 		RateLimit:      env.Int("HARU_RATE_LIMIT", 100),
 		RateWindow:     env.Duration("HARU_RATE_WINDOW", time.Minute),
+		BatchRateLimit: env.Int("HARU_BATCH_RATE_LIMIT", 60000),
+		IdempotencyTTL: env.Duration("HARU_IDEMPOTENCY_TTL", 24*time.Hour),
 		CountryHeader:  env.String("HARU_COUNTRY_HEADER", "CF-IPCountry"),
 		RegionHeader:   env.String("HARU_REGION_HEADER", "CF-Region-Code"),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
@@ -91,11 +100,21 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("HARU_RATE_LIMIT %d: want 0 (off) or more", c.RateLimit))
 	}
-	if c.RateLimit > 0 && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
+	if c.BatchRateLimit != 0 && c.BatchRateLimit < collect.MaxBatchItems {
+		errs = append(errs, fmt.Errorf("HARU_BATCH_RATE_LIMIT %d: want 0 (off) or at least %d", c.BatchRateLimit, collect.MaxBatchItems))
+	}
+	if c.IdempotencyTTL < time.Minute || c.IdempotencyTTL > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("HARU_IDEMPOTENCY_TTL %s: want 1m..720h", c.IdempotencyTTL))
+	}
+	if (c.RateLimit > 0 || c.BatchRateLimit > 0) && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("HARU_RATE_WINDOW %s: want 1s..24h", c.RateWindow))
 	}
 	return errors.Join(errs...)
 }
+
+// publishWindow bounds the publishes awaiting their PubAck per replica; past it a publish
+// waits for room (briefly, then fails and the beacon gets 503).
+const publishWindow = 4096
 
 // Deps are what ingest is given rather than builds.
 type Deps struct {
@@ -120,8 +139,11 @@ type Service struct {
 	clientIP *clientip.Resolver
 	zones    *zoneCache
 	agents   *enrich.Agents
-	limiter  *ratelimit.Limiter // nil when RateLimit is 0
-	metrics  *metrics
+	limiter  *ratelimit.Limiter[netip.Addr] // nil when RateLimit is 0
+	// batchLimiter counts batch events per site id; nil when BatchRateLimit is 0.
+	batchLimiter *ratelimit.Limiter[int64]
+	idem         jetstream.KeyValue // idempotency keys of batch events
+	metrics      *metrics
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -134,7 +156,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("ingest: nil dependency")
 	}
 	names := cfg.NATS.Names()
-	js, err := jetstream.New(deps.NATS)
+	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
+	// that never comes fails its future after PublishTimeout instead of staying pending.
+	js, err := jetstream.New(deps.NATS,
+		jetstream.WithPublishAsyncMaxPending(publishWindow),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -165,11 +191,28 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	var limiter *ratelimit.Limiter
+	var limiter *ratelimit.Limiter[netip.Addr]
 	if cfg.RateLimit > 0 {
-		if limiter, err = ratelimit.New(cfg.RateLimit, cfg.RateWindow); err != nil {
+		if limiter, err = ratelimit.New[netip.Addr](cfg.RateLimit, cfg.RateWindow); err != nil {
 			return nil, err
 		}
+	}
+	var batchLimiter *ratelimit.Limiter[int64]
+	if cfg.BatchRateLimit > 0 {
+		if batchLimiter, err = ratelimit.New[int64](cfg.BatchRateLimit, cfg.RateWindow); err != nil {
+			return nil, err
+		}
+	}
+	idem, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.Prefix + "_idempotency",
+		Description: "Haru batch idempotency keys: key hash → first event id and time",
+		History:     1,
+		TTL:         cfg.IdempotencyTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.NATS.Stream.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("idempotency bucket: %w", err)
 	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
@@ -179,7 +222,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
-		agents: enrich.NewAgents(), limiter: limiter, metrics: m,
+		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, metrics: m,
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
@@ -205,6 +248,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
 	r.Post("/api/collect", s.countStatus, s.traceRequest, s.cors, s.handleCollect)
+	// Server-side senders only: no CORS, a browser page has no business with a secret.
+	r.Post("/api/batch", s.countStatus, s.traceRequest, s.handleBatch)
 	// The tracker is served from the collect origin, which is its default data-api.
 	tracker.Register(r)
 }
