@@ -103,9 +103,9 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return s.drop(c, dropForeignHost)
 	}
 
-	// 6. Which visitor? A keyed hash under the salt of the site's local date.
-	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.PublishTimeout)
-	defer cancel()
+	// 6. Which visitor? A keyed hash under the salt of the site's local date. Every wait
+	// below is bounded by PublishTimeout: the salt store's and the PubAck's own timers.
+	ctx := c.UserContext()
 	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
 	if err != nil {
 		s.log.Error("salt unavailable", "err", err)
@@ -211,7 +211,8 @@ func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (jetstream.
 	return f, nil
 }
 
-// awaitAck waits for a publish's PubAck until ctx ends.
+// awaitAck waits for a publish's PubAck until ctx ends. A PubAck that never comes fails
+// the future after PublishTimeout (the JetStream context's async timeout).
 func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 	select {
 	case <-f.Ok():
@@ -226,6 +227,9 @@ func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 // traceRequest opens a request's span. It records the route and the status
 // only: never the client's address or User-Agent.
 func (s *Service) traceRequest(c *fiber.Ctx) error {
+	if !s.traced {
+		return c.Next()
+	}
 	ctx, span := s.tracer.Start(c.UserContext(), "POST "+c.Route().Path, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	c.SetUserContext(ctx)

@@ -5,6 +5,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,7 +55,8 @@ type Config struct {
 	// BatchRateLimit is how many events one site may send per RateWindow to one replica
 	// through the batch endpoint; 0 turns the limit off.
 	BatchRateLimit int
-	// IdempotencyTTL is how long the batch endpoint remembers an idempotency key.
+	// IdempotencyTTL is how long the batch endpoint remembers an idempotency key; 0 is
+	// DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
 	// CountryHeader and RegionHeader are a CDN's geolocation headers, believed only from
 	// TrustedProxies; without them the country comes from the database in the binary.
@@ -76,7 +78,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RateLimit:      env.Int("HARU_RATE_LIMIT", 100),
 		RateWindow:     env.Duration("HARU_RATE_WINDOW", time.Minute),
 		BatchRateLimit: env.Int("HARU_BATCH_RATE_LIMIT", 60000),
-		IdempotencyTTL: env.Duration("HARU_IDEMPOTENCY_TTL", 24*time.Hour),
+		IdempotencyTTL: env.Duration("HARU_IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
 		CountryHeader:  env.String("HARU_COUNTRY_HEADER", "CF-IPCountry"),
 		RegionHeader:   env.String("HARU_REGION_HEADER", "CF-Region-Code"),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
@@ -103,7 +105,7 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.BatchRateLimit != 0 && c.BatchRateLimit < collect.MaxBatchItems {
 		errs = append(errs, fmt.Errorf("HARU_BATCH_RATE_LIMIT %d: want 0 (off) or at least %d", c.BatchRateLimit, collect.MaxBatchItems))
 	}
-	if c.IdempotencyTTL < time.Minute || c.IdempotencyTTL > 30*24*time.Hour {
+	if c.IdempotencyTTL != 0 && c.IdempotencyTTL < time.Minute || c.IdempotencyTTL > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("HARU_IDEMPOTENCY_TTL %s: want 1m..720h", c.IdempotencyTTL))
 	}
 	if (c.RateLimit > 0 || c.BatchRateLimit > 0) && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
@@ -111,6 +113,10 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultIdempotencyTTL is how long a batch idempotency key holds by default: a sender's
+// retries of one request are far closer together than a day.
+const DefaultIdempotencyTTL = 24 * time.Hour
 
 // publishWindow bounds the publishes awaiting their PubAck per replica; past it a publish
 // waits for room (briefly, then fails and the beacon gets 503).
@@ -147,6 +153,7 @@ type Service struct {
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	traced     bool // false: no spans at all, and no per-request context for them
 }
 
 // New sets up what ingest needs in NATS (the stream and both buckets, if missing) and
@@ -183,7 +190,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	salts, err := salt.New(saltsKV)
+	salts, err := salt.New(saltsKV, cfg.PublishTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +214,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		Bucket:      names.Prefix + "_idempotency",
 		Description: "Haru batch idempotency keys: key hash → first event id and time",
 		History:     1,
-		TTL:         cfg.IdempotencyTTL,
+		TTL:         cmp.Or(cfg.IdempotencyTTL, DefaultIdempotencyTTL),
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.NATS.Stream.Replicas,
 	})
@@ -225,6 +232,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, metrics: m,
 	}
 	tracing := deps.Tracing
+	s.traced = tracing != nil
 	if tracing == nil {
 		tracing = telemetry.NoTracing()
 	}
