@@ -128,6 +128,7 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	}
 	results := make([]ItemResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
+	start := time.Now()
 	for i := range items {
 		results[i], futures[i] = s.batchItem(ctx, req, i, &items[i])
 	}
@@ -137,7 +138,9 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 		if f == nil {
 			continue
 		}
-		if err := awaitAck(ctx, f); err != nil {
+		err := awaitAck(ctx, f)
+		s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
 			s.log.Warn("publish failed", "site_id", site.ID, "err", err)
 			results[i] = unavailable(i)
 			continue
