@@ -96,11 +96,13 @@ func BenchmarkIngestProcess(b *testing.B) {
 
 	lo := load.Options{URL: "http://" + httpAddr + "/api/collect", Conns: 50, Duration: *procDuration, Warmup: time.Second, Seed: 1}
 	b.ResetTimer()
-	cpu0 := cpuTime(b, ing.Pid())
+	natsPid := pidOf(b, ns.StoreDir)
+	cpu0, natsCPU0 := cpuTime(b, ing.Pid()), cpuTime(b, natsPid)
 	full, err := load.Run(ctx, lo, sites)
 	if err != nil {
 		b.Fatal(err)
 	}
+	natsUsed := cpuTime(b, natsPid) - natsCPU0
 	// CPU time per beacon holds still far better than the rate on a shared machine. The
 	// stream has no consumer, so it counts every beacon accepted, the warmup's too.
 	used := cpuTime(b, ing.Pid()) - cpu0
@@ -109,6 +111,7 @@ func BenchmarkIngestProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	cpuPerBeacon := used.Seconds() * 1e6 / float64(info.State.Msgs)
+	natsPerBeacon := natsUsed.Seconds() * 1e6 / float64(info.State.Msgs)
 	if err := stream.Purge(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -121,8 +124,8 @@ func BenchmarkIngestProcess(b *testing.B) {
 	_ = stream.Purge(ctx)
 	rss := peakRSSOf(fmt.Sprintf("/proc/%d/status", ing.Pid()))
 	full.Target, steady.Target = "ingest process", fmt.Sprintf("ingest process at %.0f/s", *procSteady)
-	b.Logf("\n%s\n%s\ningest process peak RSS %.1f MiB (%.1f MiB when ready, before load); %.1f µs of ingest CPU per beacon at full speed",
-		full, steady, float64(rss)/1024, float64(idle)/1024, cpuPerBeacon)
+	b.Logf("\n%s\n%s\ningest process peak RSS %.1f MiB (%.1f MiB when ready, before load); at full speed, CPU per beacon: ingest %.1f µs, nats-server %.1f µs",
+		full, steady, float64(rss)/1024, float64(idle)/1024, cpuPerBeacon, natsPerBeacon)
 	for _, r := range []load.Result{full, steady} {
 		if r.Accepted != r.Sent || r.Errors != 0 {
 			b.Errorf("%s: not every beacon accepted", r)
@@ -133,6 +136,28 @@ func BenchmarkIngestProcess(b *testing.B) {
 	b.ReportMetric(steady.P99, "steady-p99-ms")
 	b.ReportMetric(float64(rss)/1024, "ingest-peak-RSS-MiB")
 	b.ReportMetric(cpuPerBeacon, "ingest-cpu-µs/beacon")
+	b.ReportMetric(natsPerBeacon, "nats-cpu-µs/beacon")
+}
+
+// pidOf finds the nats-server process started on storeDir.
+func pidOf(b *testing.B, storeDir string) int {
+	b.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, path := range dirs {
+		raw, err := os.ReadFile(path)
+		if err != nil || !strings.Contains(string(raw), "\x00"+storeDir+"\x00") {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if err == nil {
+			return pid
+		}
+	}
+	b.Fatalf("no process runs on %s", storeDir)
+	return 0
 }
 
 // cpuTime is the user plus system CPU time process pid has used, from /proc/pid/stat.
