@@ -213,7 +213,7 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 		ev.Referrer = it.Referrer
 	}
 	ev.Country = enrich.Country(ip, "", false)
-	ev.Region = enrich.Region(ev.Country, "", false)
+	ev.Region = s.regions.Region(ip, ev.Country)
 	ev.Browser, ev.OS = agent.Browser, agent.OS
 	ev.Device = enrich.Device(agent.Device, it.ScreenW)
 	ev.ScreenW, ev.ScreenH = it.ScreenW, it.ScreenH

@@ -126,7 +126,9 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	}
 	trusted := s.clientIP.Trusted(peer)
 	ev.Country = enrich.Country(ip, c.Get(s.cfg.CountryHeader), trusted)
-	ev.Region = enrich.Region(ev.Country, c.Get(s.cfg.RegionHeader), trusted)
+	if ev.Region = enrich.Region(ev.Country, c.Get(s.cfg.RegionHeader), trusted); ev.Region == "" {
+		ev.Region = s.regions.Region(ip, ev.Country)
+	}
 	ev.Browser, ev.OS = agent.Browser, agent.OS
 	ev.Device = enrich.Device(agent.Device, p.ScreenW)
 	ev.ScreenW, ev.ScreenH = p.ScreenW, p.ScreenH

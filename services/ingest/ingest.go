@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -63,7 +64,10 @@ type Config struct {
 	// TrustedProxies; without them the country comes from the database in the binary.
 	CountryHeader string
 	RegionHeader  string
-	LogLevel      string
+	// RegionDB is an optional city database (MaxMind DB format: GeoLite2/GeoIP2 City,
+	// DB-IP City Lite) giving the region when no trusted CDN header does.
+	RegionDB string
+	LogLevel string
 	// MemoryLimit is the Go runtime's soft memory limit for ingest running alone (0: none);
 	// GOMEMLIMIT, when set, wins. It keeps the garbage collector from letting the heap
 	// double past the ~21 MiB ingest holds live (the user-agent and country tables).
@@ -86,6 +90,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		IdempotencyTTL: env.Duration("HARU_IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
 		CountryHeader:  env.String("HARU_COUNTRY_HEADER", "CF-IPCountry"),
 		RegionHeader:   env.String("HARU_REGION_HEADER", "CF-Region-Code"),
+		RegionDB:       env.String("HARU_REGION_DB", ""),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
 		MemoryLimit:    env.Int64("HARU_MEMORY_LIMIT", 40<<20),
 	}
@@ -104,6 +109,11 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.PublishTimeout < 10*time.Millisecond || c.PublishTimeout > 30*time.Second {
 		errs = append(errs, fmt.Errorf("HARU_PUBLISH_TIMEOUT %s: want 10ms..30s", c.PublishTimeout))
+	}
+	if c.RegionDB != "" {
+		if _, err := os.Stat(c.RegionDB); err != nil {
+			errs = append(errs, fmt.Errorf("HARU_REGION_DB: %w", err))
+		}
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
 		errs = append(errs, fmt.Errorf("HARU_MEMORY_LIMIT %d: want 0 (none) or at least 32MiB", c.MemoryLimit))
@@ -154,6 +164,7 @@ type Service struct {
 	clientIP *clientip.Resolver
 	zones    *zoneCache
 	agents   *enrich.Agents
+	regions  *enrich.RegionDB               // nil without HARU_REGION_DB
 	limiter  *ratelimit.Limiter[netip.Addr] // nil when RateLimit is 0
 	// batchLimiter counts batch events per site id; nil when BatchRateLimit is 0.
 	batchLimiter *ratelimit.Limiter[int64]
@@ -230,6 +241,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("idempotency bucket: %w", err)
 	}
+	var regions *enrich.RegionDB
+	if cfg.RegionDB != "" {
+		// Mapped for the life of the process: handlers may look up until it exits.
+		if regions, err = enrich.OpenRegionDB(cfg.RegionDB); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, err
@@ -238,7 +256,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
-		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, metrics: m,
+		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
