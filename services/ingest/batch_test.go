@@ -311,7 +311,7 @@ func TestBatchIdempotentRetry(t *testing.T) {
 	}
 
 	// Past the duplicate window, later, on a second replica sharing the NATS server.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	h.clock.Advance(time.Minute)
 	other := h.replica(t)
 	status, again, raw, _ := other.batch(t, testSecret, body, hdr)
@@ -328,10 +328,11 @@ func TestBatchIdempotentRetry(t *testing.T) {
 	if status != 202 || third.Results[0].Replayed || third.Results[1].Replayed || !third.Results[2].Replayed {
 		t.Fatalf("third: %d %v", status, raw)
 	}
-	// JetStream kept the retry's three (its window had passed) and dropped the third
-	// request's replay of order-42 (within the window of the retry's).
-	if got := h.stored(t); got != 3+3+2 {
-		t.Fatalf("stream holds %d messages, want 8", got)
+	// JetStream kept the retry's three (its window had passed), so only the writer can
+	// tell them apart; the third request's replay of order-42 came within the window of
+	// the retry's and is normally dropped (9 if the machine stalled past the window).
+	if got := h.stored(t); got < 3+3+2 || got > 3+3+3 {
+		t.Fatalf("stream holds %d messages, want 8 or 9", got)
 	}
 
 	// The writer stores the first request's three events and the third's two new ones:
