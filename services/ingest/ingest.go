@@ -70,7 +70,8 @@ type Config struct {
 	LogLevel string
 	// MemoryLimit is the Go runtime's soft memory limit for ingest running alone (0: none);
 	// GOMEMLIMIT, when set, wins. It keeps the garbage collector from letting the heap
-	// double past the ~21 MiB ingest holds live (the user-agent and country tables).
+	// double past the ~21 MiB ingest holds live (the user-agent and country tables). A
+	// registry of very many sites holds more: raise it then, or the collector runs hot.
 	MemoryLimit int64
 }
 
