@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -129,9 +130,17 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	results := make([]ItemResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
 	start := time.Now()
+	var keyed sync.WaitGroup
 	for i := range items {
-		results[i], futures[i] = s.batchItem(ctx, req, i, &items[i])
+		if itemKey(req, i, &items[i]) == "" {
+			results[i], futures[i] = s.batchItem(ctx, req, i, &items[i])
+			continue
+		}
+		// A keyed event waits for a KV round trip to claim its key: claim them all at
+		// once rather than one after another.
+		keyed.Go(func() { results[i], futures[i] = s.batchItem(ctx, req, i, &items[i]) })
 	}
+	keyed.Wait()
 
 	// 6. Durable or not: 202 only for events with their PubAck.
 	for i, f := range futures {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -381,4 +382,19 @@ func (h *harness) replica(t *testing.T) *harness {
 	r := *h
 	r.svc, r.app = startService(t, h.cfg, prometheus.NewRegistry(), h.clock, h.srv.Conn(t))
 	return &r
+}
+
+// BenchmarkBatchKeyed is one request of 100 events under an Idempotency-Key: every event
+// claims its key in the KV bucket and is published before the answer.
+func BenchmarkBatchKeyed(b *testing.B) {
+	h := newHarness(b, testSite, func(c *Config) { c.BatchRateLimit = 0; c.NATS.Stream.MaxBytes = 1 << 30 })
+	h.withSecret(b, testSite)
+	body := events(collect.MaxBatchItems, `{"p":"/b","ip":"198.51.100.7","ua":"`+firefox+`"}`)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		status, _, raw, _ := h.batch(b, testSecret, body, map[string]string{"Idempotency-Key": fmt.Sprintf("bench-%d", i)})
+		if status != fiber.StatusAccepted {
+			b.Fatalf("status %d %v", status, raw)
+		}
+	}
 }
