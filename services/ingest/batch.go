@@ -86,9 +86,8 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 
 	// 2. Which site? Only the secret key in the Authorization header: never the public
 	// token, never a query parameter (URLs end up in logs).
-	secret, _ := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	secret = strings.TrimSpace(secret)
-	if secret == "" {
+	secret, bearer := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	if secret = strings.TrimSpace(secret); !bearer || secret == "" {
 		return s.reject(c, fiber.StatusUnauthorized, "no_secret", ErrNoSecret)
 	}
 	site, ok, err := s.sites.LookupSecret(secret)

@@ -107,6 +107,7 @@ func TestBatchRejects(t *testing.T) {
 	}{
 		{"no secret", "", one, nil, 401, "", "missing secret"},
 		{"wrong secret", "hsk_wrong", one, nil, 401, "", "unknown secret"},
+		{"not a bearer", "", one, map[string]string{"Authorization": "Basic " + testSecret}, 401, "", "missing secret"},
 		{"public token refused", testToken, one, nil, 401, "", "public token"},
 		{"not json", testSecret, `{"events":[{"p":"/a"}`, nil, 400, "events", "invalid JSON"},
 		{"no events", testSecret, `{}`, nil, 400, "events", "array"},
