@@ -103,7 +103,8 @@ func TestRegistryFollowsBucket(t *testing.T) {
 }
 
 // TestRegistrySecrets: a secret is found by its hash's entry and only by the secret
-// itself (not its hash, not the site's token); a rotated secret stops working.
+// itself (not its hash, not the site's token); a rotated secret stops working on every
+// replica within a second.
 func TestRegistrySecrets(t *testing.T) {
 	kv := sitesBucket(t)
 	site := event.Site{ID: 7, Token: "pub", SecretHash: event.HashSecret("sec1")}
@@ -127,6 +128,15 @@ func TestRegistrySecrets(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	eventually(t, "first load", r.Loaded)
+	// A second replica watching the same bucket.
+	r2, err := New(kv, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2 := make(chan error, 1)
+	go func() { done2 <- r2.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done2 })
+	eventually(t, "second replica's first load", r2.Loaded)
 
 	if got, ok, _ := r.LookupSecret("sec1"); !ok || got.ID != 7 {
 		t.Fatalf("LookupSecret(sec1) = %+v, %v", got, ok)
@@ -150,10 +160,15 @@ func TestRegistrySecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, "rotated secret", func() bool {
-		_, newOK, _ := r.LookupSecret("sec2")
-		_, oldOK, _ := r.LookupSecret("sec1")
-		return newOK && !oldOK
+	eventually(t, "rotated secret on both replicas", func() bool {
+		for _, reg := range []*Registry{r, r2} {
+			_, newOK, _ := reg.LookupSecret("sec2")
+			_, oldOK, _ := reg.LookupSecret("sec1")
+			if !newOK || oldOK {
+				return false
+			}
+		}
+		return true
 	})
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("rotation took %s, want within a second", took)
