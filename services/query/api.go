@@ -85,7 +85,9 @@ func (s *Service) figures(ctx context.Context, site account.Site, periodName str
 	if err != nil {
 		return statsBody{}, err
 	}
+	start := time.Now()
 	sum, err := s.stats.Summary(ctx, site.ID, p)
+	s.metrics.statsSeconds.WithLabelValues(p.Name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return statsBody{}, err
 	}
