@@ -422,8 +422,8 @@ func TestClusterTopology(t *testing.T) {
 	loadEnd := time.Now()
 	sent, accepted, ambiguous := ty.counts()
 	t.Logf("load over after %s: %s", loadEnd.Sub(begin).Round(time.Millisecond), ty)
-	if rate := float64(accepted) / loadFor.Seconds(); rate < 300 {
-		t.Errorf("accepted %.0f beacons/s over the load, want a steady load of several hundred", rate)
+	if rate := float64(accepted) / loadFor.Seconds(); rate < 100 {
+		t.Errorf("accepted %.0f beacons/s over the load, want a steady load, at least 100", rate)
 	}
 
 	took := (&crashRig{t: t, names: names, pool: pool}).drain(ctx, js, int64(accepted))
