@@ -14,7 +14,7 @@ import (
 type metrics struct {
 	requests     *prometheus.CounterVec
 	seconds      *prometheus.HistogramVec
-	statsSeconds *prometheus.HistogramVec
+	statsSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, liveStreams func() float64) (*metrics, error) {
@@ -26,10 +26,10 @@ func newMetrics(reg prometheus.Registerer, liveStreams func() float64) (*metrics
 			Name: "haru_query_http_request_seconds", Help: "Time to answer a query request (a live stream: to its first frame), by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
-		statsSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "haru_query_stats_seconds", Help: "Time to compute a site's figures for a period (the stats API and live views), by period.",
+		statsSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "haru_query_stats_seconds", Help: "Time to compute a site's dashboard figures, for the dashboard API and for each live view update.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"period"}),
+		}),
 	}
 	sse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "haru_query_sse_connections", Help: "Open live streams.",
@@ -59,4 +59,10 @@ func (m *metrics) observe(c *fiber.Ctx) error {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.seconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	return err
+}
+
+// timeStats starts timing a dashboard computation; call the returned func when it ends.
+func (m *metrics) timeStats() func() {
+	t := prometheus.NewTimer(m.statsSeconds)
+	return func() { t.ObserveDuration() }
 }
