@@ -293,7 +293,8 @@ func clusterLoadSeconds(t *testing.T) time.Duration {
 }
 
 // TestClusterTopology runs the production topology as local processes: a three-node
-// JetStream cluster with the events stream at three replicas, two ingest processes, two
+// JetStream cluster with the events stream and both buckets at three replicas (the
+// default on a cluster), two ingest processes, two
 // writers and a query, over a private Postgres. Under about 1,000 beacons/s it SIGKILLs
 // the stream's leader node (and starts it again), SIGKILLs a writer, and SIGTERMs an
 // ingest. Every accepted beacon must be stored exactly once, the rollups must equal a
@@ -313,11 +314,11 @@ func TestClusterTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// HARU_STREAM_REPLICAS is left unset: on a three-node cluster its default is 3.
 	env := map[string]string{
 		"HARU_DATABASE_URL":     pg.URL("haru"),
 		"HARU_NATS_URL":         cluster.URLs(),
 		"HARU_NATS_PREFIX":      crashPrefix,
-		"HARU_STREAM_REPLICAS":  "3",
 		"HARU_STREAM_MAX_BYTES": "64MiB",
 		"HARU_RATE_LIMIT":       "0",
 		"HARU_BATCH_SIZE":       "1000",
@@ -346,10 +347,12 @@ func TestClusterTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err := js.Stream(ctx, names.Stream); err != nil {
-		t.Fatalf("events stream: %v", err)
-	} else if r := info.CachedInfo().Config.Replicas; r != 3 {
-		t.Fatalf("events stream has %d replicas, want 3", r)
+	for _, name := range []string{names.Stream, "KV_" + names.Sites, "KV_" + names.Salts} {
+		if info, err := js.Stream(ctx, name); err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		} else if r := info.CachedInfo().Config.Replicas; r != 3 {
+			t.Fatalf("stream %s has %d replicas, want 3", name, r)
+		}
 	}
 	// A killed writer's messages come back after the ack wait; shorten it as in the
 	// single-server crash tests, while no writer will start again to reset it.
