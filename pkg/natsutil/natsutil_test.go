@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
 )
 
 func freePort(t *testing.T) int {
@@ -48,20 +48,6 @@ func startCluster(t *testing.T, n int) []string {
 	return urls
 }
 
-func jetStream(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // TestAutoReplicas: with HARU_STREAM_REPLICAS unset the stream and buckets get three
 // replicas on a three-server cluster and one on a single server.
 func TestAutoReplicas(t *testing.T) {
@@ -90,7 +76,7 @@ func TestAutoReplicas(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			js := jetStream(t, tt.url)
+			js := natstest.JetStreamAt(t, tt.url)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			// A new cluster elects its JetStream leader first.

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
 	"github.com/haru-analytics/haru/pkg/proctest"
 )
 
@@ -338,15 +338,7 @@ func TestClusterTopology(t *testing.T) {
 	query := startTarget(t, bin, "query", "query", env)
 	ingests := []service{startTarget(t, bin, "ingest1", "ingest", env), startTarget(t, bin, "ingest2", "ingest", env)}
 
-	nc, err := nats.Connect(cluster.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStreamAt(t, cluster.URLs())
 	for _, name := range []string{names.Stream, "KV_" + names.Sites, "KV_" + names.Salts} {
 		if info, err := js.Stream(ctx, name); err != nil {
 			t.Fatalf("stream %s: %v", name, err)

@@ -8,10 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natstest"
 	"github.com/haru-analytics/haru/pkg/proctest"
 )
 
@@ -95,15 +94,7 @@ func TestSingleBinarySIGTERMUnderLoad(t *testing.T) {
 
 	// Started again on the same data, it writes what the stream still holds.
 	startTarget(t, bin, "all2", "all", env)
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStreamAt(t, "nats://"+natsAddr)
 	took := (&crashRig{t: t, names: names, pool: pool}).drain(ctx, js, int64(accepted))
 	stored, dups := checkTagged(t, ctx, pool, ty)
 	t.Logf("single binary SIGTERM: sent %d, accepted %d, ambiguous %d, stored %d (%d at exit, %d after restart), duplicates %d, drained %s after restart",
