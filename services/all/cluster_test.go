@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -449,4 +450,46 @@ func TestClusterTopology(t *testing.T) {
 	if err := waitReplicasCurrent(ctx, js, names.Stream, 30*time.Second); err != nil {
 		t.Error(err)
 	}
+
+	// Each process exports its own service's series, and only those.
+	for _, c := range []struct {
+		s    service
+		name string
+		want []string
+	}{
+		{ingests[0], "ingest", []string{"haru_ingest_events_accepted_total", "haru_ingest_publish_seconds", "haru_ingest_stream_bytes"}},
+		{writers[1], "writer", []string{"haru_writer_rows_written_total", "haru_writer_consumer_pending_messages", "haru_writer_db_pool_connections"}},
+		{query, "query", []string{"haru_query_sse_connections", "haru_query_stats_seconds", "haru_query_db_pool_connections"}},
+	} {
+		exported := scrapeNames(t, c.s.ops)
+		for _, w := range c.want {
+			if !exported[w] {
+				t.Errorf("%s: %s not exported", c.s.proc.Name, w)
+			}
+		}
+		for name := range exported {
+			if strings.HasPrefix(name, "haru_") && !strings.HasPrefix(name, "haru_"+c.name+"_") {
+				t.Errorf("%s exports %s", c.s.proc.Name, name)
+			}
+		}
+	}
+}
+
+// scrapeNames returns the series names an ops listener's /metrics declares.
+func scrapeNames(t *testing.T, ops string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get("http://" + ops + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", ops, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape %s: %d, %v", ops, resp.StatusCode, err)
+	}
+	names := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) `).FindAllStringSubmatch(string(body), -1) {
+		names[m[1]] = true
+	}
+	return names
 }

@@ -138,19 +138,7 @@ func TestSingleBinaryMetrics(t *testing.T) {
 		t.Fatalf("bad beacon = %d, want 400", resp.StatusCode)
 	}
 
-	resp, err = http.Get("http://" + opsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics = %d, %v", resp.StatusCode, err)
-	}
-	exported := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) `).FindAllStringSubmatch(string(body), -1) {
-		exported[m[1]] = true
-	}
+	exported := scrapeNames(t, opsAddr)
 	want := append(slices.Clone(documentedMetrics), readmeMetrics(t)...)
 	for _, name := range want {
 		if !exported[name] {
