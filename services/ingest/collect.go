@@ -108,7 +108,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
 	if err != nil {
-		s.log.Error("salt unavailable", "err", err)
+		s.log.ErrorContext(ctx, "salt unavailable", "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "salt_unavailable", ErrUnavailable)
 	}
 	ev, err := event.New(now, site.ID, p.Name)
@@ -138,7 +138,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	// 8. Make it durable: 202 only after JetStream's PubAck, 503 if it does not come in
 	// time (NATS down, stream full), so the tracker may retry.
 	if err := s.publish(ctx, &ev); err != nil {
-		s.log.Warn("publish failed", "site_id", site.ID, "err", err)
+		s.log.WarnContext(ctx, "publish failed", "site_id", site.ID, "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "publish_failed", ErrUnavailable)
 	}
 	s.metrics.accepted.Inc()
@@ -290,6 +290,7 @@ func acceptedContentType(ct string) bool {
 // countStatus counts every collect answer by status. An error escaping the handler is
 // answered later by the app's error handler, so its status is taken from the error.
 func (s *Service) countStatus(c *fiber.Ctx) error {
+	start := time.Now()
 	err := c.Next()
 	status := c.Response().StatusCode()
 	if err != nil {
@@ -300,6 +301,7 @@ func (s *Service) countStatus(c *fiber.Ctx) error {
 		}
 	}
 	s.metrics.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	s.metrics.requestSeconds.WithLabelValues(c.Route().Path).Observe(time.Since(start).Seconds())
 	return err
 }
 
@@ -368,6 +370,7 @@ type metrics struct {
 	dropped        *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
+	requestSeconds *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -388,8 +391,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "haru_ingest_publish_seconds", Help: "Time from publish to JetStream PubAck.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1},
 		}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "haru_ingest_http_request_seconds", Help: "Time to answer a collect request, by route.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.accepted, m.dropped, m.rejected, m.publishSeconds} {
+	for _, c := range []prometheus.Collector{m.requests, m.accepted, m.dropped, m.rejected, m.publishSeconds, m.requestSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ingest metrics: %w", err)
 		}
