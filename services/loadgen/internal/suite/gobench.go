@@ -71,24 +71,33 @@ func Find(bs []Bench, name string) (Bench, bool) {
 // ErrNoBenchmarks is a go test -bench run that matched no benchmark.
 var ErrNoBenchmarks = errors.New("no benchmark results")
 
-// RunGoBench runs `go test -run ^$ -bench pattern -benchtime benchtime pkg` with env
-// ("K=V") added to this process's environment, copying its output to log as it comes,
-// and parses its results.
-func RunGoBench(ctx context.Context, log io.Writer, pkg, pattern, benchtime string, env ...string) ([]Bench, error) {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", "1", "-timeout", "60m", pkg)
-	cmd.Env = append(os.Environ(), env...)
+// GoBench is one `go test -run ^$ -bench Pattern -benchtime Benchtime Pkg` run: Env
+// ("K=V") is added to this process's environment and Args are passed to the test binary.
+type GoBench struct {
+	Pkg, Pattern, Benchtime string
+	Env, Args               []string
+}
+
+// RunGoBench runs g, copying its output to log as it comes, and parses its results.
+func RunGoBench(ctx context.Context, log io.Writer, g GoBench) ([]Bench, error) {
+	args := []string{"test", "-run", "^$", "-bench", g.Pattern, "-benchtime", g.Benchtime, "-count", "1", "-timeout", "60m", g.Pkg}
+	if len(g.Args) > 0 {
+		args = append(append(args, "-args"), g.Args...)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = append(os.Environ(), g.Env...)
 	var out bytes.Buffer
 	cmd.Stdout = io.MultiWriter(&out, log)
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, err)
+		return nil, fmt.Errorf("go test -bench %s %s: %w", g.Pattern, g.Pkg, err)
 	}
 	bs, err := ParseGoBench(&out)
 	if err != nil {
 		return nil, err
 	}
 	if len(bs) == 0 {
-		return nil, fmt.Errorf("go test -bench %s %s: %w", pattern, pkg, ErrNoBenchmarks)
+		return nil, fmt.Errorf("go test -bench %s %s: %w", g.Pattern, g.Pkg, ErrNoBenchmarks)
 	}
 	return bs, nil
 }

@@ -264,3 +264,35 @@ func TestCommitsBetween(t *testing.T) {
 		t.Fatalf("no commits: %d, %s", n, mean)
 	}
 }
+
+func TestIngestProcessRows(t *testing.T) {
+	out := "BenchmarkIngestProcess-2   1   12000000000 ns/op   13500 accepted/s   25.0 p99-ms   9.5 steady-p99-ms   55.2 ingest-peak-RSS-MiB   35.0 ingest-cpu-µs/beacon   15.0 nats-cpu-µs/beacon\n"
+	bs, err := ParseGoBench(strings.NewReader(out))
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("parse: %v %v", bs, err)
+	}
+	got := IngestProcessRows(bs[0])
+	if len(got) != 3 {
+		t.Fatalf("rows: %+v", got)
+	}
+	if got[0].Result != "13,500/s, 25.0 ms, 9.5 ms" || got[0].Verdict != Missed {
+		t.Errorf("rate row %+v", got[0])
+	}
+	if got[1].Result != "35.0 + 15.0 µs: 40,000/s" {
+		t.Errorf("cpu row %+v", got[1])
+	}
+	if got[2].Section != "7 RSS" || got[2].Result != "55.2 MiB" || got[2].Verdict != Met {
+		t.Errorf("rss row %+v", got[2])
+	}
+}
+
+func TestRatio(t *testing.T) {
+	for _, c := range []struct {
+		a, b float64
+		want string
+	}{{1, 2, "0.50x"}, {165, 38593, "0.004x"}, {3, 0, ""}, {41, 40, "1.02x"}} {
+		if got := ratio(c.a, c.b); got != c.want {
+			t.Errorf("ratio(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}

@@ -156,10 +156,13 @@ func atMost(v, goal float64) Verdict {
 	return Missed
 }
 
-// ratio formats a/b as "0.62x", or "" without a baseline.
+// ratio formats a/b as "0.62x" (three decimals under 0.1), or "" without a baseline.
 func ratio(a, b float64) string {
-	if b == 0 {
+	switch {
+	case b == 0:
 		return ""
+	case a/b < 0.1:
+		return fmt.Sprintf("%.3fx", a/b)
 	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
