@@ -29,6 +29,9 @@ func trafficOf(sites []rig.Site) []traffic.Site {
 	return out
 }
 
+// freshnessGoalRate is the rate the freshness goal is stated at.
+const freshnessGoalRate = 10000
+
 // pipelineRows runs haru -target=all on a fresh database: the ramp (row 3), then
 // freshness at the lower of the goal's rate and the last flat rate (row 4), and reports
 // the process's peak RSS. It returns the rate freshness ran at too: the box's
@@ -87,8 +90,9 @@ func pipelineRows(ctx context.Context, o Options, p plan, log io.Writer) ([]Row,
 	} else {
 		after, _ := all.Metrics(ctx)
 		batches, commit := commitsBetween(before, after)
+		// Met only at the goal's rate: a p99 under 1 s at a lower rate is not the claim.
 		v := atMost(fr.P99.Seconds(), 1)
-		if fr.Unmatched > 0 || fr.Matched == 0 {
+		if fr.Unmatched > 0 || fr.Matched == 0 || rate < freshnessGoalRate {
 			v = Missed
 		}
 		rows = append(rows, Row{Section: section4,
