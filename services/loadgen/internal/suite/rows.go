@@ -128,6 +128,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 	}
 	_, watched := split(r.Sites, p.probeSites)
 	var rows []Row
+	phase := fmt.Sprintf("after fan-out and %s of load at %s", p.rssDur, perSec(rate))
 	// Every viewer holds a loopback port of this process, beside the load's connections:
 	// stay well inside the ephemeral range.
 	if ports, err := rig.EphemeralPorts(); err == nil && p.viewers > ports-2000 {
@@ -139,6 +140,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 	}, log)
 	if err != nil {
 		rows = append(rows, failed(section6, err))
+		phase = "the fan-out failed: no load"
 	} else {
 		v := both(atLeast(float64(fo.Viewers), 10000), atMost(fo.P99.Seconds(), 1))
 		if fo.Missed > 0 {
@@ -162,6 +164,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 		closeViewers()
 		if err != nil {
 			rows = append(rows, failed(section7, err))
+			phase = "the load failed"
 		} else {
 			fmt.Fprintf(log, "rss load: %s\n", res)
 		}
@@ -173,7 +176,7 @@ func fanoutRows(ctx context.Context, o Options, p plan, rate float64, log io.Wri
 			rows = append(rows, failed(section7, err))
 			continue
 		}
-		row := Row{Section: section7, Measure: fmt.Sprintf("peak RSS, %s process (after fan-out and %s of load at %s)", name, p.rssDur, perSec(rate)), Result: mib(mem.Peak)}
+		row := Row{Section: section7, Measure: fmt.Sprintf("peak RSS, %s process (%s)", name, phase), Result: mib(mem.Peak)}
 		if g, ok := goals[name]; ok {
 			row.Goal = fmt.Sprintf("<= %.0f MiB", g)
 			row.Verdict = atMost(float64(mem.Peak), g*1024)

@@ -155,13 +155,13 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 		fmt.Fprintln(stdout, "== 1 ingest")
 		t.Add(ingestRows(ctx, o, p, stdout)...)
 	}
-	if run("writer") {
+	if run("writer") && ctx.Err() == nil {
 		fmt.Fprintln(stdout, "== 2 writer")
 		t.Add(writerRows(ctx, p, stdout)...)
 	}
 	// The rate the box sustains, capped at the freshness goal's; the fan-out's load uses it.
 	sustained := p.freshRate
-	if run("pipeline") {
+	if run("pipeline") && ctx.Err() == nil {
 		fmt.Fprintln(stdout, "== 3 pipeline, 4 freshness")
 		rows, rate := pipelineRows(ctx, o, p, stdout)
 		t.Add(rows...)
@@ -172,16 +172,19 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 			"pipeline: the backlog is events ingest stored in JetStream minus events the writer wrote or skipped, sampled every 250 ms; a step is flat when the generator sent >= 95% of the rate, >= 99% were accepted, and over the last two thirds of the hold the backlog's peaks (per 2 s) grew by <= 5% of the rate per second and ended under 2 s of traffic + 10,000 events (the writer batches up to 5,000); after the first step that is not flat the rate is bisected",
 			"freshness: probe sites get pageviews one at a time; each is timed from its 202 to the first SSE frame whose pageview count includes it; the other sites get realistic traffic for the rest of the rate")
 	}
-	if run("dashboard") {
+	if run("dashboard") && ctx.Err() == nil {
 		fmt.Fprintln(stdout, "== 5 dashboard")
 		t.Add(dashboardRows(ctx, o, p, stdout)...)
 	}
-	if run("fanout") {
+	if run("fanout") && ctx.Err() == nil {
 		fmt.Fprintln(stdout, "== 6 fan-out, 7 RSS")
 		t.Add(fanoutRows(ctx, o, p, sustained, stdout)...)
 		t.Notes = append(t.Notes,
 			"fan-out: memory per viewer is the query process's VmRSS growth from one viewer to all, divided by the added viewers; updates are one pageview per site per round, timed from its 202 to each viewer's frame",
 			"RSS: VmHWM of each process of the three-process run (ingest, writer, query over a private nats-server) after the fan-out and a realistic load with the viewers still open; all-in-one is haru -target=all after the pipeline ramp and freshness runs")
+	}
+	if ctx.Err() != nil {
+		t.Setup = append(t.Setup, "INTERRUPTED: the rows after the interruption are incomplete")
 	}
 	// Sections ran in the order their rigs allow; the table reads in their numbers' order.
 	sort.SliceStable(t.Rows, func(i, j int) bool { return t.Rows[i].Section < t.Rows[j].Section })
