@@ -198,7 +198,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 		}
 		fmt.Fprintf(stdout, "\nwrote %s\n", o.Out)
 	}
-	return t, nil
+	return t, ctx.Err()
 }
 
 func writeMarkdown(path string, t *Table) error {
