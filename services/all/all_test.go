@@ -206,6 +206,7 @@ func openLive(t *testing.T, url string) <-chan frame {
 	go func() {
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
+		defer close(out)
 		for sc.Scan() {
 			data, ok := strings.CutPrefix(sc.Text(), "data: ")
 			if !ok {
