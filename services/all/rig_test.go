@@ -36,6 +36,7 @@ type crashRig struct {
 	ingest string                    // origin of the collect endpoint
 	query  string                    // origin of the query service
 	procs  map[string]*proctest.Proc // the latest ingest and query process
+	ops    map[string]string         // their ops addresses
 	pool   *pgxpool.Pool
 	names  event.Names
 	writer *proctest.Proc
@@ -71,7 +72,7 @@ func newRig(t *testing.T, env map[string]string) *crashRig {
 		"HARU_BATCH_SIZE":       "2000",
 		"HARU_BATCH_AGE":        "500ms",
 		"HARU_LOG_LEVEL":        "warn",
-	}, procs: map[string]*proctest.Proc{}, drainTimeout: 30 * time.Second}
+	}, procs: map[string]*proctest.Proc{}, ops: map[string]string{}, drainTimeout: 30 * time.Second}
 	for k, v := range env {
 		r.env[k] = v
 	}
@@ -119,7 +120,7 @@ func (r *crashRig) startService(target string, extra map[string]string) string {
 	}
 	p := proctest.Start(r.t, target, r.bin, []string{"-target=" + target}, env)
 	p.WaitReady(r.t, "http://"+opsAddr+"/readyz")
-	r.procs[target] = p
+	r.procs[target], r.ops[target] = p, opsAddr
 	return httpAddr
 }
 
