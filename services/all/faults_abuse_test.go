@@ -61,6 +61,11 @@ func collectRequest(token, body, extra string) []byte {
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
+// statsRequest is a raw GET of the demo site's stats API route (with its query).
+func statsRequest(r *crashRig, route string) []byte {
+	return []byte(fmt.Sprintf("GET /api/v1/sites/%d/%s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n", r.siteID, route, r.apiKey))
+}
+
 // slowClient opens a connection, sends the first part of a request and then nothing;
 // it returns how long the server took to close it.
 func slowClient(addr, partial string) (time.Duration, error) {
@@ -143,8 +148,20 @@ func TestAbuseHostileInput(t *testing.T) {
 		{"enormous header", ingestAddr, collectRequest(r.token, `{"p":"/"}`, hugeHeader), 431},
 		{"two thousand headers", ingestAddr, collectRequest(r.token, `{"p":"/"}`, manyHeaders), 431},
 		{"query: enormous header", queryAddr, []byte("GET /api/sites HTTP/1.1\r\nHost: localhost\r\n" + hugeHeader + "\r\n"), 431},
-		{"query: bad period", queryAddr, []byte(fmt.Sprintf("GET /api/sites/%d/stats?period=%%ff%%00 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n", r.siteID, r.apiKey)), 400},
-		{"query: site id past int64", queryAddr, []byte(fmt.Sprintf("GET /api/sites/99999999999999999999999/stats HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n", r.apiKey)), 404},
+		{"query: bad period", queryAddr, statsRequest(r, "aggregate?period=%ff%00"), 400},
+		{"query: site id past int64", queryAddr, []byte(fmt.Sprintf("GET /api/v1/sites/99999999999999999999999/aggregate HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n", r.apiKey)), 404},
+		{"query: NUL in a filter value", queryAddr, statsRequest(r, "breakdown?dimension=page&filter=page:is:%00"), 400},
+		{"query: invalid UTF-8 in a filter value", queryAddr, statsRequest(r, "aggregate?filter=page:is:%ff%fe"), 400},
+		// A stored page may hold \x01 (ingest refuses only what Postgres cannot store), so
+		// a filter on it is a valid query.
+		{"query: control character in a filter value", queryAddr, statsRequest(r, "dashboard?filter=page:is_not:%01"), 200},
+		{"query: NUL in a property key", queryAddr, statsRequest(r, "breakdown?dimension=prop.a%00b"), 400},
+		{"query: invalid UTF-8 in a property filter", queryAddr, statsRequest(r, "aggregate?filter=prop.%ff:is:x"), 400},
+		{"query: filter value too long", queryAddr, statsRequest(r, "aggregate?filter=page:is:"+strings.Repeat("a", 1001)), 400},
+		{"query: too many filters", queryAddr, statsRequest(r, "aggregate?"+strings.Repeat("filter=page:is:a&", 21)), 400},
+		{"query: property key too long", queryAddr, statsRequest(r, "breakdown?dimension=prop."+strings.Repeat("k", 201)), 400},
+		{"query: limit past int", queryAddr, statsRequest(r, "breakdown?dimension=page&limit=99999999999999999999"), 400},
+		{"query: custom range before the calendar", queryAddr, statsRequest(r, "timeseries?period=custom&from=0001-01-01&to=9999-12-31&interval=hour"), 400},
 		{"query: control characters in the key", queryAddr, []byte("GET /api/sites HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \x01\x7f\r\n\r\n"), 401},
 		{"query: long key", queryAddr, []byte("GET /api/sites?key=" + strings.Repeat("k", 4000) + " HTTP/1.1\r\nHost: localhost\r\n\r\n"), 401},
 		{"query: request line past the read buffer", queryAddr, []byte("GET /api/sites?key=" + strings.Repeat("k", 9000) + " HTTP/1.1\r\nHost: localhost\r\n\r\n"), 431},

@@ -277,5 +277,5 @@ func TestFaultSIGTERM(t *testing.T) {
 
 // liveURL is the demo site's live stream on the rig's query service.
 func liveURL(r *crashRig) string {
-	return r.query + "/api/sites/" + strconv.FormatInt(r.siteID, 10) + "/live?period=today&key=" + r.apiKey
+	return r.query + "/api/v1/sites/" + strconv.FormatInt(r.siteID, 10) + "/live?period=today&key=" + r.apiKey
 }

@@ -76,7 +76,7 @@ func (lf *liveFollower) waitPageviews(t *testing.T, want int64, within time.Dura
 	for {
 		select {
 		case f := <-lf.frames:
-			last = f.Summary.Pageviews
+			last = int64(f.Summary.Pageviews.Value)
 			if last == want {
 				return time.Since(start)
 			}
@@ -99,7 +99,7 @@ func (r *crashRig) storedPageviews(ctx context.Context) int64 {
 // statsPageviews reads today's pageviews from a query service's stats API.
 func (r *crashRig) statsPageviews(origin string) int64 {
 	r.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/sites/%d/stats?period=today", origin, r.siteID), nil)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/sites/%d/dashboard?period=today", origin, r.siteID), nil)
 	req.Header.Set("Authorization", "Bearer "+r.apiKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -110,7 +110,7 @@ func (r *crashRig) statsPageviews(origin string) int64 {
 	if err := json.NewDecoder(resp.Body).Decode(&f); err != nil || resp.StatusCode != http.StatusOK {
 		r.t.Fatalf("stats = %d, %v", resp.StatusCode, err)
 	}
-	return f.Summary.Pageviews
+	return int64(f.Summary.Pageviews.Value)
 }
 
 // TestFaultQueryLosesNATS cuts one query service off NATS (through a proxy; ingest and
@@ -127,7 +127,7 @@ func TestFaultQueryLosesNATS(t *testing.T) {
 	js := r.jetstream(t)
 	proxy := proctest.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", r.nats.Port))
 	q := "http://" + r.startService("query", map[string]string{"HARU_NATS_URL": "nats://" + proxy.Addr})
-	lf := followLive(t, fmt.Sprintf("%s/api/sites/%d/live?period=today&key=%s", q, r.siteID, r.apiKey))
+	lf := followLive(t, fmt.Sprintf("%s/api/v1/sites/%d/live?period=today&key=%s", q, r.siteID, r.apiKey))
 	lf.waitPageviews(t, 0, 10*time.Second)
 
 	st := newLoadStats()
