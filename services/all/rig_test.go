@@ -83,7 +83,7 @@ func newRig(t *testing.T, env map[string]string) *crashRig {
 		t.Fatalf("seed-demo printed no site token:\n%s", out)
 	}
 	r.token = m[1]
-	if m := regexp.MustCompile(`/api/sites/(\d+)/live\?key=([^'\s]+)`).FindStringSubmatch(out); m != nil {
+	if m := regexp.MustCompile(`Demo site:.*\(id (\d+)\)\s+Site token:.*\s+API key:\s+(\S+)`).FindStringSubmatch(out); m != nil {
 		r.siteID, _ = strconv.ParseInt(m[1], 10, 64)
 		r.apiKey = m[2]
 	}
