@@ -280,6 +280,9 @@ func (r *crashRig) shortenAckWait(ctx context.Context, js jetstream.JetStream) {
 func (r *crashRig) drain(ctx context.Context, js jetstream.JetStream, want int64) time.Duration {
 	r.t.Helper()
 	start := time.Now()
+	if r.drainTimeout == 0 { // a rig built as a literal by another test
+		r.drainTimeout = 30 * time.Second
+	}
 	deadline := start.Add(r.drainTimeout)
 	var got int64
 	var pending, ackPending int
