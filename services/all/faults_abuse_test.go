@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/haru-analytics/haru/pkg/proctest"
 )
 
 // metricValue reads one series (name plus labels, as /metrics prints it) from an ops
@@ -59,10 +61,35 @@ func rawStatus(addr string, req []byte) (int, error) {
 
 // collectRequest is a raw beacon request carrying body and extra header lines.
 func collectRequest(token, body, extra string) []byte {
-	return []byte("POST /api/collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+	return postRequest("/api/collect", token, body, extra)
+}
+
+// postRequest is a raw JSON POST to path with a bearer token, body and extra header lines.
+func postRequest(path, token, body, extra string) []byte {
+	return []byte("POST " + path + " HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
 		"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0\r\n" +
 		"Authorization: Bearer " + token + "\r\n" + extra +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+// batchSecret creates the demo site's secret key for the batch endpoint and waits until
+// ingest knows it (an unparsable batch is then a 400, not a 401), storing nothing.
+func (r *crashRig) batchSecret() string {
+	r.t.Helper()
+	out := proctest.Run(r.t, r.bin, []string{"admin", "create-site-secret", "-site", strconv.FormatInt(r.siteID, 10)}, r.env, 30*time.Second)
+	secret := strings.TrimSpace(out)
+	addr := strings.TrimPrefix(r.ingest, "http://")
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		status, err := rawStatus(addr, postRequest("/api/batch", secret, `{`, ""))
+		if status == http.StatusBadRequest {
+			return secret
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("ingest never learned the batch secret: %d %v", status, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // statsRequest is a raw GET of the demo site's stats API route (with its query).
@@ -101,6 +128,7 @@ func TestAbuseHostileInput(t *testing.T) {
 	queryAddr := strings.TrimPrefix(r.query, "http://")
 	st := newLoadStats()
 	r.primeIngest(st)
+	secret := r.batchSecret()
 
 	// Stalled clients run beside the rest: each waits for the 10 s read timeout.
 	type slow struct {
@@ -153,6 +181,14 @@ func TestAbuseHostileInput(t *testing.T) {
 		{"control characters in the token", ingestAddr, collectRequest("\x01\x02", `{"p":"/"}`, ""), 401},
 		{"enormous header", ingestAddr, collectRequest(r.token, `{"p":"/"}`, hugeHeader), 431},
 		{"two thousand headers", ingestAddr, collectRequest(r.token, `{"p":"/"}`, manyHeaders), 431},
+		{"batch: body over the limit (as announced)", ingestAddr, []byte(strings.Replace(string(postRequest("/api/batch", "x", `[`, "")), "Content-Length: 1\r\n", "Content-Length: 10485760\r\n", 1)), 413},
+		{"batch: no secret", ingestAddr, postRequest("/api/batch", "", `[{"p":"/"}]`, ""), 401},
+		{"batch: the public token as the secret", ingestAddr, postRequest("/api/batch", r.token, `[{"p":"/"}]`, ""), 401},
+		{"batch: control characters in the idempotency key", ingestAddr, postRequest("/api/batch", "x", `[{"p":"/"}]`, "Idempotency-Key: a\x01b\r\n"), 400},
+		{"batch: not JSON", ingestAddr, postRequest("/api/batch", secret, "\xff{", ""), 400},
+		{"batch: an array, not an object", ingestAddr, postRequest("/api/batch", secret, `[{"p":"/"}]`, ""), 400},
+		{"batch: deep nesting", ingestAddr, postRequest("/api/batch", secret, `{"events":`+deep[:3000]+deep[len(deep)-3000:]+`}`, ""), 400},
+		{"batch: too many events", ingestAddr, postRequest("/api/batch", secret, `{"events":[`+strings.TrimSuffix(strings.Repeat(`{"p":"/"},`, 101), ",")+`]}`, ""), 413},
 		{"query: enormous header", queryAddr, []byte("GET /api/sites HTTP/1.1\r\nHost: localhost\r\n" + hugeHeader + "\r\n"), 431},
 		{"query: bad period", queryAddr, statsRequest(r, "aggregate?period=%ff%00"), 400},
 		{"query: site id past int64", queryAddr, []byte(fmt.Sprintf("GET /api/v1/sites/99999999999999999999999/aggregate HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n", r.apiKey)), 404},
