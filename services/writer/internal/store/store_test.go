@@ -156,20 +156,6 @@ func takeSnapshot(t testing.TB, pool *pgxpool.Pool) snapshot {
 	return s
 }
 
-func screenClass(w int) string {
-	switch {
-	case w <= 0:
-		return ""
-	case w < 576:
-		return "mobile"
-	case w < 992:
-		return "tablet"
-	case w < 1440:
-		return "laptop"
-	}
-	return "desktop"
-}
-
 // recount computes the rollups of events in Go, independently of the SQL: events must be
 // distinct and of existing sites.
 func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
@@ -205,7 +191,7 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 			{dim: 4, value: e.UTMSource}, {dim: 5, value: e.UTMMedium}, {dim: 6, value: e.UTMCampaign},
 			{dim: 7, value: e.UTMTerm}, {dim: 8, value: e.UTMContent}, {dim: 9, value: e.Country},
 			{dim: 10, value: e.Region}, {dim: 11, value: e.Browser}, {dim: 12, value: e.OS},
-			{dim: 13, value: e.Device}, {dim: 14, value: screenClass(e.ScreenW)}, {dim: 15, value: e.Name}}
+			{dim: 13, value: e.Device}, {dim: 14, value: screenOf(e.ScreenW)}, {dim: 15, value: e.Name}}
 		for k, v := range e.Props {
 			vals = append(vals, dk{dim: 16, key: k, value: v})
 		}

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haru-analytics/haru/pkg/event"
+)
+
+// work is what apply adds to the rollups: events newly stored (or, in a rebuild, replayed)
+// that feed the daily dimensions, the hourly rollup and the visits. A write passes the
+// same events for all three; a rebuild passes each the events of its own range.
+type work struct {
+	zones               map[int64]*time.Location
+	dims, hours, visits []*event.Event
+	// lockVisitors takes the per-visitor locks; a rebuild holds its site exclusively
+	// instead.
+	lockVisitors bool
+}
+
+// apply updates visitor_days, rollup_dims, hour_visitors, rollup_hourly, visits and
+// rollup_visits for w in tx: one pipelined round trip reads what the rollups depend on
+// (first sightings, stored visits, property values), Go computes every change, and one
+// pipelined round trip writes them as pre-aggregated rows.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
+	ctx, span := s.tracer.Start(ctx, "rollups")
+	defer span.End()
+	d := newDays(w)
+	v := newVisitSpans(w.visits)
+	st := readState{}
+	b := &pgx.Batch{}
+	if w.lockVisitors {
+		b.Queue(s.q.lockVisitors, lockKeys(w.dims, w.hours, w.visits))
+	}
+	if len(v.keys) > 0 {
+		b.Queue(s.q.takeVisits, v.args()...).Query(func(rows pgx.Rows) error {
+			var err error
+			st.taken, err = scanVisits(rows)
+			return err
+		})
+	}
+	if len(d.visitorDays) > 0 {
+		b.Queue(s.q.readSeen, d.seenArgs()...).Query(func(rows pgx.Rows) error {
+			st.seen = make([][]int64, len(d.visitorDays))
+			var i int64
+			var seen []int64
+			_, err := pgx.ForEachRow(rows, []any{&i, &seen}, func() error {
+				st.seen[i-1] = seen
+				seen = nil
+				return nil
+			})
+			return err
+		})
+	}
+	if len(d.props) > 0 {
+		b.Queue(s.q.readProps, d.propArgs()...).Query(func(rows pgx.Rows) error {
+			st.propKnown, st.propUsed = make([]bool, len(d.props)), make([]int64, len(d.props))
+			var i, used int64
+			var known bool
+			_, err := pgx.ForEachRow(rows, []any{&i, &known, &used}, func() error {
+				st.propKnown[i-1], st.propUsed[i-1] = known, used
+				return nil
+			})
+			return err
+		})
+	}
+	if err := s.run(ctx, tx, "read rollup state", b); err != nil {
+		return err
+	}
+
+	b = &pgx.Batch{}
+	dims, seen := d.aggregate(st)
+	if len(seen.keys) > 0 {
+		b.Queue(s.q.writeSeen, seen.args()...)
+	}
+	if len(dims.site) > 0 {
+		b.Queue(s.q.writeDims, dims.args()...)
+	}
+	if len(w.hours) > 0 {
+		b.Queue(s.q.writeHourly, hourly(w.hours)...)
+	}
+	if len(v.keys) > 0 {
+		merged := mergeVisits(st.taken, w.visits, w.zones)
+		if len(merged) > 0 {
+			b.Queue(s.q.writeVisits, visitArgs(merged)...)
+		}
+		if delta := visitDeltas(st.taken, merged); len(delta.site) > 0 {
+			b.Queue(s.q.writeVisitRollups, delta.args()...)
+			b.Queue(s.q.dropEmptyVisitRollups, delta.keyArgs()...)
+		}
+	}
+	return s.run(ctx, tx, "write rollups", b)
+}
+
+// run sends b as one pipelined round trip.
+func (s *Store) run(ctx context.Context, tx pgx.Tx, what string, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	ctx, span := s.tracer.Start(ctx, what)
+	defer span.End()
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		span.RecordError(err)
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// readState is what apply reads before computing.
+type readState struct {
+	taken     []visit
+	seen      [][]int64 // by visitor-day, nil when the visitor had no row that day
+	propKnown []bool
+	propUsed  []int64
+}
+
+// lockKeys are the sorted lock keys of every (site, visitor) in the events.
+func lockKeys(lists ...[]*event.Event) []int64 {
+	type sv struct{ site, visitor int64 }
+	seen := map[sv]struct{}{}
+	var keys []int64
+	for _, l := range lists {
+		for _, e := range l {
+			k := sv{e.SiteID, e.Visitor}
+			if _, ok := seen[k]; ok {
+				continue
+			}
+			seen[k] = struct{}{}
+			keys = append(keys, hashTextExtended(strconv.FormatInt(e.SiteID, 10)+":"+strconv.FormatInt(e.Visitor, 10), 1751220853))
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// zones caches loaded time zones by name.
+type zones struct {
+	mu   sync.Mutex
+	byID map[string]*time.Location
+}
+
+func newZones() *zones { return &zones{byID: map[string]*time.Location{}} }
+
+func (z *zones) load(name string) (*time.Location, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if loc, ok := z.byID[name]; ok {
+		return loc, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("time zone %q: %w", name, err)
+	}
+	z.byID[name] = loc
+	return loc, nil
+}
+
+// dayOf is t's date in loc as days since 1970-01-01.
+func dayOf(t time.Time, loc *time.Location) int32 {
+	y, m, d := t.In(loc).Date()
+	return int32(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400)
+}
+
+// dateOf is the date day names, for a date parameter.
+func dateOf(day int32) time.Time { return time.Unix(int64(day)*86400, 0).UTC() }
