@@ -24,7 +24,7 @@ type work struct {
 	lockVisitors bool
 }
 
-// apply updates visitor_days, rollup_dims, hour_visitors, rollup_hourly, visits and
+// apply updates visitor_days, rollup_dims, rollup_hourly, visits and
 // rollup_visits for w in tx: one pipelined round trip reads what the rollups depend on
 // (first sightings, stored visits, property values), Go computes every change, and one
 // pipelined round trip writes them as pre-aggregated rows.
@@ -47,11 +47,11 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	}
 	if len(d.visitorDays) > 0 {
 		b.Queue(s.q.readSeen, d.seenArgs()...).Query(func(rows pgx.Rows) error {
-			st.seen = make([][]int64, len(d.visitorDays))
+			st.seen, st.stored = make([][]int64, len(d.visitorDays)), make([]bool, len(d.visitorDays))
 			var i int64
 			var seen []int64
 			_, err := pgx.ForEachRow(rows, []any{&i, &seen}, func() error {
-				st.seen[i-1] = seen
+				st.seen[i-1], st.stored[i-1] = seen, true
 				seen = nil
 				return nil
 			})
@@ -75,15 +75,18 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	}
 
 	b = &pgx.Batch{}
-	dims, seen := d.aggregate(st)
-	if len(seen.keys) > 0 {
-		b.Queue(s.q.writeSeen, seen.args()...)
+	dims, hours, seen := d.aggregate(st)
+	if len(seen.update.keys) > 0 {
+		b.Queue(s.q.updateSeen, seen.update.args()...)
+	}
+	if len(seen.insert.keys) > 0 {
+		b.Queue(s.q.insertSeen, seen.insert.args()...)
 	}
 	if len(dims.site) > 0 {
 		b.Queue(s.q.writeDims, dims.args()...)
 	}
-	if len(w.hours) > 0 {
-		b.Queue(s.q.writeHourly, hourly(w.hours)...)
+	if len(hours.site) > 0 {
+		b.Queue(s.q.writeHourly, hours.args()...)
 	}
 	if len(v.keys) > 0 {
 		merged := mergeVisits(st.taken, w.visits, w.zones)
@@ -92,7 +95,9 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 		}
 		if delta := visitDeltas(st.taken, merged); len(delta.site) > 0 {
 			b.Queue(s.q.writeVisitRollups, delta.args()...)
-			b.Queue(s.q.dropEmptyVisitRollups, delta.keyArgs()...)
+			if drop := delta.decreased(); len(drop.site) > 0 {
+				b.Queue(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
+			}
 		}
 	}
 	return s.run(ctx, tx, "write rollups", b)
@@ -115,7 +120,8 @@ func (s *Store) run(ctx context.Context, tx pgx.Tx, what string, b *pgx.Batch) e
 // readState is what apply reads before computing.
 type readState struct {
 	taken     []visit
-	seen      [][]int64 // by visitor-day, nil when the visitor had no row that day
+	seen      [][]int64 // by visitor-day
+	stored    []bool    // by visitor-day: whether visitor_days has its row
 	propKnown []bool
 	propUsed  []int64
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
@@ -30,27 +31,41 @@ type propKey struct {
 	key, value string
 }
 
-// days holds the daily side of a batch: each event's local day, the visitor-days whose
-// first sightings it may add and the property values it carries.
+// days holds what a batch adds per visitor and day: each event's local day, the
+// visitor-days whose first sightings it may add, and the property values it carries.
+// A visitor-day's seen set names the (dim, key, value) the visitor was counted under
+// that day and, for rollup_hourly, the UTC hours it was counted in: an hour belongs to
+// the local day its start falls on, so each hour has exactly one row per visitor even
+// where a zone's offset is not whole hours.
 type days struct {
 	events      []*event.Event
 	day         []int32 // of events[i]
+	hours       []*event.Event
+	hourSeen    []hourSighting // of hours[i]
 	visitorDays []visitorDay
 	vdIndex     map[visitorDay]int
 	props       []propKey
 	propIndex   map[propKey]int
 }
 
+type hourKey struct {
+	site int64
+	hour time.Time
+}
+
+type hourSighting struct {
+	vd   int // index in visitorDays
+	hash int64
+	key  hourKey
+}
+
 func newDays(w work) *days {
-	d := &days{events: w.dims, day: make([]int32, len(w.dims)), vdIndex: map[visitorDay]int{}, propIndex: map[propKey]int{}}
+	d := &days{events: w.dims, day: make([]int32, len(w.dims)), hours: w.hours, hourSeen: make([]hourSighting, len(w.hours)),
+		vdIndex: map[visitorDay]int{}, propIndex: map[propKey]int{}}
 	for i, e := range w.dims {
 		day := dayOf(e.Time, w.zones[e.SiteID])
 		d.day[i] = day
-		vd := visitorDay{e.SiteID, day, e.Visitor}
-		if _, ok := d.vdIndex[vd]; !ok {
-			d.vdIndex[vd] = len(d.visitorDays)
-			d.visitorDays = append(d.visitorDays, vd)
-		}
+		d.visitorDay(visitorDay{e.SiteID, day, e.Visitor})
 		for k, v := range e.Props {
 			pk := propKey{e.SiteID, day, cut(k, 200), cut(v, 1000)}
 			if _, ok := d.propIndex[pk]; !ok {
@@ -59,8 +74,34 @@ func newDays(w work) *days {
 			}
 		}
 	}
+	hashes := map[time.Time]int64{}
+	for i, e := range w.hours {
+		hour := e.Time.UTC().Truncate(time.Hour)
+		h, ok := hashes[hour]
+		if !ok {
+			h = hourHash(hour)
+			hashes[hour] = h
+		}
+		vd := d.visitorDay(visitorDay{e.SiteID, dayOf(hour, w.zones[e.SiteID]), e.Visitor})
+		d.hourSeen[i] = hourSighting{vd: vd, hash: h, key: hourKey{e.SiteID, hour}}
+	}
 	return d
 }
+
+// visitorDay returns vd's index, adding it if new.
+func (d *days) visitorDay(vd visitorDay) int {
+	i, ok := d.vdIndex[vd]
+	if !ok {
+		i = len(d.visitorDays)
+		d.vdIndex[vd] = i
+		d.visitorDays = append(d.visitorDays, vd)
+	}
+	return i
+}
+
+// hourHash names a UTC hour in visitor_days.seen, as dim -1 with the hour's Unix time as
+// value (migration 000003 computes the same in SQL).
+func hourHash(hour time.Time) int64 { return dimHash(-1, "", strconv.FormatInt(hour.Unix(), 10)) }
 
 func (d *days) seenArgs() []any {
 	n := len(d.visitorDays)
@@ -140,14 +181,30 @@ func (r *dimRows) args() []any {
 	return []any{r.site, r.day, r.dim, r.key, r.value, r.pageviews, r.events, r.visitors}
 }
 
-// seenRows are visitor_days rows to store: row i's hashes are hashes[lo[i]-1:hi[i]].
+// seenRows are visitor_days rows to store, those already stored (update) apart from
+// new ones (insert): row i's hashes are hashes[lo[i]-1:hi[i]].
 type seenRows struct {
+	update, insert seenArrays
+}
+
+type seenArrays struct {
 	keys   []visitorDay
 	hashes []int64
 	lo, hi []int32
 }
 
-func (r *seenRows) args() []any {
+func (r *seenRows) add(vd visitorDay, stored bool, old, added []int64) {
+	a := &r.insert
+	if stored {
+		a = &r.update
+	}
+	a.keys = append(a.keys, vd)
+	a.lo = append(a.lo, int32(len(a.hashes)+1))
+	a.hashes = append(append(a.hashes, old...), added...)
+	a.hi = append(a.hi, int32(len(a.hashes)))
+}
+
+func (r *seenArrays) args() []any {
 	n := len(r.keys)
 	site, day, visitor := make([]int64, n), make([]any, n), make([]int64, n)
 	for i, vd := range r.keys {
@@ -157,9 +214,10 @@ func (r *seenRows) args() []any {
 }
 
 // aggregate expands every event into its dimension values and sums them per (site, day,
-// dim, key, value). A visitor adds one to a value's visitors only at its first sighting
-// that day: a hash of (dim, key, value) not yet in the visitor's seen set.
-func (d *days) aggregate(st readState) (dimRows, seenRows) {
+// dim, key, value), and sums the hours per (site, hour). A visitor adds one to a value's
+// (an hour's) visitors only at its first sighting that day: a hash not yet in the
+// visitor's seen set.
+func (d *days) aggregate(st readState) (dimRows, hourRows, seenRows) {
 	props := map[propKey]string{}
 	if len(d.props) > 0 {
 		props = d.propMapping(st)
@@ -170,13 +228,7 @@ func (d *days) aggregate(st readState) (dimRows, seenRows) {
 	var vals []dimValue
 	for i, e := range d.events {
 		vals = dimValues(vals[:0], e, props, d.day[i])
-		pv, ev := int64(0), int64(0)
-		if e.IsPageview() {
-			pv = 1
-		}
-		if e.IsInteraction() {
-			ev = 1
-		}
+		pv, ev := pvEv(e)
 		vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
 		for _, v := range vals {
 			k := dimKey{e.SiteID, d.day[i], v.dim, v.key, v.value}
@@ -195,6 +247,22 @@ func (d *days) aggregate(st readState) (dimRows, seenRows) {
 			batchSeen[vdi] = append(batchSeen[vdi], c.hash)
 		}
 	}
+	hours := map[hourKey]*dimCount{}
+	type siteHash struct{ site, hash int64 }
+	hourOf := map[siteHash]hourKey{}
+	for i, e := range d.hours {
+		hs := d.hourSeen[i]
+		c := hours[hs.key]
+		if c == nil {
+			c = &dimCount{hash: hs.hash}
+			hours[hs.key] = c
+			hourOf[siteHash{hs.key.site, hs.hash}] = hs.key
+		}
+		pv, ev := pvEv(e)
+		c.pageviews += pv
+		c.events += ev
+		batchSeen[hs.vd] = append(batchSeen[hs.vd], hs.hash)
+	}
 	// First sightings, counted per (site, day, hash) like the stored sets name them.
 	type dayHash struct {
 		site int64
@@ -210,18 +278,19 @@ func (d *days) aggregate(st readState) (dimRows, seenRows) {
 		old := st.seen[i]
 		var added []int64
 		for _, h := range hs {
-			if !contains(old, h) {
-				added = append(added, h)
+			if contains(old, h) {
+				continue
+			}
+			added = append(added, h)
+			if hk, ok := hourOf[siteHash{vd.site, h}]; ok {
+				hours[hk].visitors++
+			} else {
 				fresh[dayHash{vd.site, vd.day, h}]++
 			}
 		}
-		if len(added) == 0 {
-			continue
+		if len(added) > 0 {
+			seen.add(vd, st.stored[i], old, added)
 		}
-		seen.keys = append(seen.keys, vd)
-		seen.lo = append(seen.lo, int32(len(seen.hashes)+1))
-		seen.hashes = append(append(seen.hashes, old...), added...)
-		seen.hi = append(seen.hi, int32(len(seen.hashes)))
 	}
 	var rows dimRows
 	for k, c := range counts {
@@ -234,7 +303,34 @@ func (d *days) aggregate(st readState) (dimRows, seenRows) {
 		rows.events = append(rows.events, c.events)
 		rows.visitors = append(rows.visitors, fresh[dayHash{k.site, k.day, c.hash}])
 	}
-	return rows, seen
+	var hr hourRows
+	for k, c := range hours {
+		hr.site, hr.hour = append(hr.site, k.site), append(hr.hour, k.hour)
+		hr.pageviews, hr.events, hr.visitors = append(hr.pageviews, c.pageviews), append(hr.events, c.events), append(hr.visitors, c.visitors)
+	}
+	return rows, hr, seen
+}
+
+// pvEv is what an event adds to pageviews and to custom events.
+func pvEv(e *event.Event) (pv, ev int64) {
+	if e.IsPageview() {
+		pv = 1
+	}
+	if e.IsInteraction() {
+		ev = 1
+	}
+	return pv, ev
+}
+
+// hourRows are rollup_hourly increments, one array per column.
+type hourRows struct {
+	site                        []int64
+	hour                        []time.Time
+	pageviews, events, visitors []int64
+}
+
+func (r *hourRows) args() []any {
+	return []any{r.site, r.hour, r.pageviews, r.events, r.visitors}
 }
 
 // contains reports whether unsorted hs holds h; a visitor's set is small.

@@ -100,10 +100,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 		if err != nil {
 			return fmt.Errorf("read site: %w", err)
 		}
-		// Whole UTC hours around the local days: hours straddling a day edge (zones with
-		// half-hour offsets) are recomputed whole.
-		hlo := lo.UTC().Truncate(time.Hour)
-		hhi := hi.UTC().Add(-time.Microsecond).Truncate(time.Hour).Add(time.Hour)
+		// The UTC hours that start within the local days: a visitor's sightings of an
+		// hour live in the visitor_days row of the day the hour starts on (zones with
+		// half-hour offsets have hours straddling a day edge), so exactly these hours
+		// are recomputed with those rows.
+		hlo, hhi := ceilHour(lo), ceilHour(hi)
 		for m := monthOf(hlo); m.Before(hhi); m = m.AddDate(0, 1, 0) {
 			var ok bool
 			name := fmt.Sprintf("events_y%04dm%02d", m.Year(), int(m.Month()))
@@ -139,7 +140,6 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 			{"clear daily rollups", `DELETE FROM rollup_dims WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
 			{"clear daily visitors", `DELETE FROM visitor_days WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
 			{"clear hourly rollups", `DELETE FROM rollup_hourly WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},
-			{"clear hourly visitors", `DELETE FROM hour_visitors WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},
 		}
 		for _, st := range steps {
 			if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
@@ -174,8 +174,8 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 const replayChunkSize = 5000
 
 // replay feeds a site's stored events back through apply, chunk by chunk, as if written
-// anew: events of the local days [lo, hi) to rollup_dims, of the whole hours [hlo, hhi)
-// to rollup_hourly, and every event in [wlo, whi) of a visitor seen in [lo, hi) to
+// anew: events of the local days [lo, hi) to rollup_dims, of the hours starting in
+// [hlo, hhi) (their whole hours, up to hhi + 1h) to rollup_hourly, and every event in [wlo, whi) of a visitor seen in [lo, hi) to
 // visits. First sightings and visits merge across chunks as they do across batches.
 type replay struct {
 	st                         *Store
@@ -210,13 +210,14 @@ func (r *replay) run(ctx context.Context) error {
 	if d := visitDeltas(taken, nil); len(d.site) > 0 {
 		b := &pgx.Batch{}
 		b.Queue(r.st.q.writeVisitRollups, d.args()...)
-		b.Queue(r.st.q.dropEmptyVisitRollups, d.keyArgs()...)
+		drop := d.decreased()
+		b.Queue(r.st.q.dropEmptyVisitRollups, drop.keyArgs()...)
 		if err := r.st.run(ctx, r.tx, "forget taken visits", b); err != nil {
 			return err
 		}
 	}
 	from := minTime(r.hlo, r.wlo)
-	to := maxTime(r.hhi, r.whi)
+	to := maxTime(r.hhi.Add(time.Hour), r.whi)
 	afterTS, afterID := from.Add(-time.Microsecond), uuid.UUID{}
 	for {
 		chunk, err := r.read(ctx, afterTS, afterID, to)
@@ -232,7 +233,7 @@ func (r *replay) run(ctx context.Context) error {
 			if !e.Time.Before(r.lo) && e.Time.Before(r.hi) {
 				w.dims = append(w.dims, e)
 			}
-			if !e.Time.Before(r.hlo) && e.Time.Before(r.hhi) {
+			if h := e.Time.Truncate(time.Hour); !h.Before(r.hlo) && h.Before(r.hhi) {
 				w.hours = append(w.hours, e)
 			}
 			if _, ok := visitors[e.Visitor]; ok && !e.Time.Before(r.wlo) && e.Time.Before(r.whi) {
@@ -265,6 +266,15 @@ func (r *replay) read(ctx context.Context, afterTS time.Time, afterID uuid.UUID,
 		return nil, fmt.Errorf("read events: %w", err)
 	}
 	return out, nil
+}
+
+// ceilHour is the first UTC hour boundary at or after t.
+func ceilHour(t time.Time) time.Time {
+	h := t.UTC().Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -36,8 +36,8 @@ func query(name string) string {
 
 // queries are the embedded SQL, loaded once by name.
 type queries struct {
-	insertEvents, lockSites, lockVisitors, takeVisits, readSeen, readProps                   string
-	writeSeen, writeHourly, writeDims, writeVisits, writeVisitRollups, dropEmptyVisitRollups string
+	insertEvents, lockSites, lockVisitors, takeVisits, readSeen, readProps                                string
+	updateSeen, insertSeen, writeHourly, writeDims, writeVisits, writeVisitRollups, dropEmptyVisitRollups string
 }
 
 func loadQueries() queries {
@@ -48,7 +48,8 @@ func loadQueries() queries {
 		takeVisits:            query("take_visits"),
 		readSeen:              query("read_seen"),
 		readProps:             query("read_props"),
-		writeSeen:             query("write_seen"),
+		updateSeen:            query("update_seen"),
+		insertSeen:            query("insert_seen"),
 		writeHourly:           query("write_hourly"),
 		writeDims:             query("write_dims"),
 		writeVisits:           query("write_visits"),
@@ -286,16 +287,13 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	return dropped, nil
 }
 
-// PruneSeen deletes the first-sighting records (visitor_days, hour_visitors) of days
+// PruneSeen deletes the first-sighting records (visitor_days) of days
 // before cutoff. Once raw events are gone no rebuild needs them; a straggler older than
 // cutoff would then count its visitor again, which retention accepts.
 func (s *Store) PruneSeen(ctx context.Context, cutoff time.Time) error {
 	day := time.Date(cutoff.Year(), cutoff.Month(), cutoff.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
 	if _, err := s.pool.Exec(ctx, `DELETE FROM visitor_days WHERE day < $1`, day); err != nil {
 		return fmt.Errorf("prune visitor days: %w", err)
-	}
-	if _, err := s.pool.Exec(ctx, `DELETE FROM hour_visitors WHERE hour < $1`, cutoff); err != nil {
-		return fmt.Errorf("prune hour visitors: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/haru-analytics/haru/migrations"
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
@@ -270,6 +272,19 @@ func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
 	return st, db.Pool
 }
 
+// newSites creates a site per zone and returns their ids and zones by id.
+func newSites(t testing.TB, pool *pgxpool.Pool, zones ...string) ([]int64, map[int64]string) {
+	t.Helper()
+	tz := map[int64]string{}
+	var sites []int64
+	for _, zone := range zones {
+		id := pgtest.NewSite(t, pool, zone)
+		tz[id] = zone
+		sites = append(sites, id)
+	}
+	return sites, tz
+}
+
 func write(t testing.TB, st *Store, batch []event.Event) Result {
 	t.Helper()
 	res, err := st.Write(context.Background(), batch)
@@ -313,13 +328,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 
 func TestRollupsMatchRecount(t *testing.T) {
 	st, pool := newStore(t)
-	tz := map[int64]string{}
-	var sites []int64
-	for _, zone := range []string{"UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"} {
-		id := pgtest.NewSite(t, pool, zone)
-		tz[id] = zone
-		sites = append(sites, id)
-	}
+	sites, tz := newSites(t, pool, "UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham")
 	gone := pgtest.NewSite(t, pool, "UTC")
 	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
 		t.Fatalf("delete site: %v", err)
@@ -630,13 +639,7 @@ func recountVisits(t testing.TB, events []event.Event, tz map[int64]string) ([]v
 // running meanwhile: the result must still equal a recount.
 func TestConcurrentWritersAndRebuild(t *testing.T) {
 	st, pool := newStore(t)
-	tz := map[int64]string{}
-	var sites []int64
-	for _, zone := range []string{"UTC", "Asia/Kolkata"} {
-		id := pgtest.NewSite(t, pool, zone)
-		tz[id] = zone
-		sites = append(sites, id)
-	}
+	sites, tz := newSites(t, pool, "UTC", "Asia/Kolkata")
 	r := rand.New(rand.NewPCG(7, 8))
 	end := time.Date(2026, 7, 3, 6, 0, 0, 0, time.UTC)
 	events := randomEvents(t, r, sites, 2400, end, 3)
@@ -702,5 +705,47 @@ func TestConcurrentWritersAndRebuild(t *testing.T) {
 	t.Logf("%d rebuilds ran alongside; %d batch retries", rebuilds.Load(), retries.Load())
 	if diff := cmp.Diff(recount(t, events, tz), takeSnapshot(t, pool)); diff != "" {
 		t.Fatalf("rollups after concurrent writes differ from a recount (-want +got):\n%s", diff)
+	}
+}
+
+// TestHourSightingsMigrate: migration 000003 turns hour_visitors into hour sightings in
+// visitor_days that the writer recognises, so a visitor already counted in an hour before
+// the upgrade is not counted again after it, also where the zone's offset is not whole
+// hours.
+func TestHourSightingsMigrate(t *testing.T) {
+	st, pool := newStore(t)
+	ctx := context.Background()
+	sites, tz := newSites(t, pool, "UTC", "Asia/Kathmandu")
+	r := rand.New(rand.NewPCG(11, 12))
+	end := time.Date(2026, 8, 2, 0, 0, 0, 0, time.UTC)
+	before := randomEvents(t, r, sites, 600, end, 2)
+	write(t, st, before)
+	up, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.down.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Back to the 000002 state: hour_visitors holds the hours, visitor_days no hour.
+	if _, err := pool.Exec(ctx, string(down)); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	var hours []int64
+	for _, e := range before {
+		hours = append(hours, hourHash(e.Time.UTC().Truncate(time.Hour)))
+	}
+	if _, err := pool.Exec(ctx, `UPDATE visitor_days SET seen = ARRAY(SELECT unnest(seen) EXCEPT SELECT unnest($1::bigint[]))`, hours); err != nil {
+		t.Fatalf("strip hours: %v", err)
+	}
+	if _, err := pool.Exec(ctx, string(up)); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	after := randomEvents(t, r, sites, 600, end, 2)
+	write(t, st, after)
+	want := recount(t, append(before, after...), tz)
+	if diff := cmp.Diff(want.Hours, takeSnapshot(t, pool).Hours); diff != "" {
+		t.Fatalf("hourly rollups across the migration differ from a recount (-want +got):\n%s", diff)
 	}
 }

@@ -188,6 +188,17 @@ func (r *visitRows) args() []any {
 
 func (r *visitRows) keyArgs() []any { return []any{r.site, r.day, r.dim, r.value} }
 
+// decreased are the rows whose visits went down: only those can reach zero.
+func (r *visitRows) decreased() visitRows {
+	var out visitRows
+	for i, n := range r.visits {
+		if n < 0 {
+			out.site, out.day, out.dim, out.value = append(out.site, r.site[i]), append(out.day, r.day[i]), append(out.dim, r.dim[i]), append(out.value, r.value[i])
+		}
+	}
+	return out
+}
+
 // visitDeltas is the change to rollup_visits of replacing taken by merged: per site,
 // day and dim (0 total, 1 entry page, 2 exit page).
 func visitDeltas(taken, merged []visit) visitRows {
@@ -230,44 +241,4 @@ func visitDeltas(taken, merged []visit) visitRows {
 		r.visits, r.bounces, r.durations = append(r.visits, c.visits), append(r.bounces, c.bounces), append(r.durations, c.duration)
 	}
 	return r
-}
-
-// hourly is the arguments of write_hourly.sql: each (site, UTC hour, visitor) once, and
-// each (site, hour)'s pageviews and custom events.
-func hourly(evs []*event.Event) []any {
-	type hourKey struct {
-		site int64
-		hour time.Time
-	}
-	type hourVisitor struct {
-		hourKey
-		visitor int64
-	}
-	seen := map[hourVisitor]struct{}{}
-	counts := map[hourKey]*[2]int64{}
-	var vSite, vVisitor, aSite, aPV, aEV []int64
-	var vHour, aHour []time.Time
-	for _, e := range evs {
-		hk := hourKey{e.SiteID, e.Time.UTC().Truncate(time.Hour)}
-		c := counts[hk]
-		if c == nil {
-			c = &[2]int64{}
-			counts[hk] = c
-		}
-		if e.IsPageview() {
-			c[0]++
-		}
-		if e.IsInteraction() {
-			c[1]++
-		}
-		hv := hourVisitor{hk, e.Visitor}
-		if _, ok := seen[hv]; !ok {
-			seen[hv] = struct{}{}
-			vSite, vHour, vVisitor = append(vSite, hk.site), append(vHour, hk.hour), append(vVisitor, e.Visitor)
-		}
-	}
-	for k, c := range counts {
-		aSite, aHour, aPV, aEV = append(aSite, k.site), append(aHour, k.hour), append(aPV, c[0]), append(aEV, c[1])
-	}
-	return []any{vSite, vHour, vVisitor, aSite, aHour, aPV, aEV}
 }
