@@ -35,6 +35,10 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	v := newVisitSpans(w.visits)
 	st := readState{}
 	b := &pgx.Batch{}
+	// Every statement here joins a batch's keys to big tables: index lookups per key,
+	// never a hash join over a whole table, however the table's statistics drift.
+	b.Queue(`SET LOCAL enable_hashjoin = off`)
+	b.Queue(`SET LOCAL enable_mergejoin = off`)
 	if w.lockVisitors {
 		b.Queue(s.q.lockVisitors, lockKeys(w.dims, w.hours, w.visits))
 	}

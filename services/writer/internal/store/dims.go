@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,7 +106,7 @@ func hourHash(hour time.Time) int64 { return dimHash(-1, "", strconv.FormatInt(h
 
 func (d *days) seenArgs() []any {
 	n := len(d.visitorDays)
-	site, day, visitor := make([]int64, n), make([]any, n), make([]int64, n)
+	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
 	for i, vd := range d.visitorDays {
 		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
 	}
@@ -114,7 +115,7 @@ func (d *days) seenArgs() []any {
 
 func (d *days) propArgs() []any {
 	n := len(d.props)
-	site, day, key, value := make([]int64, n), make([]any, n), make([]string, n), make([]string, n)
+	site, day, key, value := make([]int64, n), make([]time.Time, n), make([]string, n), make([]string, n)
 	for i, p := range d.props {
 		site[i], day[i], key[i], value[i] = p.site, dateOf(p.day), p.key, p.value
 	}
@@ -171,7 +172,7 @@ type dimCount struct {
 // dimRows are rollup_dims increments, one array per column.
 type dimRows struct {
 	site                        []int64
-	day                         []any
+	day                         []time.Time
 	dim                         []int16
 	key, value                  []string
 	pageviews, events, visitors []int64
@@ -206,7 +207,7 @@ func (r *seenRows) add(vd visitorDay, stored bool, old, added []int64) {
 
 func (r *seenArrays) args() []any {
 	n := len(r.keys)
-	site, day, visitor := make([]int64, n), make([]any, n), make([]int64, n)
+	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
 	for i, vd := range r.keys {
 		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
 	}
@@ -292,8 +293,19 @@ func (d *days) aggregate(st readState) (dimRows, hourRows, seenRows) {
 			seen.add(vd, st.stored[i], old, added)
 		}
 	}
+	keys := make([]dimKey, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	// Sorted by key: one lock order for every writer keeps concurrent upserts from
+	// deadlocking.
+	slices.SortFunc(keys, func(a, b dimKey) int {
+		return cmp.Or(cmp.Compare(a.site, b.site), cmp.Compare(a.day, b.day), cmp.Compare(a.dim, b.dim),
+			strings.Compare(a.key, b.key), strings.Compare(a.value, b.value))
+	})
 	var rows dimRows
-	for k, c := range counts {
+	for _, k := range keys {
+		c := counts[k]
 		rows.site = append(rows.site, k.site)
 		rows.day = append(rows.day, dateOf(k.day))
 		rows.dim = append(rows.dim, k.dim)
@@ -303,8 +315,14 @@ func (d *days) aggregate(st readState) (dimRows, hourRows, seenRows) {
 		rows.events = append(rows.events, c.events)
 		rows.visitors = append(rows.visitors, fresh[dayHash{k.site, k.day, c.hash}])
 	}
+	hks := make([]hourKey, 0, len(hours))
+	for k := range hours {
+		hks = append(hks, k)
+	}
+	slices.SortFunc(hks, func(a, b hourKey) int { return cmp.Or(cmp.Compare(a.site, b.site), a.hour.Compare(b.hour)) })
 	var hr hourRows
-	for k, c := range hours {
+	for _, k := range hks {
+		c := hours[k]
 		hr.site, hr.hour = append(hr.site, k.site), append(hr.hour, k.hour)
 		hr.pageviews, hr.events, hr.visitors = append(hr.pageviews, c.pageviews), append(hr.events, c.events), append(hr.visitors, c.visitors)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -151,7 +152,7 @@ func visitArgs(vs []visit) []any {
 	var (
 		site, visitor, eng = make([]int64, n), make([]int64, n), make([]int64, n)
 		start, end         = make([]time.Time, n), make([]time.Time, n)
-		day                = make([]any, n)
+		day                = make([]time.Time, n)
 		pv, ev             = make([]int32, n), make([]int32, n)
 		entry, exit        = make([]*string, n), make([]*string, n)
 		entryAt, exitAt    = make([]*time.Time, n), make([]*time.Time, n)
@@ -176,7 +177,7 @@ type visitCount struct{ visits, bounces, duration int64 }
 // visitRows are rollup_visits increments, one array per column.
 type visitRows struct {
 	site                       []int64
-	day                        []any
+	day                        []time.Time
 	dim                        []int16
 	value                      []string
 	visits, bounces, durations []int64
@@ -232,11 +233,20 @@ func visitDeltas(taken, merged []visit) visitRows {
 	}
 	add(taken, -1)
 	add(merged, 1)
-	var r visitRows
+	keys := make([]visitDimKey, 0, len(sum))
 	for k, c := range sum {
-		if *c == (visitCount{}) {
-			continue
+		if *c != (visitCount{}) {
+			keys = append(keys, k)
 		}
+	}
+	// Sorted by key: one lock order for every writer keeps concurrent upserts from
+	// deadlocking.
+	slices.SortFunc(keys, func(a, b visitDimKey) int {
+		return cmp.Or(cmp.Compare(a.site, b.site), cmp.Compare(a.day, b.day), cmp.Compare(a.dim, b.dim), strings.Compare(a.value, b.value))
+	})
+	var r visitRows
+	for _, k := range keys {
+		c := sum[k]
 		r.site, r.day, r.dim, r.value = append(r.site, k.site), append(r.day, dateOf(k.day)), append(r.dim, k.dim), append(r.value, k.value)
 		r.visits, r.bounces, r.durations = append(r.visits, c.visits), append(r.bounces, c.bounces), append(r.durations, c.duration)
 	}

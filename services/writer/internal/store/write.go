@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -165,14 +166,14 @@ func columns(evs []*event.Event) ([]any, error) {
 	var (
 		site, visitor, dur                              = make([]int64, n), make([]int64, n), make([]int64, n)
 		ts                                              = make([]time.Time, n)
-		ids                                             = make([]uuid.UUID, n)
+		ids                                             = make([]pgtype.UUID, n)
 		sw, sh                                          = make([]int32, n), make([]int32, n)
 		props                                           = make([]*string, n)
 		name, host, path, ref, src, us, um, uc, ut, uct = strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n)
 		country, region, browser, os, device            = strs(n), strs(n), strs(n), strs(n), strs(n)
 	)
 	for i, e := range evs {
-		site[i], ts[i], ids[i], name[i], visitor[i] = e.SiteID, e.Time, e.ID, e.Name, e.Visitor
+		site[i], ts[i], ids[i], name[i], visitor[i] = e.SiteID, e.Time, pgtype.UUID{Bytes: e.ID, Valid: true}, e.Name, e.Visitor
 		host[i], path[i], ref[i], src[i] = e.Hostname, e.Path, e.Referrer, e.RefSource
 		us[i], um[i], uc[i], ut[i], uct[i] = e.UTMSource, e.UTMMedium, e.UTMCampaign, e.UTMTerm, e.UTMContent
 		country[i], region[i], browser[i], os[i], device[i] = e.Country, e.Region, e.Browser, e.OS, e.Device
