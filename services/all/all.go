@@ -169,7 +169,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 	if err != nil {
 		return err
 	}
-	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool})
+	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
 	if err != nil {
 		return err
 	}
