@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -130,23 +129,30 @@ type readState struct {
 	propUsed  []int64
 }
 
-// lockKeys are the sorted lock keys of every (site, visitor) in the events.
-func lockKeys(lists ...[]*event.Event) []int64 {
-	type sv struct{ site, visitor int64 }
-	seen := map[sv]struct{}{}
-	var keys []int64
+// visitorLockBuckets is how many locks visitors share. One lock per visitor would take
+// a lock-table entry per visitor of a batch, and Postgres's table holds only
+// max_locks_per_transaction x max_connections entries (6,400 by default) for everyone:
+// four writers with 5,000-event batches would run it out. Sharing buckets bounds a batch
+// to this many; writers of the same buckets then take turns, which they already do at the
+// shared rollup rows.
+const visitorLockBuckets = 1024
+
+// lockKeys are the sorted lock buckets of every (site, visitor) in the events.
+func lockKeys(lists ...[]*event.Event) []int32 {
+	var used [visitorLockBuckets]bool
 	for _, l := range lists {
 		for _, e := range l {
-			k := sv{e.SiteID, e.Visitor}
-			if _, ok := seen[k]; ok {
-				continue
-			}
-			seen[k] = struct{}{}
-			keys = append(keys, hashTextExtended(strconv.FormatInt(e.SiteID, 10)+":"+strconv.FormatInt(e.Visitor, 10), 1751220853))
+			h := hashTextExtended(strconv.FormatInt(e.SiteID, 10)+":"+strconv.FormatInt(e.Visitor, 10), 1751220853)
+			used[uint64(h)%visitorLockBuckets] = true
 		}
 	}
-	slices.Sort(keys)
-	return slices.Compact(keys)
+	var keys []int32
+	for i, u := range used {
+		if u {
+			keys = append(keys, int32(i))
+		}
+	}
+	return keys
 }
 
 // zones caches loaded time zones by name.
