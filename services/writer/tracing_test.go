@@ -83,7 +83,7 @@ func TestBatchTraced(t *testing.T) {
 			batches = append(batches, s)
 		}
 		for _, a := range s.Attributes() {
-			v := a.Value.Emit()
+			v := a.Value.String()
 			if strings.Contains(v, "Firefox") || strings.Contains(v, "/traced") || strings.Contains(v, "127.0.0.1") {
 				t.Fatalf("span %s attribute %s = %q leaks the visitor", s.Name(), a.Key, v)
 			}

@@ -38,7 +38,7 @@ func hashTextExtended(s string, seed uint64) int64 {
 			a += uint32(k[i]) << (8 * i)
 		}
 	}
-	a, b, c = final(a, b, c)
+	_, b, c = final(a, b, c)
 	return int64(uint64(b)<<32 | uint64(c))
 }
 
