@@ -42,7 +42,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 		b.Queue(s.q.lockVisitors, lockKeys(w.dims, w.hours, w.visits))
 	}
 	if len(v.keys) > 0 {
-		b.Queue(s.q.takeVisits, v.args()...).Query(func(rows pgx.Rows) error {
+		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
 			var err error
 			st.taken, err = scanVisits(rows)
 			return err
@@ -93,8 +93,15 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	}
 	if len(v.keys) > 0 {
 		merged := mergeVisits(st.taken, w.visits, w.zones)
-		if len(merged) > 0 {
-			b.Queue(s.q.writeVisits, visitArgs(merged)...)
+		gone, changed, fresh := replaceVisits(st.taken, merged)
+		if len(gone) > 0 {
+			b.Queue(s.q.deleteVisits, visitKeyArgs(gone)...)
+		}
+		if len(changed) > 0 {
+			b.Queue(s.q.updateVisits, visitArgs(changed)...)
+		}
+		if len(fresh) > 0 {
+			b.Queue(s.q.writeVisits, visitArgs(fresh)...)
 		}
 		if delta := visitDeltas(st.taken, merged); len(delta.site) > 0 {
 			b.Queue(s.q.writeVisitRollups, delta.args()...)

@@ -45,10 +45,11 @@ func copyRows(batch []event.Event) pgx.CopyFromSource {
 //   - spread: events scattered over two days among 20,000 visitor ids per site, about
 //     1.3 events per visitor and day, so nearly every event opens a new visit and a new
 //     visitor-day: the costliest shape for visits and first sightings.
+//
 //   - sessions: visits of a few pageviews and engagements minutes apart, which continue
 //     across batches, by visitors who mostly come once a day.
 //
-//	go test -run '^$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
+//     go test -run '^$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
 func BenchmarkWrite(b *testing.B) {
 	b.Run("spread", func(b *testing.B) {
 		r := rand.New(rand.NewPCG(5, 6))
@@ -58,7 +59,9 @@ func BenchmarkWrite(b *testing.B) {
 	})
 	b.Run("sessions", func(b *testing.B) {
 		s := newSessions(rand.New(rand.NewPCG(7, 8)))
-		benchWrite(b, s.events)
+		benchWrite(b, func(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
+			return s.events(b, sites, n, end)
+		})
 	})
 }
 
@@ -138,7 +141,7 @@ type session struct {
 
 func newSessions(r *rand.Rand) *sessions { return &sessions{r: r} }
 
-func (s *sessions) events(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
+func (s *sessions) events(b testing.TB, sites []int64, n int, end time.Time) []event.Event {
 	out := make([]event.Event, 0, n)
 	for len(out) < n {
 		if len(s.open) == 0 || s.r.IntN(4) == 0 {
@@ -170,7 +173,7 @@ func (s *sessions) events(b *testing.B, sites []int64, n int, end time.Time) []e
 }
 
 // start opens a visit: most visitors are new; some come back the same day.
-func (s *sessions) start(b *testing.B, sites []int64, end time.Time) *session {
+func (s *sessions) start(b testing.TB, sites []int64, end time.Time) *session {
 	ts := end.Add(-time.Duration(s.r.Int64N(int64(48 * time.Hour)))).Truncate(time.Microsecond)
 	e := newEvent(b, ts, sites[s.r.IntN(len(sites))], "pageview", 0)
 	s.next++

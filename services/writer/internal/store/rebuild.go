@@ -42,7 +42,7 @@ GROUP BY w.lo, w.hi`
 const rangeVisitors = `SELECT DISTINCT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3`
 
 // takeRangeVisits takes out the stored visits the replayed events of the range's
-// visitors ($4) can form, as take_visits.sql does for a batch.
+// visitors ($4) can form; the replay merges them back from their events.
 const takeRangeVisits = `
 WITH span AS (
     SELECT visitor_id, min(ts) - interval '30 minutes' AS lo, max(ts) + interval '30 minutes' AS hi

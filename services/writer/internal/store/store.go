@@ -36,8 +36,9 @@ func query(name string) string {
 
 // queries are the embedded SQL, loaded once by name.
 type queries struct {
-	insertEvents, lockSites, lockVisitors, takeVisits, readSeen, readProps                                string
+	insertEvents, lockSites, lockVisitors, readVisits, readSeen, readProps                                string
 	updateSeen, insertSeen, writeHourly, writeDims, writeVisits, writeVisitRollups, dropEmptyVisitRollups string
+	updateVisits, deleteVisits                                                                            string
 }
 
 func loadQueries() queries {
@@ -45,7 +46,9 @@ func loadQueries() queries {
 		insertEvents:          query("insert_events"),
 		lockSites:             query("lock_sites"),
 		lockVisitors:          query("lock_visitors"),
-		takeVisits:            query("take_visits"),
+		readVisits:            query("read_visits"),
+		updateVisits:          query("update_visits"),
+		deleteVisits:          query("delete_visits"),
 		readSeen:              query("read_seen"),
 		readProps:             query("read_props"),
 		updateSeen:            query("update_seen"),

@@ -147,6 +147,59 @@ func (v *visit) join(p *visit) {
 	}
 }
 
+type visitKey struct {
+	site, visitor int64
+	start         time.Time
+}
+
+func (v *visit) key() visitKey { return visitKey{v.site, v.visitor, v.start.UTC()} }
+
+// replaceVisits splits the change from the visits taken to the merged ones: taken visits
+// no merged visit starts with are gone, merged visits starting like a taken one but
+// differing from it changed in place, and the rest are new.
+func replaceVisits(taken, merged []visit) (gone, changed, fresh []visit) {
+	was := make(map[visitKey]*visit, len(taken))
+	for i := range taken {
+		was[taken[i].key()] = &taken[i]
+	}
+	for _, m := range merged {
+		old, ok := was[m.key()]
+		if !ok {
+			fresh = append(fresh, m)
+			continue
+		}
+		delete(was, m.key())
+		if !old.same(&m) {
+			changed = append(changed, m)
+		}
+	}
+	for i := range taken {
+		if _, ok := was[taken[i].key()]; ok {
+			gone = append(gone, taken[i])
+		}
+	}
+	return gone, changed, fresh
+}
+
+// same reports whether v and o hold the same figures.
+func (v *visit) same(o *visit) bool {
+	return v.end.Equal(o.end) && v.day == o.day && v.pageviews == o.pageviews && v.events == o.events &&
+		v.engagement == o.engagement && eqPtr(v.entry, o.entry) && eqTime(v.entryAt, o.entryAt) &&
+		eqPtr(v.exit, o.exit) && eqTime(v.exitAt, o.exitAt)
+}
+
+func eqPtr(a, b *string) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
+
+func eqTime(a, b *time.Time) bool { return a == nil && b == nil || a != nil && b != nil && a.Equal(*b) }
+
+func visitKeyArgs(vs []visit) []any {
+	site, visitor, start := make([]int64, len(vs)), make([]int64, len(vs)), make([]time.Time, len(vs))
+	for i, v := range vs {
+		site[i], visitor[i], start[i] = v.site, v.visitor, v.start
+	}
+	return []any{site, visitor, start}
+}
+
 func visitArgs(vs []visit) []any {
 	n := len(vs)
 	var (
