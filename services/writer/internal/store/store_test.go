@@ -785,3 +785,32 @@ func TestManyVisitorsConcurrently(t *testing.T) {
 		t.Fatalf("%d events stored, want %d", got.Events, len(all))
 	}
 }
+
+// TestWriteSubMicrosecondTimes: an event whose time carries nanoseconds (Postgres keeps
+// microseconds) is recognised as new, counted once, and a no-op when redelivered.
+func TestWriteSubMicrosecondTimes(t *testing.T) {
+	st, pool := newStore(t)
+	sites, tz := newSites(t, pool, "UTC")
+	r := rand.New(rand.NewPCG(15, 16))
+	batch := randomEvents(t, r, sites, 200, time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC), 1)
+	for i := range batch {
+		batch[i].Time = batch[i].Time.Add(time.Duration(1 + r.IntN(999)))
+	}
+	redelivered := append([]event.Event{}, batch...)
+	if res := write(t, st, batch); res.Inserted != len(batch) {
+		t.Fatalf("inserted %d, want %d", res.Inserted, len(batch))
+	}
+	want := append([]event.Event{}, redelivered...)
+	for i := range want {
+		want[i].Time = want[i].Time.Truncate(time.Microsecond)
+	}
+	if diff := cmp.Diff(recount(t, want, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("rollups differ from a recount (-want +got):\n%s", diff)
+	}
+	if res := write(t, st, redelivered); res.Inserted != 0 {
+		t.Fatalf("redelivery inserted %d, want 0", res.Inserted)
+	}
+	if diff := cmp.Diff(recount(t, want, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("redelivery changed the rollups (-want +got):\n%s", diff)
+	}
+}

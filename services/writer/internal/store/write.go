@@ -71,11 +71,14 @@ type eventKey struct {
 
 func keyOf(e *event.Event) eventKey { return eventKey{e.SiteID, e.Time.UnixMicro(), e.ID} }
 
-// distinct drops repeats of an event within the batch (a message published twice).
+// distinct drops repeats of an event within the batch (a message published twice). Times
+// are cut to the microsecond Postgres keeps, so every key computed here matches the
+// stored one.
 func distinct(batch []event.Event) []event.Event {
 	seen := make(map[eventKey]struct{}, len(batch))
 	out := batch[:0:0]
 	for i := range batch {
+		batch[i].Time = batch[i].Time.Truncate(time.Microsecond)
 		k := keyOf(&batch[i])
 		if _, dup := seen[k]; dup {
 			continue
