@@ -21,6 +21,25 @@ type work struct {
 	// lockVisitors takes the per-visitor locks; a rebuild holds its site exclusively
 	// instead.
 	lockVisitors bool
+	// pre, when set, is prepare(w) computed ahead (while the events insert ran).
+	pre *prepared
+}
+
+// prepared is the Go work of apply that needs nothing read from Postgres.
+type prepared struct {
+	days  *days
+	tally *tally
+	spans visitSpans
+	locks []int32
+}
+
+func prepare(w work) *prepared {
+	d := newDays(w)
+	p := &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits)}
+	if w.lockVisitors {
+		p.locks = lockKeys(w.dims, w.hours, w.visits)
+	}
+	return p
 }
 
 // apply updates visitor_days, rollup_dims, rollup_hourly, visits and
@@ -30,8 +49,11 @@ type work struct {
 func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	ctx, span := s.tracer.Start(ctx, "rollups")
 	defer span.End()
-	d := newDays(w)
-	v := newVisitSpans(w.visits)
+	p := w.pre
+	if p == nil {
+		p = prepare(w)
+	}
+	d, v := p.days, p.spans
 	st := readState{}
 	b := &pgx.Batch{}
 	// Every statement here joins a batch's keys to big tables: index lookups per key,
@@ -39,7 +61,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	b.Queue(`SET LOCAL enable_hashjoin = off`)
 	b.Queue(`SET LOCAL enable_mergejoin = off`)
 	if w.lockVisitors {
-		b.Queue(s.q.lockVisitors, lockKeys(w.dims, w.hours, w.visits))
+		b.Queue(s.q.lockVisitors, p.locks)
 	}
 	if len(v.keys) > 0 {
 		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
@@ -78,7 +100,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	}
 
 	b = &pgx.Batch{}
-	dims, hours, seen := d.aggregate(st)
+	dims, hours, seen := d.aggregate(p.tally, st)
 	if len(seen.update.keys) > 0 {
 		b.Queue(s.q.updateSeen, seen.update.args()...)
 	}

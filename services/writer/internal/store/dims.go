@@ -214,56 +214,76 @@ func (r *seenArrays) args() []any {
 	return []any{site, day, visitor, r.hashes, r.lo, r.hi}
 }
 
-// aggregate expands every event into its dimension values and sums them per (site, day,
-// dim, key, value), and sums the hours per (site, hour). A visitor adds one to a value's
-// (an hour's) visitors only at its first sighting that day: a hash not yet in the
-// visitor's seen set.
-func (d *days) aggregate(st readState) (dimRows, hourRows, seenRows) {
-	props := map[propKey]string{}
-	if len(d.props) > 0 {
-		props = d.propMapping(st)
-	}
-	counts := map[dimKey]*dimCount{}
-	batchSeen := make([][]int64, len(d.visitorDays))
-	hashes := map[dimKey]int64{}
+type siteHash struct{ site, hash int64 }
+
+// tally is the part of the aggregation that needs nothing read from Postgres, so it can
+// run while the batch's insert or reads are in flight: counts per (site, day, dim, key,
+// value) of dims 0..15, counts per (site, hour), and each visitor-day's hashes.
+type tally struct {
+	counts    map[dimKey]*dimCount
+	hours     map[hourKey]*dimCount
+	hourOf    map[siteHash]hourKey
+	batchSeen [][]int64
+}
+
+func (d *days) tally() *tally {
+	t := &tally{counts: map[dimKey]*dimCount{}, hours: map[hourKey]*dimCount{}, hourOf: map[siteHash]hourKey{},
+		batchSeen: make([][]int64, len(d.visitorDays))}
 	var vals []dimValue
 	for i, e := range d.events {
-		vals = dimValues(vals[:0], e, props, d.day[i])
+		vals = dimValues(vals[:0], e)
 		pv, ev := pvEv(e)
 		vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
 		for _, v := range vals {
-			k := dimKey{e.SiteID, d.day[i], v.dim, v.key, v.value}
-			c := counts[k]
-			if c == nil {
-				h, ok := hashes[k]
-				if !ok {
-					h = dimHash(v.dim, v.key, v.value)
-					hashes[k] = h
-				}
-				c = &dimCount{hash: h}
-				counts[k] = c
-			}
-			c.pageviews += pv
-			c.events += ev
-			batchSeen[vdi] = append(batchSeen[vdi], c.hash)
+			t.count(dimKey{e.SiteID, d.day[i], v.dim, v.key, v.value}, pv, ev, vdi)
 		}
 	}
-	hours := map[hourKey]*dimCount{}
-	type siteHash struct{ site, hash int64 }
-	hourOf := map[siteHash]hourKey{}
 	for i, e := range d.hours {
 		hs := d.hourSeen[i]
-		c := hours[hs.key]
+		c := t.hours[hs.key]
 		if c == nil {
 			c = &dimCount{hash: hs.hash}
-			hours[hs.key] = c
-			hourOf[siteHash{hs.key.site, hs.hash}] = hs.key
+			t.hours[hs.key] = c
+			t.hourOf[siteHash{hs.key.site, hs.hash}] = hs.key
 		}
 		pv, ev := pvEv(e)
 		c.pageviews += pv
 		c.events += ev
-		batchSeen[hs.vd] = append(batchSeen[hs.vd], hs.hash)
+		t.batchSeen[hs.vd] = append(t.batchSeen[hs.vd], hs.hash)
 	}
+	return t
+}
+
+func (t *tally) count(k dimKey, pv, ev int64, vdi int) {
+	c := t.counts[k]
+	if c == nil {
+		c = &dimCount{hash: dimHash(k.dim, k.key, k.value)}
+		t.counts[k] = c
+	}
+	c.pageviews += pv
+	c.events += ev
+	t.batchSeen[vdi] = append(t.batchSeen[vdi], c.hash)
+}
+
+// aggregate completes t with the property values (dim 16), mapped by what st read, and
+// returns the rows to write. A visitor adds one to a value's (an hour's) visitors only at
+// its first sighting that day: a hash not yet in the visitor's seen set.
+func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
+	if len(d.props) > 0 {
+		props := d.propMapping(st)
+		for i, e := range d.events {
+			if len(e.Props) == 0 {
+				continue
+			}
+			pv, ev := pvEv(e)
+			vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
+			for k, v := range e.Props {
+				pk := propKey{e.SiteID, d.day[i], cut(k, 200), cut(v, 1000)}
+				t.count(dimKey{e.SiteID, d.day[i], dimProperty, pk.key, props[pk]}, pv, ev, vdi)
+			}
+		}
+	}
+	counts, hours, hourOf, batchSeen := t.counts, t.hours, t.hourOf, t.batchSeen
 	// First sightings, counted per (site, day, hash) like the stored sets name them.
 	type dayHash struct {
 		site int64
@@ -359,10 +379,10 @@ type dimValue struct {
 	key, value string
 }
 
-// dimValues appends the (dim, key, value) an event counts under. Empty UTM fields and
+// dimValues appends the (dim, value) an event counts under but its properties. Empty UTM fields and
 // regions are left out, and 'pageview' and 'engagement' as event names: no report shows
 // them.
-func dimValues(out []dimValue, e *event.Event, props map[propKey]string, day int32) []dimValue {
+func dimValues(out []dimValue, e *event.Event) []dimValue {
 	out = append(out, dimValue{dim: dimTotal})
 	add := func(dim int16, v string, skipEmpty bool) {
 		if v == "" && skipEmpty {
@@ -386,10 +406,6 @@ func dimValues(out []dimValue, e *event.Event, props map[propKey]string, day int
 	add(14, screenOf(e.ScreenW), false)
 	if e.IsInteraction() {
 		add(15, e.Name, false)
-	}
-	for k, v := range e.Props {
-		pk := propKey{e.SiteID, day, cut(k, 200), cut(v, 1000)}
-		out = append(out, dimValue{dim: dimProperty, key: pk.key, value: props[pk]})
 	}
 	return out
 }

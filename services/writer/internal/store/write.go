@@ -39,7 +39,14 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 				known = append(known, &batch[i])
 			}
 		}
+		// The rollups' Go work for every event goes on while Postgres inserts them; it
+		// is kept when all were new, the usual case.
+		ahead := make(chan *prepared, 1)
+		go func() {
+			ahead <- prepare(work{zones: zones, dims: known, hours: known, visits: known, lockVisitors: true})
+		}()
 		inserted, err := s.insertEvents(ctx, tx, known)
+		pre := <-ahead
 		if err != nil {
 			return err
 		}
@@ -47,7 +54,11 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 		if len(inserted) == 0 {
 			return nil
 		}
-		return s.apply(ctx, tx, work{zones: zones, dims: inserted, hours: inserted, visits: inserted, lockVisitors: true})
+		w := work{zones: zones, dims: inserted, hours: inserted, visits: inserted, lockVisitors: true}
+		if len(inserted) == len(known) {
+			w.pre = pre
+		}
+		return s.apply(ctx, tx, w)
 	})
 	if err != nil {
 		return Result{}, err
