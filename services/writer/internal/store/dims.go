@@ -229,6 +229,21 @@ type tally struct {
 func (d *days) tally() *tally {
 	t := &tally{counts: map[dimKey]*dimCount{}, hours: map[hourKey]*dimCount{}, hourOf: map[siteHash]hourKey{},
 		batchSeen: make([][]int64, len(d.visitorDays))}
+	// Each visitor-day's hashes get a window of one backing array, sized for about 16
+	// per event (dims 0..15) and one per hour event, so appends rarely regrow.
+	size := make([]int, len(d.visitorDays))
+	for i, e := range d.events {
+		size[d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]] += 16
+	}
+	for _, hs := range d.hourSeen {
+		size[hs.vd]++
+	}
+	room := make([]int64, 16*len(d.events)+len(d.hours))
+	at := 0
+	for i, n := range size {
+		t.batchSeen[i] = room[at : at : at+n]
+		at += n
+	}
 	var vals []dimValue
 	for i, e := range d.events {
 		vals = dimValues(vals[:0], e)

@@ -158,6 +158,7 @@ func (v *visit) key() visitKey { return visitKey{v.site, v.visitor, v.start.UTC(
 // no merged visit starts with are gone, merged visits starting like a taken one but
 // differing from it changed in place, and the rest are new.
 func replaceVisits(taken, merged []visit) (gone, changed, fresh []visit) {
+	fresh = make([]visit, 0, len(merged))
 	was := make(map[visitKey]*visit, len(taken))
 	for i := range taken {
 		was[taken[i].key()] = &taken[i]

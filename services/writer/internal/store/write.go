@@ -87,15 +87,23 @@ func keyOf(e *event.Event) eventKey { return eventKey{e.SiteID, e.Time.UnixMicro
 // stored one.
 func distinct(batch []event.Event) []event.Event {
 	seen := make(map[eventKey]struct{}, len(batch))
-	out := batch[:0:0]
+	var out []event.Event // nil while no repeat was found: batch itself is the answer
 	for i := range batch {
 		batch[i].Time = batch[i].Time.Truncate(time.Microsecond)
 		k := keyOf(&batch[i])
-		if _, dup := seen[k]; dup {
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			if out != nil {
+				out = append(out, batch[i])
+			}
 			continue
 		}
-		seen[k] = struct{}{}
-		out = append(out, batch[i])
+		if out == nil {
+			out = append(make([]event.Event, 0, len(batch)), batch[:i]...)
+		}
+	}
+	if out == nil {
+		return batch
 	}
 	return out
 }
