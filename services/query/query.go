@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -45,6 +47,12 @@ type Config struct {
 	DBMaxConns int
 	Migrate    bool
 	LogLevel   string
+	// PublicURL is where people reach Haru (https://stats.example.com): the dashboard's
+	// origin for CSRF checks, share links and Secure cookies. Empty: taken per request.
+	PublicURL string
+	// IngestURL is the origin the tracking snippet loads haru.js from and sends beacons
+	// to, when ingest is not served at PublicURL.
+	IngestURL string
 }
 
 // ConfigFromEnv reads the HARU_* variables of the query service.
@@ -60,6 +68,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
 		Migrate:        env.Bool("HARU_MIGRATE", true),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
+		PublicURL:      strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
+		IngestURL:      strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
 	}
 	return cfg, env.Err()
 }
@@ -78,6 +88,11 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("HARU_SSE_HEARTBEAT %s: want at least 100ms", c.Heartbeat))
+	}
+	for name, u := range map[string]string{"HARU_PUBLIC_URL": c.PublicURL, "HARU_INGEST_URL": c.IngestURL} {
+		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "") {
+			errs = append(errs, fmt.Errorf("%s %q: want an origin such as https://stats.example.com", name, u))
+		}
 	}
 	if c.DBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
@@ -107,6 +122,7 @@ type Service struct {
 	mirror   *mirror.Mirror
 	hub      *live.Hub
 	metrics  *metrics
+	web      *webState
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -153,6 +169,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	if svc.web, err = newWebState(deps.Clock.Now); err != nil {
+		return nil, err
+	}
 	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {
 		return nil, err
 	}
@@ -167,6 +186,7 @@ func (s *Service) Register(r fiber.Router) {
 	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
 	r.Get("/api/sites/:site/stats", m, mapErrors, s.requireAPIKey, s.withSite, s.handleStats)
 	r.Get("/api/sites/:site/live", m, mapErrors, s.requireAPIKey, s.withSite, s.handleLive)
+	s.registerWeb(r)
 }
 
 // Run mirrors the site registry and relays update signals until ctx ends.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,9 @@ const MinPasswordLen = 10
 // Store reads and writes accounts.
 type Store struct {
 	pool *pgxpool.Pool
+
+	dummyOnce sync.Once
+	dummy     string
 }
 
 // New returns a store over pool.
