@@ -30,7 +30,7 @@ var dashboardPanels = []panel{
 	{"events", "Events", []tab{{"event", "Events"}, {"props", "Properties"}}},
 }
 
-func (s *Service) handleDashboard(c *fiber.Ctx) error {
+func (s *Service) handleDashboardPage(c *fiber.Ctx) error {
 	site := c.Locals(localSite).(account.Site)
 	return s.renderDashboard(c, site, "/app/sites/"+c.Params("site")+"/data", false)
 }

@@ -89,7 +89,7 @@ func (s *Service) registerWeb(r fiber.Router) {
 
 	r.Get("/app", with(page, with(user, s.handleSitesPage)...)...)
 	r.Post("/app/sites", with(post, with(user, s.handleCreateSite)...)...)
-	r.Get("/app/sites/:site", with(page, with(owned, s.handleDashboard)...)...)
+	r.Get("/app/sites/:site", with(page, with(owned, s.handleDashboardPage)...)...)
 	r.Get("/app/sites/:site/settings", with(page, with(owned, s.handleSitePage)...)...)
 	r.Post("/app/sites/:site/settings", with(post, with(owned, s.handleUpdateSite)...)...)
 	r.Post("/app/sites/:site/rotate", with(post, with(owned, s.handleRotate)...)...)
@@ -107,8 +107,8 @@ func (s *Service) registerWeb(r fiber.Router) {
 
 	// Data routes answer JSON (and event streams): errors are JSON, auth failures 401.
 	r.Get("/app/sites/:site/status", m, mapErrors, s.requireSession, s.withSite, s.trackStream, s.handleSiteStatus)
-	s.mountData(r.Group("/app/sites/:site/data", mapErrors, s.requireSession, s.withSite, s.trackStream))
-	s.mountData(r.Group("/share/:slug/data", mapErrors, s.withShare, s.trackStream))
+	s.mountData(r.Group("/app/sites/:site/data", m, mapErrors, s.requireSession, s.withSite, s.trackStream))
+	s.mountData(r.Group("/share/:slug/data", m, mapErrors, s.withShare, s.trackStream))
 }
 
 // securityHeaders keeps pages to this origin's scripts and styles, out of frames, and
