@@ -41,7 +41,7 @@ type webState struct {
 	streams *streams
 	// Attempts: logins per IP and per email, registrations per IP, share passwords per
 	// link and per IP.
-	loginIP, loginEmail, register, sharePass *limiter
+	loginIP, loginEmail, register, sharePass *attempts
 }
 
 func newWebState(now func() time.Time) (*webState, error) {
@@ -61,10 +61,10 @@ func newWebState(now func() time.Time) (*webState, error) {
 	}
 	return &webState{
 		pages: pages, assets: assets, streams: newStreams(),
-		loginIP:    newLimiter(20, 30*time.Second, now),
-		loginEmail: newLimiter(5, time.Minute, now),
-		register:   newLimiter(5, 10*time.Minute, now),
-		sharePass:  newLimiter(10, 30*time.Second, now),
+		loginIP:    newAttempts(20, 30*time.Second, now),
+		loginEmail: newAttempts(5, time.Minute, now),
+		register:   newAttempts(5, 10*time.Minute, now),
+		sharePass:  newAttempts(10, 30*time.Second, now),
 	}, nil
 }
 

@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-// limiter is a set of token buckets by key (an IP, an email, a share link): each key may
+// attempts is a set of token buckets by key (an IP, an email, a share link): each key may
 // spend burst attempts at once and regains one every per. It lives in one process: with
 // several query replicas behind a balancer each enforces its own budget.
-type limiter struct {
+type attempts struct {
 	burst float64
 	per   time.Duration
 	now   func() time.Time
@@ -22,16 +22,16 @@ type bucket struct {
 	at     time.Time
 }
 
-// maxBuckets bounds the limiter's memory: beyond it, buckets that have refilled are
+// maxBuckets bounds its memory: beyond it, buckets that have refilled are
 // dropped (they are equivalent to no bucket).
 const maxBuckets = 100_000
 
-func newLimiter(burst int, per time.Duration, now func() time.Time) *limiter {
-	return &limiter{burst: float64(burst), per: per, now: now, buckets: map[string]*bucket{}}
+func newAttempts(burst int, per time.Duration, now func() time.Time) *attempts {
+	return &attempts{burst: float64(burst), per: per, now: now, buckets: map[string]*bucket{}}
 }
 
 // allow spends one attempt of key and reports whether it had one left.
-func (l *limiter) allow(key string) bool {
+func (l *attempts) allow(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -52,7 +52,7 @@ func (l *limiter) allow(key string) bool {
 	return true
 }
 
-func (l *limiter) prune(now time.Time) {
+func (l *attempts) prune(now time.Time) {
 	for k, b := range l.buckets {
 		if b.tokens+float64(now.Sub(b.at))/float64(l.per) >= l.burst {
 			delete(l.buckets, k)
