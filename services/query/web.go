@@ -112,13 +112,14 @@ func (s *Service) registerWeb(r fiber.Router) {
 }
 
 // securityHeaders keeps pages to this origin's scripts and styles, out of frames, and
-// their URLs (share links carry a secret) out of Referer headers.
+// their URLs (share links carry a secret) out of other sites' Referer headers. (no-referrer
+// would also blank the Origin of this site's own form posts, which the CSRF check reads.)
 func securityHeaders(c *fiber.Ctx) error {
 	c.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
 		"connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 	c.Set("X-Content-Type-Options", "nosniff")
 	c.Set("X-Frame-Options", "DENY")
-	c.Set("Referrer-Policy", "no-referrer")
+	c.Set("Referrer-Policy", "same-origin")
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Next()
 }

@@ -588,7 +588,7 @@ func TestSiteSettings(t *testing.T) {
 	}
 	// Pages carry a strict policy: this origin only, no frames, no Referer.
 	csp := page.header.Get("Content-Security-Policy")
-	if !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || page.header.Get("Referrer-Policy") != "no-referrer" {
+	if !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || page.header.Get("Referrer-Policy") != "same-origin" {
 		t.Fatalf("headers: CSP %q, Referrer-Policy %q", csp, page.header.Get("Referrer-Policy"))
 	}
 }
@@ -747,5 +747,24 @@ func TestShareLinks(t *testing.T) {
 	}
 	if a := forger.post(locked, "password", "share secret"); a.status != http.StatusTooManyRequests {
 		t.Fatalf("11th password attempt = %d, want 429", a.status)
+	}
+}
+
+func TestAdminResetEndsSessions(t *testing.T) {
+	e := newWebEnv(t, "")
+	b := e.browser(t)
+	b.register("ann@example.com", "correct horse battery")
+	adm, err := NewAdmin(e.db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.ResetPassword(context.Background(), "ANN@example.com", "reset password 1"); err != nil {
+		t.Fatal(err)
+	}
+	if a := b.get("/app"); a.status != http.StatusSeeOther {
+		t.Fatalf("session after an admin reset = %d, want logged out", a.status)
+	}
+	if a := e.browser(t).post("/login", "email", "ann@example.com", "password", "reset password 1"); a.status != http.StatusSeeOther {
+		t.Fatalf("login with the reset password = %d", a.status)
 	}
 }

@@ -65,6 +65,9 @@ func (s *Store) CreateSession(ctx context.Context, userID int64) (string, error)
 	if err != nil {
 		return "", err
 	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1 AND expires_at <= now()`, userID); err != nil {
+		return "", fmt.Errorf("drop expired sessions: %w", err)
+	}
 	sum := sha256.Sum256([]byte(token))
 	_, err = s.pool.Exec(ctx, `INSERT INTO sessions (user_id, token_hash, expires_at) VALUES ($1, $2, now() + $3::interval)`,
 		userID, sum[:], fmt.Sprintf("%d seconds", int64(SessionTTL/time.Second)))
@@ -111,7 +114,7 @@ func (s *Store) ChangePassword(ctx context.Context, userID, keep int64, current,
 	if !CheckPassword(hash, current) {
 		return nil, ErrBadPassword
 	}
-	if err := s.SetPassword(ctx, userID, next); err != nil {
+	if err := s.setPassword(ctx, userID, next); err != nil {
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `DELETE FROM sessions WHERE user_id = $1 AND id <> $2 RETURNING id`, userID, keep)
