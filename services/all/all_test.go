@@ -124,8 +124,8 @@ func TestThreeTargetsOnMachineNATS(t *testing.T) {
 // new figures within a second and its stats endpoint to count the pageview.
 func checkPipeline(t *testing.T, ingestOrigin, queryOrigin string, site query.SiteInfo, key string) {
 	t.Helper()
-	frames := openLive(t, fmt.Sprintf("%s/api/sites/%d/live?key=%s", queryOrigin, site.ID, key))
-	if first := <-frames; first.Summary.Pageviews != 0 {
+	frames := openLive(t, fmt.Sprintf("%s/api/v1/sites/%d/live?key=%s", queryOrigin, site.ID, key))
+	if first := <-frames; first.Summary.Pageviews.Value != 0 {
 		t.Fatalf("first frame = %+v, want 0 pageviews", first)
 	}
 
@@ -156,7 +156,7 @@ func checkPipeline(t *testing.T, ingestOrigin, queryOrigin string, site query.Si
 
 	select {
 	case f := <-frames:
-		if f.Summary.Pageviews != 1 || f.Summary.Visitors != 1 {
+		if f.Summary.Pageviews.Value != 1 || f.Summary.Visitors.Value != 1 {
 			t.Fatalf("live frame = %+v, want 1 pageview, 1 visitor", f.Summary)
 		}
 		if d := time.Since(sent); d > time.Second {
@@ -166,7 +166,7 @@ func checkPipeline(t *testing.T, ingestOrigin, queryOrigin string, site query.Si
 		t.Fatal("no live frame within 5s of the beacon")
 	}
 
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/sites/%d/stats?period=today", queryOrigin, site.ID), nil)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/sites/%d/dashboard?period=today", queryOrigin, site.ID), nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -177,15 +177,15 @@ func checkPipeline(t *testing.T, ingestOrigin, queryOrigin string, site query.Si
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("stats = %d, %v", resp.StatusCode, err)
 	}
-	if got.Summary.Pageviews != 1 || got.Summary.Visitors != 1 {
+	if got.Summary.Pageviews.Value != 1 || got.Summary.Visitors.Value != 1 {
 		t.Fatalf("stats = %+v, want 1 pageview, 1 visitor", got.Summary)
 	}
 }
 
 type frame struct {
 	Summary struct {
-		Pageviews int64 `json:"pageviews"`
-		Visitors  int64 `json:"visitors"`
+		Pageviews struct{ Value float64 } `json:"pageviews"`
+		Visitors  struct{ Value float64 } `json:"visitors"`
 	} `json:"summary"`
 }
 

@@ -63,8 +63,8 @@ func TestAPIAuthorization(t *testing.T) {
 	}
 
 	routes := []string{
-		fmt.Sprintf("/api/sites/%d/stats?period=today", site.ID),
-		fmt.Sprintf("/api/sites/%d/live?period=today", site.ID),
+		fmt.Sprintf("/api/v1/sites/%d/dashboard?period=today", site.ID),
+		fmt.Sprintf("/api/v1/sites/%d/live?period=today", site.ID),
 	}
 	tests := []struct {
 		name string
@@ -97,7 +97,7 @@ func TestAPIAuthorization(t *testing.T) {
 			})
 		}
 	}
-	for _, bad := range []string{"/api/sites/999999/stats", "/api/sites/abc/stats", "/api/sites/-1/stats"} {
+	for _, bad := range []string{"/api/v1/sites/999999/dashboard", "/api/v1/sites/abc/dashboard", "/api/v1/sites/-1/dashboard"} {
 		req := httptest.NewRequest(http.MethodGet, bad, nil)
 		req.Header.Set("Authorization", "Bearer "+ownerKey)
 		resp, err := app.Test(req)
@@ -105,7 +105,7 @@ func TestAPIAuthorization(t *testing.T) {
 			t.Fatalf("%s = %v, %v; want 404", bad, resp.StatusCode, err)
 		}
 	}
-	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/sites/%d/stats?period=fortnight", site.ID), nil)
+	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/v1/sites/%d/dashboard?period=fortnight", site.ID), nil)
 	req.Header.Set("Authorization", "Bearer "+ownerKey)
 	if resp, err := app.Test(req); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad period = %v, %v; want 400", resp.StatusCode, err)
@@ -113,7 +113,7 @@ func TestAPIAuthorization(t *testing.T) {
 
 	// Requests are counted by route pattern, never by raw path.
 	for status, want := range map[string]float64{"200": 1, "404": 4, "401": 3, "400": 1} {
-		got := testutil.ToFloat64(svc.metrics.requests.WithLabelValues("/api/sites/:site/stats", status))
+		got := testutil.ToFloat64(svc.metrics.requests.WithLabelValues("/api/v1/sites/:site/dashboard", status))
 		if got != want {
 			t.Errorf("stats requests with status %s = %v, want %v", status, got, want)
 		}

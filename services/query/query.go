@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,10 +44,12 @@ type Config struct {
 	MirrorInterval time.Duration
 	// Heartbeat is how often an idle live stream sends a comment, so a vanished viewer
 	// is noticed and proxies keep the connection open.
-	Heartbeat  time.Duration
-	DBMaxConns int
-	Migrate    bool
-	LogLevel   string
+	Heartbeat time.Duration
+	// APIRateLimit is how many stats API requests one API key may make a minute.
+	APIRateLimit int
+	DBMaxConns   int
+	Migrate      bool
+	LogLevel     string
 	// PublicURL is where people reach Haru (https://stats.example.com): the dashboard's
 	// origin for CSRF checks, share links and Secure cookies. Empty: taken per request.
 	PublicURL string
@@ -54,6 +57,9 @@ type Config struct {
 	// to, when ingest is not served at PublicURL.
 	IngestURL string
 }
+
+// defaultAPIRateLimit is the stats API requests an API key may make a minute.
+const defaultAPIRateLimit = 600
 
 // ConfigFromEnv reads the HARU_* variables of the query service.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -65,6 +71,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		OpsAddr:        env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
 		MirrorInterval: env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
 		Heartbeat:      env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
+		APIRateLimit:   env.Int("HARU_API_RATE_LIMIT", defaultAPIRateLimit),
 		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
 		Migrate:        env.Bool("HARU_MIGRATE", true),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
@@ -93,6 +100,9 @@ func (c Config) Validate(requireNATS bool) error {
 		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "") {
 			errs = append(errs, fmt.Errorf("%s %q: want an origin such as https://stats.example.com", name, u))
 		}
+	}
+	if c.APIRateLimit < 1 {
+		errs = append(errs, fmt.Errorf("HARU_API_RATE_LIMIT %d: want at least 1 request a minute", c.APIRateLimit))
 	}
 	if c.DBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
@@ -164,6 +174,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		}
 		return nil
 	})
+	if cfg.APIRateLimit <= 0 {
+		cfg.APIRateLimit = defaultAPIRateLimit
+	}
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
 		accounts: accounts, stats: st, mirror: mir}
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
@@ -184,9 +197,18 @@ func (s *Service) Register(r fiber.Router) {
 	// the /api prefix and must not pass through these.
 	m := s.metrics.observe
 	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
-	r.Get("/api/sites/:site/stats", m, mapErrors, s.requireAPIKey, s.withSite, s.handleStats)
-	r.Get("/api/sites/:site/live", m, mapErrors, s.requireAPIKey, s.withSite, s.handleLive)
+	s.mountStats(prepend{r.Group("/api/v1/sites/:site"), []fiber.Handler{m, mapErrors, s.requireAPIKey, s.rateLimit(), s.withSite}})
 	s.registerWeb(r)
+}
+
+// prepend is a router whose GET routes run handlers first, per route as above.
+type prepend struct {
+	fiber.Router
+	handlers []fiber.Handler
+}
+
+func (p prepend) Get(path string, handlers ...fiber.Handler) fiber.Router {
+	return p.Router.Get(path, append(slices.Clone(p.handlers), handlers...)...)
 }
 
 // Run mirrors the site registry and relays update signals until ctx ends.

@@ -336,7 +336,7 @@ func TestEveryRouteAuthorizesTheSite(t *testing.T) {
 	if err := e.db.Pool.QueryRow(context.Background(), `SELECT id FROM share_links`).Scan(&share); err != nil {
 		t.Fatal(err)
 	}
-	gets := []string{"/app/sites/%d", "/app/sites/%d/settings", "/app/sites/%d/data/stats?period=today"}
+	gets := []string{"/app/sites/%d", "/app/sites/%d/settings", "/app/sites/%d/data/dashboard?period=today"}
 	posts := []string{"/app/sites/%d/settings", "/app/sites/%d/rotate", "/app/sites/%d/delete", "/app/sites/%d/shares",
 		"/app/sites/%d/shares/" + fmt.Sprint(share) + "/delete"}
 	for _, g := range gets {
@@ -700,10 +700,10 @@ func TestShareLinks(t *testing.T) {
 		strings.Contains(a.body, "/settings") || strings.Contains(a.body, "Log out") {
 		t.Fatalf("open link = %d; want a read-only dashboard", a.status)
 	}
-	if a := visitor.get(open + "/data/stats?period=today"); a.status != http.StatusOK {
+	if a := visitor.get(open + "/data/dashboard?period=today"); a.status != http.StatusOK {
 		t.Fatalf("open link data = %d", a.status)
 	}
-	for _, bad := range []string{"/share/nope", "/share/" + slugs["open"] + "x", "/share/nope/data/stats"} {
+	for _, bad := range []string{"/share/nope", "/share/" + slugs["open"] + "x", "/share/nope/data/dashboard"} {
 		if a := visitor.get(bad); a.status != http.StatusNotFound {
 			t.Errorf("GET %s = %d, want 404", bad, a.status)
 		}
@@ -719,7 +719,7 @@ func TestShareLinks(t *testing.T) {
 	if a := visitor.get(locked); a.status != http.StatusUnauthorized || !strings.Contains(a.body, "Password required") {
 		t.Fatalf("locked link without password = %d, want the password form", a.status)
 	}
-	if a := visitor.get(locked + "/data/stats?period=today"); a.status != http.StatusUnauthorized {
+	if a := visitor.get(locked + "/data/dashboard?period=today"); a.status != http.StatusUnauthorized {
 		t.Fatalf("locked link data without password = %d, want 401", a.status)
 	}
 	if a := visitor.post(locked, "password", "wrong"); a.status != http.StatusUnauthorized {
@@ -731,7 +731,7 @@ func TestShareLinks(t *testing.T) {
 	if a := visitor.get(locked); a.status != http.StatusOK {
 		t.Fatalf("locked link after the password = %d", a.status)
 	}
-	if a := visitor.get(locked + "/data/stats?period=today"); a.status != http.StatusOK {
+	if a := visitor.get(locked + "/data/dashboard?period=today"); a.status != http.StatusOK {
 		t.Fatalf("locked link data after the password = %d", a.status)
 	}
 	// A forged pass does not open the link.

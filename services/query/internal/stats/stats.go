@@ -1,65 +1,28 @@
-// Package stats answers questions about a site's traffic for a period.
+// Package stats answers questions about a site's traffic: the query model of the stats
+// API and the dashboard. Unfiltered views of whole local days read only the rollups;
+// filtered views and ranges that do not fall on local days read raw events.
 package stats
 
 import (
+	"cmp"
 	"context"
-	"embed"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 )
-
-// ErrBadPeriod is a period the caller named wrongly.
-var ErrBadPeriod = errors.New("bad period")
-
-// Period is the half-open range [From, To) and the name it was asked by.
-type Period struct {
-	Name     string    `json:"name"`
-	From     time.Time `json:"from"`
-	To       time.Time `json:"to"`
-	Timezone string    `json:"timezone"`
-	loc      *time.Location
-}
-
-// ParsePeriod resolves a named period at now in loc. Days start at local midnight.
-func ParsePeriod(name string, now time.Time, loc *time.Location) (Period, error) {
-	now = now.In(loc)
-	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, loc)
-	p := Period{Name: name, Timezone: loc.String(), loc: loc}
-	switch name {
-	case "", "today":
-		p.Name, p.From, p.To = "today", midnight, midnight.AddDate(0, 0, 1)
-	case "yesterday":
-		p.From, p.To = midnight.AddDate(0, 0, -1), midnight
-	case "24h":
-		p.From, p.To = now.Add(-24*time.Hour), now
-	case "7d":
-		p.From, p.To = midnight.AddDate(0, 0, -6), midnight.AddDate(0, 0, 1)
-	case "30d":
-		p.From, p.To = midnight.AddDate(0, 0, -29), midnight.AddDate(0, 0, 1)
-	default:
-		return Period{}, fmt.Errorf("%w: %q: want today, yesterday, 24h, 7d or 30d", ErrBadPeriod, name)
-	}
-	return p, nil
-}
-
-// Summary is the headline figures of a period.
-type Summary struct {
-	Pageviews int64 `json:"pageviews"`
-	// Visitors adds each local day's unique visitors: visitor ids rotate daily.
-	Visitors int64 `json:"visitors"`
-	// Events counts custom events (interactions), not pageviews or engagement.
-	Events     int64 `json:"events"`
-	Visits     int64 `json:"visits"`
-	Bounces    int64 `json:"bounces"`
-	DurationMS int64 `json:"duration_ms"`
-}
 
 // Querier runs stats queries.
 type Querier struct {
 	pool *pgxpool.Pool
+	// parallel bounds how many statements of one view run at once.
+	parallel int
 }
 
 // New returns a Querier over pool.
@@ -67,58 +30,361 @@ func New(pool *pgxpool.Pool) (*Querier, error) {
 	if pool == nil {
 		return nil, errors.New("stats: nil pool")
 	}
-	return &Querier{pool: pool}, nil
+	n := int(pool.Config().MaxConns) / 2
+	return &Querier{pool: pool, parallel: max(2, min(n, 4))}, nil
 }
 
-//go:embed sql/*.sql
-var sqlFiles embed.FS
+// statement is one SQL statement and its arguments.
+type statement struct {
+	sql  string
+	args []any
+}
 
-// query returns the embedded SQL file sql/name.sql.
-func query(name string) string {
-	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
+// totals are the sums one section row carries.
+type totals struct {
+	Pageviews, Events, Visitors, Visits, Bounces, DurationMS int64
+}
+
+func (t *totals) add(o totals) {
+	t.Pageviews += o.Pageviews
+	t.Events += o.Events
+	t.Visitors += o.Visitors
+	t.Visits += o.Visits
+	t.Bounces += o.Bounces
+	t.DurationMS += o.DurationMS
+}
+
+// metric is the value of a named metric.
+func (t totals) metric(name string) float64 {
+	switch name {
+	case Visitors:
+		return float64(t.Visitors)
+	case Pageviews:
+		return float64(t.Pageviews)
+	case Visits:
+		return float64(t.Visits)
+	case Events:
+		return float64(t.Events)
+	case ViewsPerVisit:
+		return ratio(float64(t.Pageviews), float64(t.Visits), 100)
+	case BounceRate:
+		return ratio(100*float64(t.Bounces), float64(t.Visits), 10)
+	case VisitDuration:
+		return ratio(float64(t.DurationMS)/1000, float64(t.Visits), 1)
+	}
+	return 0
+}
+
+// ratio is a/b rounded to 1/scale, 0 when b is 0.
+func ratio(a, b, scale float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return math.Round(a/b*scale) / scale
+}
+
+// row is one breakdown row.
+type row struct {
+	value string
+	t     totals
+}
+
+// result is what a plan's statements answered.
+type result struct {
+	sum    totals
+	series map[string]totals
+	dims   map[string][]row
+}
+
+// run answers pl for p: from the rollups when q allows, else from raw events.
+func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl plan) (result, error) {
+	var stmts []statement
+	// Hourly rollups start on UTC hours: a zone whose midnight is not one (a half-hour
+	// offset) gets its hourly series from raw events.
+	hourly := p.Interval == Hour && pl.series
+	if qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour))) {
+		stmts = []statement{rawStatement(site, p, qu.Filters, pl)}
+	} else {
+		stmts = rollupStatements(site, p, pl)
+	}
+	res := result{series: map[string]totals{}, dims: map[string][]row{}}
+	rows := make([][]sectionRow, len(stmts))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(q.parallel)
+	for i, st := range stmts {
+		g.Go(func() error {
+			r, err := q.pool.Query(gctx, st.sql, st.args...)
+			if err != nil {
+				return fmt.Errorf("stats query: %w", err)
+			}
+			out, err := pgx.CollectRows(r, func(r pgx.CollectableRow) (sectionRow, error) {
+				var s sectionRow
+				err := r.Scan(&s.section, &s.label, &s.t.Pageviews, &s.t.Events, &s.t.Visitors, &s.t.Visits, &s.t.Bounces, &s.t.DurationMS)
+				return s, err
+			})
+			if err != nil {
+				return fmt.Errorf("stats query: %w", err)
+			}
+			rows[i] = out
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return result{}, err
+	}
+	for _, rs := range rows {
+		for _, s := range rs {
+			switch s.section {
+			case "sum", "vsum":
+				res.sum.add(s.t)
+			case "ser", "vser":
+				t := res.series[s.label]
+				t.add(s.t)
+				res.series[s.label] = t
+			default:
+				res.dims[s.section] = append(res.dims[s.section], row{s.label, s.t})
+			}
+		}
+	}
+	for name, rs := range res.dims {
+		sortRows(rs, dimensionOf(pl.dims, name).visit)
+	}
+	return res, nil
+}
+
+type sectionRow struct {
+	section, label string
+	t              totals
+}
+
+func dimensionOf(dims []dimension, name string) dimension {
+	for _, d := range dims {
+		if d.name == name {
+			return d
+		}
+	}
+	return dimension{}
+}
+
+// Metric is a figure of the period and, when compared, of the previous one.
+type Metric struct {
+	Value    float64  `json:"value"`
+	Previous *float64 `json:"previous"`
+	// Change is the percent change from Previous, null when Previous is 0 or absent.
+	Change *float64 `json:"change"`
+}
+
+func metricsOf(cur totals, prev *totals, names []string) map[string]Metric {
+	out := make(map[string]Metric, len(names))
+	for _, name := range names {
+		m := Metric{Value: cur.metric(name)}
+		if prev != nil {
+			pv := prev.metric(name)
+			m.Previous = &pv
+			if pv != 0 {
+				c := math.Round((m.Value-pv)/pv*1000) / 10
+				m.Change = &c
+			}
+		}
+		out[name] = m
+	}
+	return out
+}
+
+// Point is one bucket of a time series: its start and its metrics.
+type Point map[string]any
+
+func (q *Querier) series(p Period, res result, names []string) []Point {
+	buckets := p.Buckets()
+	out := make([]Point, 0, len(buckets))
+	for _, b := range buckets {
+		t := res.series[p.bucketKey(b)]
+		pt := Point{"date": b}
+		for _, m := range names {
+			pt[m] = t.metric(m)
+		}
+		out = append(out, pt)
+	}
+	return out
+}
+
+// Row is one breakdown row: the dimension's value and its metrics.
+type Row map[string]any
+
+func rowsOf(d dimension, rs []row, names []string) []Row {
+	if len(names) == 0 {
+		names = d.breakdownMetrics()
+	}
+	out := make([]Row, 0, len(rs))
+	for _, r := range rs {
+		row := Row{"value": r.value}
+		for _, m := range names {
+			row[m] = r.t.metric(m)
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// SiteInfo is the site a view belongs to, as the dashboard shows it.
+type SiteInfo struct {
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	Domain   string `json:"domain"`
+	Timezone string `json:"timezone"`
+}
+
+// Dashboard is everything one dashboard view shows.
+type Dashboard struct {
+	Site        SiteInfo          `json:"site"`
+	Period      Period            `json:"period"`
+	Filters     []Filter          `json:"filters"`
+	Summary     map[string]Metric `json:"summary"`
+	Online      int64             `json:"online"`
+	Series      []Point           `json:"series"`
+	Panels      map[string][]Row  `json:"panels"`
+	GeneratedAt time.Time         `json:"generated_at"`
+}
+
+// OnlineWindow is how far back "online" looks.
+const OnlineWindow = 5 * time.Minute
+
+// Dashboard computes a whole dashboard view of site at now: summary (compared with the
+// previous period when asked), series, every panel and the visitors online.
+func (q *Querier) Dashboard(ctx context.Context, site SiteInfo, qu Query, now time.Time) (Dashboard, error) {
+	d := Dashboard{Site: site, Period: qu.Period, Filters: qu.Filters, GeneratedAt: now.UTC()}
+	if d.Filters == nil {
+		d.Filters = []Filter{}
+	}
+	var dims []dimension
+	for _, name := range dashboardPanels {
+		dim, _ := lookupDimension("dimension", name, true)
+		dims = append(dims, dim)
+	}
+	pl := plan{summary: true, series: true, dims: dims, limit: qu.Limit, offset: (qu.Page - 1) * qu.Limit}
+	var cur, prev result
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { cur, err = q.run(gctx, site.ID, qu, qu.Period, pl); return })
+	if qu.Compare {
+		g.Go(func() (err error) {
+			prev, err = q.run(gctx, site.ID, qu, qu.Period.Previous(), plan{summary: true})
+			return
+		})
+	}
+	g.Go(func() (err error) { d.Online, err = q.Online(gctx, site.ID, now); return })
+	if err := g.Wait(); err != nil {
+		return Dashboard{}, err
+	}
+	var pp *totals
+	if qu.Compare {
+		pp = &prev.sum
+	}
+	d.Summary = metricsOf(cur.sum, pp, AllMetrics)
+	d.Series = q.series(qu.Period, cur, AllMetrics)
+	d.Panels = make(map[string][]Row, len(dims))
+	for _, dim := range dims {
+		d.Panels[dim.name] = rowsOf(dim, cur.dims[dim.name], nil)
+	}
+	return d, nil
+}
+
+// Aggregate is the summary of a view, compared with the previous period when asked.
+func (q *Querier) Aggregate(ctx context.Context, site int64, qu Query) (map[string]Metric, error) {
+	var cur, prev result
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { cur, err = q.run(gctx, site, qu, qu.Period, plan{summary: true}); return })
+	if qu.Compare {
+		g.Go(func() (err error) {
+			prev, err = q.run(gctx, site, qu, qu.Period.Previous(), plan{summary: true})
+			return
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var pp *totals
+	if qu.Compare {
+		pp = &prev.sum
+	}
+	return metricsOf(cur.sum, pp, q.metricNames(qu)), nil
+}
+
+func (q *Querier) metricNames(qu Query) []string {
+	if len(qu.Metrics) == 0 {
+		return AllMetrics
+	}
+	return qu.Metrics
+}
+
+// Timeseries is the view's series, one point per bucket of its interval.
+func (q *Querier) Timeseries(ctx context.Context, site int64, qu Query) ([]Point, error) {
+	res, err := q.run(ctx, site, qu, qu.Period, plan{series: true})
 	if err != nil {
-		panic(fmt.Sprintf("stats: missing query %s", name))
+		return nil, err
 	}
-	return string(b)
+	return q.series(qu.Period, res, q.metricNames(qu)), nil
 }
 
-var (
-	summaryRollup = query("summary_rollup")
-	summaryRaw    = query("summary_raw")
-)
-
-// DayAligned reports whether p covers whole local days, so rollups answer it.
-func (p Period) DayAligned() bool {
-	if p.loc == nil {
-		return false
+// Breakdown is one page of the rows of qu's dimension (set by WithDimension).
+func (q *Querier) Breakdown(ctx context.Context, site int64, qu Query) ([]Row, error) {
+	if qu.Dimension == "" {
+		return nil, fieldErr("dimension", "dimension is required")
 	}
-	at := func(t time.Time) bool {
-		t = t.In(p.loc)
-		return t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0
+	allowed := qu.dim.breakdownMetrics()
+	for _, m := range qu.Metrics {
+		if !slices.Contains(allowed, m) {
+			return nil, fieldErr("metrics", "metric %s is not available for dimension %s: want %s", m, qu.Dimension, strings.Join(allowed, ", "))
+		}
 	}
-	return at(p.From) && at(p.To)
+	res, err := q.run(ctx, site, qu, qu.Period, plan{dims: []dimension{qu.dim}, limit: qu.Limit, offset: (qu.Page - 1) * qu.Limit})
+	if err != nil {
+		return nil, err
+	}
+	return rowsOf(qu.dim, res.dims[qu.dim.name], qu.Metrics), nil
 }
 
-// Summary returns the headline figures of site for p: from the rollups when p covers
-// whole local days, else (the last 24 hours) from raw events, which then span at most a
-// day and a bit.
-func (q *Querier) Summary(ctx context.Context, site int64, p Period) (Summary, error) {
-	if p.DayAligned() {
-		return q.scan(ctx, summaryRollup, site, p.From.In(p.loc).Format(time.DateOnly), p.To.In(p.loc).Format(time.DateOnly))
-	}
-	return q.SummaryRaw(ctx, site, p)
+// sortRows orders breakdown rows as the SQL ranks them: by visits for entry and exit
+// pages, else by visitors, pageviews and events; then by value, bytewise.
+func sortRows(rs []row, visit bool) {
+	slices.SortStableFunc(rs, func(a, b row) int {
+		if visit {
+			if c := cmp.Compare(b.t.Visits, a.t.Visits); c != 0 {
+				return c
+			}
+		} else {
+			if c := cmp.Compare(b.t.Visitors, a.t.Visitors); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(b.t.Pageviews, a.t.Pageviews); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(b.t.Events, a.t.Events); c != 0 {
+				return c
+			}
+		}
+		return strings.Compare(a.value, b.value)
+	})
 }
 
-// SummaryRaw computes the headline figures from raw events: the baseline the rollups are
-// measured against, and the answer for ranges that are not whole days.
-func (q *Querier) SummaryRaw(ctx context.Context, site int64, p Period) (Summary, error) {
-	return q.scan(ctx, summaryRaw, site, p.From, p.To, p.Timezone)
+// Online counts the distinct visitors of site in the OnlineWindow before now; with no
+// traffic it falls to 0 by itself.
+func (q *Querier) Online(ctx context.Context, site int64, now time.Time) (int64, error) {
+	var n int64
+	if err := q.pool.QueryRow(ctx, onlineSQL, site, now.Add(-OnlineWindow), now).Scan(&n); err != nil {
+		return 0, fmt.Errorf("online: %w", err)
+	}
+	return n, nil
 }
 
-func (q *Querier) scan(ctx context.Context, sql string, args ...any) (Summary, error) {
-	var s Summary
-	if err := q.pool.QueryRow(ctx, sql, args...).Scan(&s.Pageviews, &s.Visitors, &s.Events, &s.Visits, &s.Bounces, &s.DurationMS); err != nil {
-		return Summary{}, fmt.Errorf("summary: %w", err)
+// FirstDay is the site's first local day with data (zero without any), the start of
+// the "all" period.
+func (q *Querier) FirstDay(ctx context.Context, site int64, loc *time.Location) (time.Time, error) {
+	var s *string
+	if err := q.pool.QueryRow(ctx, firstDaySQL, site).Scan(&s); err != nil {
+		return time.Time{}, fmt.Errorf("first day: %w", err)
 	}
-	return s, nil
+	if s == nil {
+		return time.Time{}, nil
+	}
+	return time.ParseInLocation(time.DateOnly, *s, loc)
 }

@@ -1,0 +1,347 @@
+package query_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/services/all"
+)
+
+// The dashboard test runs the whole system in-process (`haru -target=all`) and drives it
+// in headless Chromium as a person would: register, add a site, paste its snippet into a
+// page of the site, watch the dashboard change live, filter, share. The dashboard and the
+// tracked site have non-local host names, mapped to 127.0.0.1 by the browser, because
+// ingest ignores pages on local hosts.
+
+const (
+	haruHost  = "haru.example.test"
+	shopHost  = "shop.example.test"
+	userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+)
+
+// findChromium returns the browser to drive: $HARU_CHROMIUM, or Chromium or Chrome on
+// the PATH. Without one the test skips, except under CI=true, where it fails.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("HARU_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is required under CI=true (apt-get install chromium)")
+	}
+	t.Skip("chromium not found; install it (apt-get install chromium) to run the browser tests")
+	return ""
+}
+
+// startHaru runs the single binary in-process and returns its port.
+func startHaru(t *testing.T) string {
+	t.Helper()
+	db := pgtest.New(t)
+	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"HARU_DATABASE_URL":  db.URL,
+		"HARU_HTTP_ADDR":     httpAddr,
+		"HARU_OPS_ADDR":      opsAddr,
+		"HARU_DATA_DIR":      t.TempDir(),
+		"HARU_BATCH_AGE":     "20ms",
+		"HARU_LOG_LEVEL":     "warn",
+		"HARU_SSE_HEARTBEAT": "1s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- all.Main(ctx, nil, func(k string) string { return env[k] }, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("haru did not stop within 20s")
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		select {
+		case err := <-done:
+			t.Fatalf("haru exited before ready: %v", err)
+		default:
+		}
+		if resp, err := http.Get("http://" + opsAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("haru not ready within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, port, _ := net.SplitHostPort(httpAddr)
+	return port
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// artifacts is where screenshots go: $HARU_ARTIFACTS, or a temporary directory.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("HARU_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "haru-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(artifacts(t), "dashboard-"+name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", p)
+}
+
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		shot(t, ctx, "failed")
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// until waits for a JavaScript condition in the page.
+func until(t *testing.T, ctx context.Context, what, cond string, timeout time.Duration) {
+	t.Helper()
+	pctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(pctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+		if state, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + ' | ' + document.body.innerText.slice(0, 600)`)); err == nil {
+			t.Logf("page: %s", state)
+		}
+		shot(t, ctx, "failed")
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// newTab opens a tab (in parent's browser context unless opts give another) and logs
+// its console, which also keeps its page's runtime attached while other tabs work.
+func newTab(t *testing.T, parent context.Context, opts ...chromedp.ContextOption) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(parent, opts...)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("open tab: %v", err)
+	}
+	go func() {
+		for m, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return
+			}
+			t.Logf("console: %+v", m)
+		}
+	}()
+	return ctx
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("eval %s: %v", js, err)
+	}
+	return v
+}
+
+func TestDashboardInBrowser(t *testing.T) {
+	chromium := findChromium(t)
+	port := startHaru(t)
+	haru := "http://" + haruHost + ":" + port
+
+	// The tracked site: its pages carry the snippet the settings page shows.
+	var snippet string
+	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><html><head><title>Shop %s</title>%s</head><body><h1>%s</h1></body></html>", r.URL.Path, snippet, r.URL.Path)
+	}))
+	t.Cleanup(shop.Close)
+	_, shopPort, _ := net.SplitHostPort(shop.Listener.Addr().String())
+
+	dataDir := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.UserDataDir(dataDir),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("host-resolver-rules", "MAP "+haruHost+" 127.0.0.1, MAP "+shopHost+" 127.0.0.1"),
+		chromedp.Flag("enable-automation", false),
+		chromedp.Flag("disable-blink-features", "AutomationControlled"),
+		chromedp.UserAgent(userAgent),
+		chromedp.WindowSize(1280, 900),
+	)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(allocCancel)
+	browser, browserCancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(browserCancel)
+	if err := chromedp.Do(browser); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(browser, 90*time.Second)
+	defer cancel()
+
+	// Register and add a site.
+	do(t, ctx, "open the register page", chromedp.Navigate(haru+"/register"))
+	do(t, ctx, "register",
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), "Owner@Example.com"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "correct horse battery"),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=domain]`)),
+	)
+	do(t, ctx, "add a site",
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "Shop"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=domain]`), shopHost),
+		chromedp.SetValue(chromedp.CSS(`input[name=timezone]`), "UTC"),
+		chromedp.Click(chromedp.CSS(`form[action="/app/sites"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("snippet")),
+	)
+	until(t, ctx, "the waiting state", `document.querySelector('#site-status').classList.contains('waiting')`, 5*time.Second)
+	settingsURL := eval[string](t, ctx, `location.href`)
+	snippet = eval[string](t, ctx, `document.querySelector('#snippet').textContent`)
+	if want := `<script defer src="` + haru + `/js/haru.js" data-api="` + haru + `" data-token="`; !strings.HasPrefix(snippet, want) {
+		t.Fatalf("snippet %q, want it to start with %q", snippet, want)
+	}
+	shot(t, ctx, "settings-waiting")
+
+	// The dashboard in a second tab, showing no visitor yet.
+	dash := newTab(t, ctx)
+	dashURL := strings.TrimSuffix(settingsURL, "/settings") + "?period=today"
+	do(t, dash, "open the dashboard", chromedp.Navigate(dashURL))
+	visitors := `document.querySelector('.figure[data-metric=visitors] .value').textContent`
+	until(t, dash, "the first figures", visitors+` === '0'`, 10*time.Second)
+	until(t, dash, "the live stream", `document.querySelector('#live-state').classList.contains('live')`, 10*time.Second)
+	eval[bool](t, dash, `window.notReloaded = true`)
+	shot(t, dash, "empty")
+
+	// A visitor opens a page of the shop, which sends its pageview to ingest.
+	visit := newTab(t, ctx)
+	do(t, visit, "visit the shop", chromedp.Navigate("http://"+shopHost+":"+shopPort+"/pricing"))
+
+	// The settings page turns to "receiving" and the dashboard counts the visitor, both
+	// live: the dashboard page is the same document, not reloaded.
+	until(t, ctx, "receiving data", `document.querySelector('#site-status').classList.contains('receiving')`, 10*time.Second)
+	shot(t, ctx, "settings-receiving")
+	until(t, dash, "the live figure", visitors+` === '1'`, 10*time.Second)
+	if !eval[bool](t, dash, `window.notReloaded === true`) {
+		t.Fatal("the dashboard reloaded instead of updating live")
+	}
+	until(t, dash, "the page row", `[...document.querySelectorAll('[data-panel=pages] .label')].some(b => b.textContent === '/pricing')`, 5*time.Second)
+	shot(t, dash, "live")
+
+	// Click the page: the whole dashboard filters, as a chip, in the URL.
+	do(t, dash, "filter by page", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll('[data-panel=pages] .label')].find(b => b.textContent === '/pricing').click()`))
+	until(t, dash, "the filter chip", `document.querySelector('#filters .chip .val')?.textContent === '/pricing'`, 5*time.Second)
+	if u := eval[string](t, dash, `location.search`); !strings.Contains(u, "filter=page%3Ais%3A%2Fpricing") {
+		t.Fatalf("URL query %q lacks the filter", u)
+	}
+	until(t, dash, "filtered figures", visitors+` === '1'`, 5*time.Second)
+	if href := eval[string](t, dash, `document.querySelector('#export').href`); !strings.Contains(href, "/export.csv?") || !strings.Contains(href, "filter=") {
+		t.Fatalf("export link %q does not carry the view", href)
+	}
+	shot(t, dash, "filtered")
+	// is → is not: the only visitor is excluded.
+	do(t, dash, "negate the filter", chromedp.Click(chromedp.CSS(`#filters .chip .op`)))
+	until(t, dash, "negated filter", visitors+` === '0' && location.search.includes('is_not')`, 5*time.Second)
+
+	// Periods and intervals are in the URL too: 7 days by day, then a custom range.
+	do(t, dash, "pick 7 days", chromedp.Evaluate[chromedp.Void](
+		`document.querySelector('#period').value = '7d'; document.querySelector('#period').dispatchEvent(new Event('change'))`))
+	until(t, dash, "7 daily points", `location.search.includes('period=7d') && document.querySelector('#chart').dataset.points === '7'`, 5*time.Second)
+	do(t, dash, "pick a custom range", chromedp.Evaluate[chromedp.Void](`
+		document.querySelector('#period').value = 'custom'; document.querySelector('#period').dispatchEvent(new Event('change'));
+		document.querySelector('#from').value = '2026-01-01'; document.querySelector('#to').value = '2026-01-03';
+		document.querySelector('#apply-range').click()`))
+	until(t, dash, "3 daily points", `location.search.includes('from=2026-01-01') && document.querySelector('#chart').dataset.points === '3'`, 5*time.Second)
+	do(t, dash, "back", chromedp.NavigateBack(), chromedp.NavigateBack())
+	until(t, dash, "today again", `location.search.includes('period=today') && !location.search.includes('7d') && document.querySelector('#period').value === 'today'`, 5*time.Second)
+
+	// Dark mode and a phone-sized screen.
+	if _, err := chromedp.Call(dash, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
+	do(t, dash, "remove the filter", chromedp.Click(chromedp.CSS(`#filters .chip .remove`)))
+	until(t, dash, "unfiltered", visitors+` === '1' && !location.search.includes('filter')`, 5*time.Second)
+	if bg := eval[string](t, dash, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(15, 18, 24)" {
+		t.Fatalf("dark background %q, want rgb(15, 18, 24)", bg)
+	}
+	shot(t, dash, "dark")
+	do(t, dash, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	until(t, dash, "phone layout", `document.querySelector('.panels').getBoundingClientRect().width < 400`, 5*time.Second)
+	shot(t, dash, "phone")
+
+	// A share link, opened logged out in a separate browser context.
+	do(t, ctx, "create a share link",
+		chromedp.Navigate(settingsURL),
+		chromedp.SendKeys(chromedp.CSS(`input[name=label]`), "Team"),
+		chromedp.Click(chromedp.CSS(`form[action$="/shares"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.links code`)),
+	)
+	shareURL := eval[string](t, ctx, `document.querySelector('.links code').textContent`)
+	anonCtx := newTab(t, ctx, chromedp.WithNewBrowserContext())
+	do(t, anonCtx, "open the share link", chromedp.Navigate(shareURL))
+	until(t, anonCtx, "shared figures", visitors+` === '1'`, 10*time.Second)
+	if n := eval[int](t, anonCtx, `document.querySelectorAll('a[href*="/settings"], form[action="/logout"]').length`); n != 0 {
+		t.Fatalf("the shared dashboard shows %d owner controls", n)
+	}
+	// The link opens this dashboard only: the app still asks to log in.
+	if landed, err := chromedp.Run(anonCtx, chromedp.Evaluate[string](`fetch('/app').then(r => new URL(r.url).pathname)`, chromedp.EvalAwaitPromise)); err != nil || landed != "/login" {
+		t.Fatalf("GET /app through the share link's browser landed on %q (%v), want /login", landed, err)
+	}
+	shot(t, anonCtx, "shared")
+
+	// Revoking the link ends the shared stream: the page says so.
+	do(t, ctx, "revoke the share link",
+		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
+		chromedp.Click(chromedp.CSS(`.links form button`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`.links code`)),
+	)
+	until(t, anonCtx, "the revoked notice", `!document.querySelector('#dash-error').hidden`, 10*time.Second)
+	shot(t, anonCtx, "revoked")
+}

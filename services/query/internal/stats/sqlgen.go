@@ -1,0 +1,227 @@
+package stats
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Every section query answers rows of one shape: (section, label, pageviews, events,
+// visitors, visits, bounces, duration_ms). A section is "sum", "vsum" (visit totals),
+// "ser", "vser" (series by bucket) or a breakdown dimension's name.
+
+// args collects a statement's positional parameters.
+type args []any
+
+func (a *args) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// plan is what one statement computes.
+type plan struct {
+	summary bool
+	series  bool
+	dims    []dimension
+	limit   int
+	offset  int
+}
+
+const visitSums = `count(*)::int8, (count(*) FILTER (WHERE pageviews = 1 AND events = 0))::int8,
+	coalesce(sum(floor(extract(epoch FROM ended_at - started_at) * 1000)::bigint + engagement_ms), 0)::int8`
+
+// order ranks breakdown rows; value COLLATE "C" makes ties break as Go's sort does.
+func orderEvents(label string) string {
+	return `ORDER BY 5 DESC, 3 DESC, 4 DESC, ` + label + ` COLLATE "C"`
+}
+
+func orderVisits(label string) string { return `ORDER BY 6 DESC, ` + label + ` COLLATE "C"` }
+
+func limitClause(p plan) string {
+	return fmt.Sprintf(" LIMIT %d OFFSET %d", p.limit, p.offset)
+}
+
+// dayBucket is the local date starting the day, week or month of date column col.
+func dayBucket(interval, col string) string {
+	if interval == Day {
+		return col + "::text"
+	}
+	return fmt.Sprintf("date_trunc('%s', %s::timestamp)::date::text", interval, col)
+}
+
+// hourBucket is the Unix time of the UTC hour holding timestamptz expression col.
+func hourBucket(col string) string {
+	return fmt.Sprintf("extract(epoch FROM date_trunc('hour', %s, 'UTC'))::bigint::text", col)
+}
+
+// rollupStatements are the statements answering pl from the rollups for a day-aligned
+// period: one per section, run side by side.
+func rollupStatements(site int64, p Period, pl plan) []statement {
+	var out []statement
+	base := func() (args, string) {
+		a := args{}
+		where := fmt.Sprintf("site_id = %s AND day >= %s AND day < %s", a.add(site), a.add(p.fromDay()), a.add(p.toDay()))
+		return a, where
+	}
+	if pl.summary {
+		a, w := base()
+		out = append(out, statement{`SELECT 'sum', '', coalesce(sum(pageviews), 0)::int8, coalesce(sum(events), 0)::int8,
+			coalesce(sum(visitors), 0)::int8, 0::int8, 0::int8, 0::int8
+			FROM rollup_dims WHERE ` + w + ` AND dim = 0 AND key = '' AND value = ''`, a})
+		a, w = base()
+		out = append(out, statement{`SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, coalesce(sum(visits), 0)::int8,
+			coalesce(sum(bounces), 0)::int8, coalesce(sum(duration_ms), 0)::int8
+			FROM rollup_visits WHERE ` + w + ` AND dim = 0 AND value = ''`, a})
+	}
+	if pl.series {
+		if p.Interval == Hour {
+			a := args{}
+			s, f, t := a.add(site), a.add(p.From), a.add(p.To)
+			out = append(out, statement{`SELECT 'ser', ` + hourBucket("hour") + `, pageviews, events, visitors, 0::int8, 0::int8, 0::int8
+				FROM rollup_hourly WHERE site_id = ` + s + ` AND hour >= ` + f + ` AND hour < ` + t, a})
+			a = args{}
+			s, f, t = a.add(site), a.add(p.From), a.add(p.To)
+			fd, td := a.add(p.fromDay()), a.add(p.toDay())
+			out = append(out, statement{`SELECT 'vser', ` + hourBucket("started_at") + `, 0::int8, 0::int8, 0::int8, ` + visitSums + `
+				FROM visits WHERE site_id = ` + s + ` AND day >= ` + fd + ` AND day <= ` + td +
+				` AND started_at >= ` + f + ` AND started_at < ` + t + ` GROUP BY 2`, a})
+		} else {
+			b := dayBucket(p.Interval, "day")
+			a, w := base()
+			out = append(out, statement{`SELECT 'ser', ` + b + `, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+				FROM rollup_dims WHERE ` + w + ` AND dim = 0 AND key = '' AND value = '' GROUP BY 2`, a})
+			a, w = base()
+			out = append(out, statement{`SELECT 'vser', ` + b + `, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
+				FROM rollup_visits WHERE ` + w + ` AND dim = 0 AND value = '' GROUP BY 2`, a})
+		}
+	}
+	for _, d := range pl.dims {
+		a, w := base()
+		name := a.add(d.name)
+		switch {
+		case d.visit:
+			out = append(out, statement{`SELECT ` + name + `::text, value, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
+				FROM rollup_visits WHERE ` + w + fmt.Sprintf(" AND dim = %d", d.rollup) + ` GROUP BY 2 ` + orderVisits("value") + limitClause(pl), a})
+		case d.props:
+			out = append(out, statement{`SELECT ` + name + `::text, key, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+				FROM rollup_dims WHERE ` + w + ` AND dim = 16 GROUP BY 2 ` + orderEvents("key") + limitClause(pl), a})
+		default:
+			out = append(out, statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+				FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
+				` GROUP BY 2 ` + orderEvents("value") + limitClause(pl), a})
+		}
+	}
+	return out
+}
+
+// rawStatement answers pl from raw events (and the visits they form) in one statement:
+// the filtered events are read once, then every section aggregates them. Visitors add
+// each local day's uniques, as the rollups do; hourly series count each hour's.
+func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
+	a := args{}
+	s, f, t, tz := a.add(site), a.add(p.From), a.add(p.To), a.add(p.Timezone)
+	fd, td := a.add(p.fromDay()), a.add(p.toDay())
+	var evConds, visitConds []string
+	for _, fl := range filters {
+		cond := filterSQL(&a, fl)
+		if fl.dim.visit {
+			visitConds = append(visitConds, cond)
+		} else {
+			evConds = append(evConds, cond)
+		}
+	}
+	var sb strings.Builder
+	sb.WriteString(`WITH ev AS MATERIALIZED (
+	SELECT e.*, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
+	       (e.name NOT IN ('pageview', 'engagement'))::int AS ce
+	FROM events e
+	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t)
+	for _, c := range evConds {
+		sb.WriteString("\n\t  AND " + c)
+	}
+	if len(visitConds) > 0 {
+		sb.WriteString(`
+	  AND EXISTS (SELECT 1 FROM visits v WHERE v.site_id = e.site_id AND v.visitor_id = e.visitor_id
+	              AND v.started_at <= e.ts AND v.ended_at >= e.ts AND ` + strings.Join(visitConds, " AND ") + `)`)
+	}
+	sb.WriteString(`
+), vs AS MATERIALIZED (
+	SELECT v.* FROM visits v
+	WHERE v.site_id = ` + s + ` AND v.day >= ` + fd + ` AND v.day <= ` + td + `
+	  AND v.started_at >= ` + f + ` AND v.started_at < ` + t)
+	for _, c := range visitConds {
+		sb.WriteString("\n\t  AND " + c)
+	}
+	if len(evConds) > 0 {
+		sb.WriteString(`
+	  AND EXISTS (SELECT 1 FROM ev e WHERE e.visitor_id = v.visitor_id AND e.ts >= v.started_at AND e.ts <= v.ended_at)`)
+	}
+	sb.WriteString("\n)\n")
+
+	var parts []string
+	if pl.summary {
+		parts = append(parts, `SELECT 'sum', '', coalesce(sum(pv), 0)::int8, coalesce(sum(ce), 0)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
+	FROM (SELECT e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2) x`,
+			`SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs`)
+	}
+	if pl.series {
+		if p.Interval == Hour {
+			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
+	FROM (SELECT `+hourBucket("e.ts")+` AS b, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2) x GROUP BY b`,
+				`SELECT 'vser', `+hourBucket("started_at")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
+		} else {
+			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
+	FROM (SELECT `+dayBucket(p.Interval, "e.day")+` AS b, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2, 3) x GROUP BY b`,
+				`SELECT 'vser', `+dayBucket(p.Interval, "day")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
+		}
+	}
+	for _, d := range pl.dims {
+		name := a.add(d.name)
+		switch {
+		case d.visit:
+			parts = append(parts, `(SELECT `+name+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
+	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl)+`)`)
+		case d.props || d.prop != "":
+			label, cond := "k", ""
+			if d.prop != "" {
+				label, cond = "val", " AND left(p.key, 200) = "+a.add(d.prop)
+			}
+			parts = append(parts, `(SELECT `+name+`::text, `+label+`, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
+	FROM (SELECT left(p.key, 200) AS k, left(p.value, 1000) AS val, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce
+	      FROM ev e CROSS JOIN LATERAL jsonb_each_text(e.props) p
+	      WHERE e.props IS NOT NULL AND jsonb_typeof(e.props) = 'object'`+cond+`
+	      GROUP BY 1, 2, 3, 4) x
+	GROUP BY 2 `+orderEvents(label)+limitClause(pl)+`)`)
+		default:
+			keep := ""
+			if d.keep != "" {
+				keep = " WHERE " + d.keep
+			}
+			parts = append(parts, `(SELECT `+name+`::text, value, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
+	FROM (SELECT `+d.expr+` AS value, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e`+keep+` GROUP BY 1, 2, 3) x
+	GROUP BY 2 `+orderEvents("value")+limitClause(pl)+`)`)
+		}
+	}
+	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))
+	return statement{sb.String(), a}
+}
+
+// filterSQL is the condition of one filter over events e (or visits v for entry and
+// exit pages), its value a parameter.
+func filterSQL(a *args, f Filter) string {
+	col := filterColumn[f.Dimension]
+	if f.dim.prop != "" {
+		col = "(e.props ->> " + a.add(f.dim.prop) + ")"
+	}
+	v := a.add(f.Value)
+	if f.Op == "is" {
+		return col + " = " + v
+	}
+	return col + " IS DISTINCT FROM " + v
+}
+
+// onlineSQL counts distinct visitors seen in (now - 5 minutes, now].
+const onlineSQL = `SELECT count(DISTINCT visitor_id) FROM events WHERE site_id = $1 AND ts > $2 AND ts <= $3`
+
+// firstDaySQL is the site's first local day with data.
+const firstDaySQL = `SELECT min(day)::text FROM rollup_dims WHERE site_id = $1`

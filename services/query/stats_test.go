@@ -1,0 +1,200 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/natstest"
+	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/pkg/telemetry"
+	"github.com/haru-analytics/haru/services/query/internal/seed"
+	"github.com/haru-analytics/haru/services/writer"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of the stats API")
+
+// statsFixture is a query service over a fixed data set: site 1 in Europe/Paris with
+// about 5000 events over the 60 days before a fixed now, rollups built by the writer's
+// rebuild path.
+type statsFixture struct {
+	app  *fiber.App
+	key  string
+	site int64
+}
+
+func newStatsFixture(t *testing.T, rateLimit int) statsFixture {
+	t.Helper()
+	db := pgtest.New(t)
+	ns := natstest.New(t)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	paris, _ := time.LoadLocation("Europe/Paris")
+	now := time.Date(2026, 11, 27, 16, 30, 0, 0, paris)
+	cfg := Config{NATS: natsutil.Config{Prefix: "haru", Stream: natsutil.DefaultStreamSettings()}, Heartbeat: time.Second, APIRateLimit: rateLimit}
+	svc, err := New(ctx, cfg, Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
+		Clock: clock.NewFake(now), NATS: ns.Conn(t), Pool: db.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(AppConfig(log))
+	svc.Register(app)
+	adm, err := NewAdmin(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateUser(ctx, "owner@example.com", "owner-password"); err != nil {
+		t.Fatal(err)
+	}
+	site, err := adm.CreateSite(ctx, "owner@example.com", "Shop", "shop.example", "Europe/Paris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := adm.CreateAPIKey(ctx, "owner@example.com", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := now.AddDate(0, 0, -60)
+	if _, err := seed.Load(ctx, db.Pool, seed.NewGenerator(site.ID, from, now.Add(-time.Minute), 42), 5000); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.RebuildRollups(ctx, db.Pool, site.ID, from, now); err != nil {
+		t.Fatal(err)
+	}
+	return statsFixture{app: app, key: key, site: site.ID}
+}
+
+func (f statsFixture) get(t *testing.T, path string) (*http.Response, []byte) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/v1/sites/%d%s", f.site, path), nil)
+	req.Header.Set("Authorization", "Bearer "+f.key)
+	resp, err := f.app.Test(req, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// TestStatsAPIGolden compares the stats API's answers on a fixed data set with the
+// files in testdata/golden (go test -run Golden -update rewrites them).
+func TestStatsAPIGolden(t *testing.T) {
+	f := newStatsFixture(t, 0)
+	cases := map[string]string{
+		"dashboard_30d":          "/dashboard?period=30d",
+		"dashboard_today":        "/dashboard?period=today",
+		"dashboard_24h":          "/dashboard?period=24h&limit=3",
+		"dashboard_filtered":     "/dashboard?period=30d&limit=5&filter=" + url.QueryEscape("page:is:/pricing") + "&filter=" + url.QueryEscape("country:is_not:US"),
+		"dashboard_entry_filter": "/dashboard?period=7d&limit=3&filter=" + url.QueryEscape("entry_page:is:/"),
+		"aggregate_month":        "/aggregate?period=month&metrics=visitors,bounce_rate,visit_duration",
+		"aggregate_custom":       "/aggregate?period=custom&from=2026-10-01&to=2026-10-31&compare=none",
+		"timeseries_week":        "/timeseries?period=custom&from=2026-10-01&to=2026-11-27&interval=week",
+		"breakdown_page":         "/breakdown?dimension=page&period=30d&limit=5&page=2",
+		"breakdown_exit":         "/breakdown?dimension=exit_page&period=30d&limit=5",
+		"breakdown_prop":         "/breakdown?dimension=prop.plan&period=30d",
+		"breakdown_props":        "/breakdown?dimension=props&period=30d",
+		"breakdown_event":        "/breakdown?dimension=event&period=all",
+		"export_page":            "/export.csv?dimension=page&period=7d&limit=5",
+		"export_series":          "/export.csv?period=7d",
+	}
+	for name, path := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, body := f.get(t, path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s = %d %s", path, resp.StatusCode, body)
+			}
+			ext := ".json"
+			if strings.HasPrefix(name, "export") {
+				ext = ".csv"
+				if cd := resp.Header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment;") {
+					t.Errorf("Content-Disposition = %q", cd)
+				}
+			} else {
+				var out bytes.Buffer
+				if err := json.Indent(&out, body, "", "  "); err != nil {
+					t.Fatal(err)
+				}
+				body = append(out.Bytes(), '\n')
+			}
+			file := filepath.Join("testdata", "golden", name+ext)
+			if *update {
+				if err := os.WriteFile(file, body, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(want, body) {
+				t.Errorf("%s differs from %s:\n%s", path, file, body)
+			}
+		})
+	}
+}
+
+// TestStatsAPIBadRequests: every bad parameter is a 400 naming it.
+func TestStatsAPIBadRequests(t *testing.T) {
+	f := newStatsFixture(t, 0)
+	for path, field := range map[string]string{
+		"/dashboard?period=fortnight":                                           "period",
+		"/dashboard?period=custom&to=2026-01-01":                                "from",
+		"/aggregate?period=custom&from=2026-01-01":                              "to",
+		"/timeseries?period=custom&from=2026-02-01&to=2026-01-01":               "to",
+		"/timeseries?period=custom&from=2025-01-01&to=2026-01-01&interval=hour": "interval",
+		"/timeseries?interval=fortnightly":                                      "interval",
+		"/dashboard?filter=page":                                                "filter",
+		"/dashboard?filter=page:contains:x":                                     "filter",
+		"/dashboard?filter=prop:plan:is:pro":                                    "filter",
+		"/aggregate?metrics=clicks":                                             "metrics",
+		"/aggregate?compare=yes":                                                "compare",
+		"/breakdown":                                                            "dimension",
+		"/breakdown?dimension=planet":                                           "dimension",
+		"/breakdown?dimension=page&metrics=bounce_rate":                         "metrics",
+		"/breakdown?dimension=page&limit=0":                                     "limit",
+		"/breakdown?dimension=page&page=-1":                                     "page",
+		"/export.csv?dimension=nope":                                            "dimension",
+		"/live?period=never":                                                    "period",
+	} {
+		resp, body := f.get(t, path)
+		var e struct{ Error, Field string }
+		if resp.StatusCode != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Field != field || e.Error == "" {
+			t.Errorf("%s = %d %.200s; want 400 naming %s", path, resp.StatusCode, body, field)
+		}
+	}
+}
+
+// TestStatsAPIRateLimit: past the limit an API key gets 429 with Retry-After.
+func TestStatsAPIRateLimit(t *testing.T) {
+	f := newStatsFixture(t, 3)
+	for i := range 3 {
+		if resp, body := f.get(t, "/aggregate"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d = %d %s", i, resp.StatusCode, body)
+		}
+	}
+	resp, _ := f.get(t, "/aggregate")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the limit = %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
