@@ -63,7 +63,7 @@ func (s *Service) handleLoginPage(c *fiber.Ctx) error {
 func (s *Service) handleLogin(c *fiber.Ctx) error {
 	email, password := strings.TrimSpace(c.FormValue("email")), c.FormValue("password")
 	d := pageData{Title: "Log in", Next: c.Query("next"), Form: map[string]string{"email": email}}
-	if !s.web.loginIP.allow(clientIP(c)) || !s.web.loginEmail.allow(strings.ToLower(email)) {
+	if !s.web.loginIP.allow(s.clientIP(c)) || !s.web.loginEmail.allow(strings.ToLower(email)) {
 		d.Error = errTooMany.Message
 		return s.render(c.Status(fiber.StatusTooManyRequests), "login", d)
 	}
@@ -107,7 +107,7 @@ func (s *Service) handleRegisterPage(c *fiber.Ctx) error {
 func (s *Service) handleRegister(c *fiber.Ctx) error {
 	email, password := strings.TrimSpace(c.FormValue("email")), c.FormValue("password")
 	d := pageData{Title: "Register", Form: map[string]string{"email": email}}
-	if !s.web.register.allow(clientIP(c)) {
+	if !s.web.register.allow(s.clientIP(c)) {
 		d.Error = errTooMany.Message
 		return s.render(c.Status(fiber.StatusTooManyRequests), "register", d)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/event"
@@ -56,6 +57,10 @@ type Config struct {
 	// IngestURL is the origin the tracking snippet loads haru.js from and sends beacons
 	// to, when ingest is not served at PublicURL.
 	IngestURL string
+	// TrustedProxies (CIDRs) may tell the client's address in ClientIPHeader and the
+	// scheme in X-Forwarded-Proto: the dashboard's rate limits count by that address.
+	TrustedProxies []string
+	ClientIPHeader string
 }
 
 // defaultAPIRateLimit is the stats API requests an API key may make a minute.
@@ -77,6 +82,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
 		PublicURL:      strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
 		IngestURL:      strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
+		TrustedProxies: env.List("HARU_TRUSTED_PROXIES", nil),
+		ClientIPHeader: env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
 	}
 	return cfg, env.Err()
 }
@@ -103,6 +110,9 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.APIRateLimit < 1 {
 		errs = append(errs, fmt.Errorf("HARU_API_RATE_LIMIT %d: want at least 1 request a minute", c.APIRateLimit))
+	}
+	if _, err := clientip.New(c.TrustedProxies, c.ClientIPHeader); err != nil {
+		errs = append(errs, fmt.Errorf("HARU_TRUSTED_PROXIES: %w", err))
 	}
 	if c.DBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
@@ -182,7 +192,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
-	if svc.web, err = newWebState(deps.Clock.Now); err != nil {
+	if svc.web, err = newWebState(cfg, deps.Clock.Now); err != nil {
 		return nil, err
 	}
 	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {

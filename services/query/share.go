@@ -49,7 +49,7 @@ func (s *Service) handleSharePassword(c *fiber.Ctx) error {
 		return c.Redirect("/share/"+l.Slug, fiber.StatusSeeOther)
 	}
 	d := pageData{Title: "Password required", Share: true, Slug: l.Slug}
-	if !s.web.sharePass.allow(fmt.Sprintf("link:%d", l.ID)) || !s.web.sharePass.allow("ip:"+clientIP(c)) {
+	if !s.web.sharePass.allow(fmt.Sprintf("link:%d", l.ID)) || !s.web.sharePass.allow("ip:"+s.clientIP(c)) {
 		d.Error = errTooMany.Message
 		return s.render(c.Status(fiber.StatusTooManyRequests), "share_password", d)
 	}

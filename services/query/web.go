@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/services/query/internal/account"
 	"github.com/haru-analytics/haru/services/query/web"
 )
@@ -39,12 +41,21 @@ type webState struct {
 	pages   map[string]*template.Template
 	assets  map[string]web.Asset
 	streams *streams
+	proxies *clientip.Resolver
 	// Attempts: logins per IP and per email, registrations per IP, share passwords per
 	// link and per IP.
 	loginIP, loginEmail, register, sharePass *attempts
 }
 
-func newWebState(now func() time.Time) (*webState, error) {
+func newWebState(cfg Config, now func() time.Time) (*webState, error) {
+	header := cfg.ClientIPHeader
+	if header == "" {
+		header = fiber.HeaderXForwardedFor
+	}
+	proxies, err := clientip.New(cfg.TrustedProxies, header)
+	if err != nil {
+		return nil, err
+	}
 	assets, err := web.Assets()
 	if err != nil {
 		return nil, fmt.Errorf("web assets: %w", err)
@@ -60,7 +71,7 @@ func newWebState(now func() time.Time) (*webState, error) {
 		return nil, err
 	}
 	return &webState{
-		pages: pages, assets: assets, streams: newStreams(),
+		pages: pages, assets: assets, streams: newStreams(), proxies: proxies,
 		loginIP:    newAttempts(20, 30*time.Second, now),
 		loginEmail: newAttempts(5, time.Minute, now),
 		register:   newAttempts(5, 10*time.Minute, now),
@@ -142,7 +153,7 @@ func (s *Service) sameOrigin(c *fiber.Ctx) error {
 	if origin == "" || origin == "null" {
 		return errCrossSite
 	}
-	if origin != c.Protocol()+"://"+c.Hostname() && origin != s.publicOrigin() {
+	if origin != s.self(c) && origin != s.publicOrigin() {
 		return errCrossSite
 	}
 	return c.Next()
@@ -160,9 +171,27 @@ func (s *Service) publicOrigin() string {
 }
 
 // secure reports whether cookies must be Secure: the public URL is HTTPS, or the
-// request came over HTTPS (directly or, per X-Forwarded-Proto, through a proxy).
+// request came over TLS.
 func (s *Service) secure(c *fiber.Ctx) bool {
-	return strings.HasPrefix(s.cfg.PublicURL, "https://") || c.Protocol() == "https"
+	return strings.HasPrefix(s.cfg.PublicURL, "https://") || s.viaTLS(c)
+}
+
+// viaTLS reports whether the request came over TLS, directly or through a trusted
+// proxy's X-Forwarded-Proto (anyone else's is not believed).
+func (s *Service) viaTLS(c *fiber.Ctx) bool {
+	if c.Context().IsTLS() {
+		return true
+	}
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	return s.web.proxies.Trusted(peer) && strings.EqualFold(c.Get(fiber.HeaderXForwardedProto), "https")
+}
+
+// self is this request's own origin, as the browser sees it.
+func (s *Service) self(c *fiber.Ctx) string {
+	if s.viaTLS(c) {
+		return "https://" + c.Hostname()
+	}
+	return "http://" + c.Hostname()
 }
 
 // pageErrors turns a page's errors into an HTML page: a 404 for any site or link the
@@ -250,7 +279,11 @@ func safeNext(next string) string {
 	return next
 }
 
-// clientIP is the address rate limits count by.
-func clientIP(c *fiber.Ctx) string { return c.IP() }
+// clientIP is the address rate limits count by: the peer, or the client a trusted
+// proxy names.
+func (s *Service) clientIP(c *fiber.Ctx) string {
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	return s.web.proxies.ClientIP(peer, func() string { return c.Get(s.web.proxies.Header()) }).String()
+}
 
 var errTooMany = fiber.NewError(fiber.StatusTooManyRequests, "Too many attempts. Wait a minute and try again.")

@@ -34,7 +34,7 @@ type webEnv struct {
 	origin string
 }
 
-func newWebEnv(t *testing.T, publicURL string) *webEnv {
+func newWebEnv(t *testing.T, publicURL string, options ...func(*Config)) *webEnv {
 	t.Helper()
 	db := pgtest.New(t)
 	ns := natstest.New(t)
@@ -42,6 +42,9 @@ func newWebEnv(t *testing.T, publicURL string) *webEnv {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{NATS: natsutil.Config{Prefix: "haru", Stream: natsutil.DefaultStreamSettings()},
 		Heartbeat: 200 * time.Millisecond, PublicURL: publicURL}
+	for _, o := range options {
+		o(&cfg)
+	}
 	svc, err := New(context.Background(), cfg, Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
 		Clock: clock.System{}, NATS: nc, Pool: db.Pool})
 	if err != nil {
@@ -312,12 +315,43 @@ func TestSecureCookieBehindHTTPS(t *testing.T) {
 	if !strings.Contains(a.header.Get("Set-Cookie"), "secure") && !strings.Contains(a.header.Get("Set-Cookie"), "Secure") {
 		t.Fatalf("Set-Cookie %q is not Secure with an https public URL", a.header.Get("Set-Cookie"))
 	}
-	plain := newWebEnv(t, "")
-	b := plain.browser(t)
-	b.headers["X-Forwarded-Proto"] = "https"
-	a = b.post("/register", "email", "ann@example.com", "password", "correct horse battery")
-	if !strings.Contains(strings.ToLower(a.header.Get("Set-Cookie")), "secure") {
-		t.Fatalf("Set-Cookie %q is not Secure behind a TLS proxy", a.header.Get("Set-Cookie"))
+	// X-Forwarded-Proto counts from a trusted proxy only.
+	for _, tt := range []struct {
+		trusted []string
+		secure  bool
+	}{{nil, false}, {[]string{"10.0.0.0/8"}, false}, {[]string{"127.0.0.1"}, true}} {
+		plain := newWebEnv(t, "", func(c *Config) { c.TrustedProxies = tt.trusted })
+		b := plain.browser(t)
+		b.headers["X-Forwarded-Proto"] = "https"
+		a = b.post("/register", "email", "ann@example.com", "password", "correct horse battery")
+		if got := strings.Contains(strings.ToLower(a.header.Get("Set-Cookie")), "secure"); got != tt.secure {
+			t.Errorf("trusted proxies %v: Set-Cookie %q, want Secure %v", tt.trusted, a.header.Get("Set-Cookie"), tt.secure)
+		}
+	}
+}
+
+// TestRateLimitsCountTheProxiedClient: behind a trusted proxy each client has its own
+// budget, while a client cannot escape its own by forging the header.
+func TestRateLimitsCountTheProxiedClient(t *testing.T) {
+	e := newWebEnv(t, "", func(c *Config) { c.TrustedProxies = []string{"127.0.0.1"} })
+	b := e.browser(t)
+	register := func(client string, i int) int {
+		b.headers["X-Forwarded-For"] = client
+		return b.post("/register", "email", fmt.Sprintf("u%d@example.com", i), "password", "correct horse battery").status
+	}
+	for i := 0; i < 5; i++ {
+		if s := register("203.0.113.7", i); s != http.StatusSeeOther {
+			t.Fatalf("registration %d = %d", i, s)
+		}
+	}
+	if s := register("203.0.113.7", 5); s != http.StatusTooManyRequests {
+		t.Fatalf("6th registration of one client = %d, want 429", s)
+	}
+	if s := register("1.2.3.4, 203.0.113.7", 6); s != http.StatusTooManyRequests {
+		t.Fatalf("a forged left-most hop escaped the limit: %d", s)
+	}
+	if s := register("198.51.100.9", 7); s != http.StatusSeeOther {
+		t.Fatalf("another client behind the proxy = %d, want its own budget", s)
 	}
 }
 
