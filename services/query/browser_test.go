@@ -272,6 +272,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	until(t, dash, "the page row", `[...document.querySelectorAll('[data-panel=pages] .label')].some(b => b.textContent === '/pricing')`, 5*time.Second)
 	shot(t, dash, "live")
+	do(t, dash, "entry pages", chromedp.Click(chromedp.CSS(`[data-panel=pages] button[data-dim=entry_page]`)))
+	until(t, dash, "the entry page's visits", `[...document.querySelectorAll('[data-panel=pages] .row')].some(r =>
+		r.querySelector('.label').textContent === '/pricing' && r.querySelector('.num').textContent === '1')`, 5*time.Second)
+	do(t, dash, "top pages", chromedp.Click(chromedp.CSS(`[data-panel=pages] button[data-dim=page]`)))
 
 	// Click the page: the whole dashboard filters, as a chip, in the URL.
 	do(t, dash, "filter by page", chromedp.Evaluate[chromedp.Void](

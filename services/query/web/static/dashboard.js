@@ -252,11 +252,12 @@
     rows.textContent = '';
     if (dim === 'props' && state.propKey) return drawPropValues(p, rows);
     var list = (state.data.panels || {})[dim] || [];
-    var metric = dim === 'event' ? 'events' : dim === 'props' ? 'events' : 'visitors';
+    // Entry and exit rows count visits; events and properties count events.
+    var metric = dim === 'event' || dim === 'props' ? 'events' : dim === 'entry_page' || dim === 'exit_page' ? 'visits' : 'visitors';
     if (!list.length) { rows.appendChild(el('p', 'empty muted', 'Nothing yet')); return; }
-    var max = Math.max.apply(null, list.map(function (r) { return r[metric] || r.visitors || 0; })) || 1;
+    var max = Math.max.apply(null, list.map(function (r) { return r[metric] || 0; })) || 1;
     list.forEach(function (r) {
-      var n = r[metric] !== undefined ? r[metric] : r.visitors;
+      var n = r[metric];
       var row = el('div', 'row');
       var bar = el('div', 'bar');
       bar.style.width = (100 * (n || 0) / max).toFixed(1) + '%';
