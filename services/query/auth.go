@@ -47,14 +47,23 @@ func shareKey(id int64) string   { return "share:" + strconv.FormatInt(id, 10) }
 func siteKey(id int64) string    { return "site:" + strconv.FormatInt(id, 10) }
 
 func (s *Service) handleHome(c *fiber.Ctx) error {
-	if _, err := s.accounts.SessionByToken(c.UserContext(), c.Cookies(sessionCookie)); err == nil {
+	if s.loggedIn(c) {
 		return c.Redirect("/app", fiber.StatusSeeOther)
 	}
 	return c.Redirect("/login", fiber.StatusSeeOther)
 }
 
 func (s *Service) handleLoginPage(c *fiber.Ctx) error {
+	if s.loggedIn(c) {
+		return c.Redirect(safeNext(c.Query("next")), fiber.StatusSeeOther)
+	}
 	return s.render(c, "login", pageData{Title: "Log in", Next: c.Query("next")})
+}
+
+// loggedIn reports whether the request carries a live session.
+func (s *Service) loggedIn(c *fiber.Ctx) bool {
+	_, err := s.accounts.SessionByToken(c.UserContext(), c.Cookies(sessionCookie))
+	return err == nil
 }
 
 // handleLogin checks the rate limits first (per IP and per email, known or not), then
@@ -101,6 +110,9 @@ func (s *Service) clearSession(c *fiber.Ctx) {
 }
 
 func (s *Service) handleRegisterPage(c *fiber.Ctx) error {
+	if s.loggedIn(c) {
+		return c.Redirect("/app", fiber.StatusSeeOther)
+	}
 	return s.render(c, "register", pageData{Title: "Register"})
 }
 

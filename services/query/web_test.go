@@ -175,6 +175,11 @@ func TestRegisterLoginLogout(t *testing.T) {
 	if a := b.get("/app"); a.status != http.StatusOK || !strings.Contains(a.body, "Ann@Example.com") {
 		t.Fatalf("GET /app = %d, want 200 with the email", a.status)
 	}
+	for _, p := range []string{"/", "/login", "/register"} {
+		if a := b.get(p); a.status != http.StatusSeeOther || a.location != "/app" {
+			t.Errorf("logged-in GET %s = %d %q, want a redirect to /app", p, a.status, a.location)
+		}
+	}
 	if a := b.post("/logout"); a.status != http.StatusSeeOther || a.location != "/login" {
 		t.Fatalf("logout = %d %q", a.status, a.location)
 	}

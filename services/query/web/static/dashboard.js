@@ -179,6 +179,7 @@
   function render(d) {
     if (!d || !d.summary) return;
     state.data = d;
+    state.renderedAt = Date.now();
     $('#online b').textContent = fmt(d.online || 0);
     $$('#figures .figure').forEach(function (b) {
       var m = b.getAttribute('data-metric');
@@ -342,6 +343,17 @@
     if (m === 'views_per_visit') return (Math.round(v * 100) / 100).toString();
     return fmt(v);
   }
+
+  // The live stream pushes only when data changes; "online now" (the last 5 minutes)
+  // must also fall when traffic stops, so a visible dashboard idle for a minute reloads.
+  setInterval(function () {
+    if (document.visibilityState === 'visible' && state.renderedAt && Date.now() - state.renderedAt >= 60000) {
+      state.renderedAt = Date.now();
+      fetch(base + '/dashboard?' + query(view()), { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (d) { if (d) render(d); }, function () {});
+    }
+  }, 15000);
 
   load();
 })();
