@@ -317,8 +317,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	shot(t, dash, "dark")
 	do(t, dash, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
-	until(t, dash, "phone layout", `document.querySelector('.panels').getBoundingClientRect().width < 400`, 5*time.Second)
+	until(t, dash, "phone layout", `document.querySelector('.panels').getBoundingClientRect().width < 400 &&
+		document.documentElement.scrollWidth <= window.innerWidth`, 5*time.Second)
 	shot(t, dash, "phone")
+	if v := eval[string](t, dash, visitors); v != "1" {
+		t.Errorf("visitors on the phone layout %q, want 1", v)
+	}
 
 	// A share link, opened logged out in a separate browser context.
 	do(t, ctx, "create a share link",

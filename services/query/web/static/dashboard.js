@@ -15,7 +15,7 @@
     utm_content: 'UTM content', country: 'Country', region: 'Region', browser: 'Browser', os: 'OS',
     device: 'Device', screen: 'Screen', event: 'Event'
   };
-  var state = { data: null, metric: 'visitors', tabs: {}, propKey: null, es: null, retry: 0 };
+  var state = { data: null, metric: 'visitors', tabs: {}, propKey: null, es: null, retry: 0, seq: 0 };
 
   // --- the view, kept in the URL ---------------------------------------------------
   function view() {
@@ -118,6 +118,8 @@
     var v = view();
     syncControls(v);
     var qs = query(v);
+    // Only the latest view's answer is drawn: an earlier one may arrive after it.
+    var seq = ++state.seq;
     fetch(base + '/dashboard?' + qs, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
@@ -125,8 +127,8 @@
           return body;
         });
       })
-      .then(function (d) { showError(''); render(d); })
-      .catch(function (e) { showError(e.message); });
+      .then(function (d) { if (seq === state.seq) { showError(''); render(d); } })
+      .catch(function (e) { if (seq === state.seq) showError(e.message); });
     listen(qs);
   }
 
@@ -152,6 +154,7 @@
     state.es = es;
     es.addEventListener('open', function () { state.retry = 0; liveState('live'); });
     es.addEventListener('stats', function (e) {
+      if (es !== state.es) return;
       try { render(JSON.parse(e.data)); } catch (err) { /* a malformed frame: keep the last view */ }
     });
     es.addEventListener('error', function () {
@@ -349,9 +352,10 @@
   setInterval(function () {
     if (document.visibilityState === 'visible' && state.renderedAt && Date.now() - state.renderedAt >= 60000) {
       state.renderedAt = Date.now();
+      var seq = state.seq;
       fetch(base + '/dashboard?' + query(view()), { credentials: 'same-origin' })
         .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (d) { if (d) render(d); }, function () {});
+        .then(function (d) { if (d && seq === state.seq) render(d); }, function () {});
     }
   }, 15000);
 
