@@ -195,7 +195,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	var snippet string
 	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<!doctype html><html><head><title>Shop %s</title>%s</head><body><h1>%s</h1></body></html>", r.URL.Path, snippet, r.URL.Path)
+		// The page also sends a custom event with a property, queued before haru.js loads.
+		fmt.Fprintf(w, "<!doctype html><html><head><title>Shop %s</title><script>%s</script>%s</head><body><h1>%s</h1></body></html>",
+			r.URL.Path, `window.haru=window.haru||function(){(window.haru.q=window.haru.q||[]).push(arguments)};haru('Signup',{props:{plan:'pro'}})`,
+			snippet, r.URL.Path)
 	}))
 	t.Cleanup(shop.Close)
 	_, shopPort, _ := net.SplitHostPort(shop.Listener.Addr().String())
@@ -276,6 +279,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	until(t, dash, "the entry page's visits", `[...document.querySelectorAll('[data-panel=pages] .row')].some(r =>
 		r.querySelector('.label').textContent === '/pricing' && r.querySelector('.num').textContent === '1')`, 5*time.Second)
 	do(t, dash, "top pages", chromedp.Click(chromedp.CSS(`[data-panel=pages] button[data-dim=page]`)))
+
+	// Custom events, their properties, and a property's values, which filter too.
+	until(t, dash, "the custom event", `[...document.querySelectorAll('[data-panel=events] .label')].some(b => b.textContent === 'Signup')`, 10*time.Second)
+	do(t, dash, "properties", chromedp.Click(chromedp.CSS(`[data-panel=events] button[data-dim=props]`)))
+	until(t, dash, "the property key", `[...document.querySelectorAll('[data-panel=events] .label')].some(b => b.textContent === 'plan')`, 5*time.Second)
+	do(t, dash, "the property's values", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll('[data-panel=events] .label')].find(b => b.textContent === 'plan').click()`))
+	until(t, dash, "the value pro", `[...document.querySelectorAll('[data-panel=events] .label')].some(b => b.textContent === 'pro')`, 5*time.Second)
+	shot(t, dash, "properties")
+	do(t, dash, "filter by the property", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll('[data-panel=events] .label')].find(b => b.textContent === 'pro').click()`))
+	until(t, dash, "the property chip", `location.search.includes('filter=prop.plan%3Ais%3Apro') && document.querySelector('#filters .chip .val')?.textContent === 'pro'`, 5*time.Second)
+	until(t, dash, "filtered by property", visitors+` === '1'`, 5*time.Second)
+	do(t, dash, "unfilter", chromedp.Click(chromedp.CSS(`#filters .chip .remove`)))
+	until(t, dash, "no filter", `!location.search.includes('filter')`, 5*time.Second)
 
 	// Click the page: the whole dashboard filters, as a chip, in the URL.
 	do(t, dash, "filter by page", chromedp.Evaluate[chromedp.Void](
