@@ -148,7 +148,17 @@ func until(t *testing.T, ctx context.Context, what, cond string, timeout time.Du
 	t.Helper()
 	pctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
-	if _, err := chromedp.Run(pctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		_, err = chromedp.Run(pctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(time.Until(deadline)), chromedp.WithPollingInterval(50*time.Millisecond)))
+		// A navigation under way restarts the poll in the new document.
+		if err == nil || !strings.Contains(err.Error(), "navigated or closed") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		if state, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + ' | ' + document.body.innerText.slice(0, 600)`)); err == nil {
 			t.Logf("page: %s", state)
 		}
@@ -370,4 +380,38 @@ func TestDashboardInBrowser(t *testing.T) {
 	)
 	until(t, anonCtx, "the revoked notice", `!document.querySelector('#dash-error').hidden`, 10*time.Second)
 	shot(t, anonCtx, "revoked")
+
+	// Rotating the token: ingest refuses the old one within a second and takes the new.
+	oldToken := eval[string](t, ctx, `document.querySelector('#token').textContent`)
+	do(t, ctx, "rotate the token",
+		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
+		chromedp.Click(chromedp.CSS(`form[action$="/rotate"] button`)),
+	)
+	until(t, ctx, "the rotated notice", `location.search === '?done=rotated' && document.readyState === 'complete'`, 5*time.Second)
+	newToken := eval[string](t, ctx, `document.querySelector('#token').textContent`)
+	if newToken == oldToken || len(newToken) < 32 {
+		t.Fatalf("token after rotation %q (was %q)", newToken, oldToken)
+	}
+	collect := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:"+port+"/api/collect?t="+token,
+			strings.NewReader(`{"n":"pageview","u":"http://`+shopHost+`/rotated","p":"/rotated"}`))
+		req.Header.Set("User-Agent", userAgent)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	rotated := time.Now()
+	for collect(oldToken) != http.StatusUnauthorized {
+		if time.Since(rotated) > time.Second {
+			t.Fatal("ingest still accepts the old token a second after rotation")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("old token refused after %s", time.Since(rotated))
+	if status := collect(newToken); status >= 300 {
+		t.Fatalf("the new token answers %d", status)
+	}
 }
