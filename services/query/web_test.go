@@ -375,7 +375,9 @@ func TestEveryRouteAuthorizesTheSite(t *testing.T) {
 	if err := e.db.Pool.QueryRow(context.Background(), `SELECT id FROM share_links`).Scan(&share); err != nil {
 		t.Fatal(err)
 	}
-	gets := []string{"/app/sites/%d", "/app/sites/%d/settings", "/app/sites/%d/data/dashboard?period=today"}
+	gets := []string{"/app/sites/%d", "/app/sites/%d/settings", "/app/sites/%d/data/dashboard?period=today",
+		"/app/sites/%d/data/aggregate?period=7d", "/app/sites/%d/data/timeseries?period=30d",
+		"/app/sites/%d/data/breakdown?dimension=page", "/app/sites/%d/data/export.csv?period=today"}
 	posts := []string{"/app/sites/%d/settings", "/app/sites/%d/rotate", "/app/sites/%d/delete", "/app/sites/%d/shares",
 		"/app/sites/%d/shares/" + fmt.Sprint(share) + "/delete"}
 	for _, g := range gets {
@@ -739,8 +741,12 @@ func TestShareLinks(t *testing.T) {
 		strings.Contains(a.body, "/settings") || strings.Contains(a.body, "Log out") {
 		t.Fatalf("open link = %d; want a read-only dashboard", a.status)
 	}
-	if a := visitor.get(open + "/data/dashboard?period=today"); a.status != http.StatusOK {
-		t.Fatalf("open link data = %d", a.status)
+	dataRoutes := []string{"/data/dashboard?period=today", "/data/aggregate?period=7d", "/data/timeseries?period=30d",
+		"/data/breakdown?dimension=source", "/data/export.csv?period=today"}
+	for _, r := range dataRoutes {
+		if a := visitor.get(open + r); a.status != http.StatusOK {
+			t.Fatalf("open link %s = %d", r, a.status)
+		}
 	}
 	for _, bad := range []string{"/share/nope", "/share/" + slugs["open"] + "x", "/share/nope/data/dashboard"} {
 		if a := visitor.get(bad); a.status != http.StatusNotFound {
@@ -758,8 +764,10 @@ func TestShareLinks(t *testing.T) {
 	if a := visitor.get(locked); a.status != http.StatusUnauthorized || !strings.Contains(a.body, "Password required") {
 		t.Fatalf("locked link without password = %d, want the password form", a.status)
 	}
-	if a := visitor.get(locked + "/data/dashboard?period=today"); a.status != http.StatusUnauthorized {
-		t.Fatalf("locked link data without password = %d, want 401", a.status)
+	for _, r := range append(dataRoutes, "/data/live?period=today") {
+		if a := visitor.get(locked + r); a.status != http.StatusUnauthorized {
+			t.Fatalf("locked link %s without password = %d, want 401", r, a.status)
+		}
 	}
 	if a := visitor.post(locked, "password", "wrong"); a.status != http.StatusUnauthorized {
 		t.Fatalf("wrong share password = %d, want 401", a.status)
