@@ -7,9 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/haru-analytics/haru/pkg/browsertest"
 	"github.com/haru-analytics/haru/pkg/pgtest"
 	"github.com/haru-analytics/haru/services/all"
 )
@@ -30,27 +28,8 @@ import (
 const (
 	haruHost  = "haru.example.test"
 	shopHost  = "shop.example.test"
-	userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+	userAgent = browsertest.UserAgent
 )
-
-// findChromium returns the browser to drive: $HARU_CHROMIUM, or Chromium or Chrome on
-// the PATH. Without one the test skips, except under CI=true, where it fails.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("HARU_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is required under CI=true (apt-get install chromium)")
-	}
-	t.Skip("chromium not found; install it (apt-get install chromium) to run the browser tests")
-	return ""
-}
 
 // startHaru runs the single binary in-process and returns its port.
 func startHaru(t *testing.T) string {
@@ -108,29 +87,15 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// artifacts is where screenshots go: $HARU_ARTIFACTS, or a temporary directory.
-func artifacts(t *testing.T) string {
-	dir := os.Getenv("HARU_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "haru-artifacts")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	p := filepath.Join(artifacts(t), "dashboard-"+name+".png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		t.Fatal(err)
+	if p := browsertest.Artifact(t, "dashboard-"+name+".png", png); p != "" {
+		t.Logf("screenshot: %s", p)
 	}
-	t.Logf("screenshot: %s", p)
 }
 
 func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -197,7 +162,7 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 }
 
 func TestDashboardInBrowser(t *testing.T) {
-	chromium := findChromium(t)
+	browsertest.Find(t) // skip early without a browser
 	port := startHaru(t)
 	haru := "http://" + haruHost + ":" + port
 
@@ -213,28 +178,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Cleanup(shop.Close)
 	_, shopPort, _ := net.SplitHostPort(shop.Listener.Addr().String())
 
-	dataDir := t.TempDir()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(dataDir),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("host-resolver-rules", "MAP "+haruHost+" 127.0.0.1, MAP "+shopHost+" 127.0.0.1"),
-		chromedp.Flag("enable-automation", false),
-		chromedp.Flag("disable-blink-features", "AutomationControlled"),
-		chromedp.UserAgent(userAgent),
-		chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(allocCancel)
-	browser, browserCancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(browserCancel)
-	if err := chromedp.Do(browser); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := browsertest.Start(t, []string{haruHost, shopHost}, 1280, 900)
 	ctx, cancel := context.WithTimeout(browser, 90*time.Second)
 	defer cancel()
 
