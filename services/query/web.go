@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/compress"
 
 	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/services/query/internal/account"
@@ -90,7 +91,7 @@ func (s *Service) registerWeb(r fiber.Router) {
 		return append(a[:len(a):len(a)], b...)
 	}
 
-	r.Get("/static/:file", m, s.handleStatic)
+	r.Get("/static/:file", m, compress.New(compress.Config{Level: compress.LevelBestSpeed}), s.handleStatic)
 	r.Get("/", with(page, s.handleHome)...)
 	r.Get("/login", with(page, s.handleLoginPage)...)
 	r.Post("/login", with(post, s.handleLogin)...)

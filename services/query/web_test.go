@@ -815,3 +815,37 @@ func TestAdminResetEndsSessions(t *testing.T) {
 		t.Fatalf("login with the reset password = %d", a.status)
 	}
 }
+
+// TestStaticFiles: versioned URLs are cached for good, compressed, and every asset a
+// page links to exists.
+func TestStaticFiles(t *testing.T) {
+	e := newWebEnv(t, "")
+	page := e.browser(t).get("/login")
+	links := regexp.MustCompile(`/static/[a-z.]+\?v=[0-9a-f]+`).FindAllString(page.body, -1)
+	if len(links) < 2 {
+		t.Fatalf("login page links %v, want the stylesheet and the script", links)
+	}
+	for _, l := range append(links, "/static/uplot.min.js?v="+e.svc.web.assets["uplot.min.js"].Version) {
+		req, _ := http.NewRequest(http.MethodGet, e.origin+l, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" ||
+			resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Errorf("GET %s = %d, Cache-Control %q, Content-Encoding %q", l, resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Get("Content-Encoding"))
+		}
+		if name := strings.TrimPrefix(strings.Split(l, "?")[0], "/static/"); len(body) >= len(e.svc.web.assets[name].Body) {
+			t.Errorf("%s: %d bytes compressed vs %d", l, len(body), len(e.svc.web.assets[name].Body))
+		}
+	}
+	if a := e.browser(t).get("/static/app.js"); a.header.Get("Cache-Control") != "no-cache" {
+		t.Errorf("unversioned asset Cache-Control %q, want no-cache", a.header.Get("Cache-Control"))
+	}
+	if a := e.browser(t).get("/static/nope.js"); a.status != http.StatusNotFound {
+		t.Errorf("missing asset = %d, want 404", a.status)
+	}
+}
