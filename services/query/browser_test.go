@@ -212,6 +212,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	visitors := `document.querySelector('.figure[data-metric=visitors] .value').textContent`
 	until(t, dash, "the first figures", visitors+` === '0'`, 10*time.Second)
 	until(t, dash, "the live stream", `document.querySelector('#live-state').classList.contains('live')`, 10*time.Second)
+	t.Logf("dashboard first contentful paint %.0f ms, dashboard JSON received at %.0f ms (-1: not recorded)",
+		eval[float64](t, dash, `(performance.getEntriesByName('first-contentful-paint')[0] || {startTime: -1}).startTime`),
+		eval[float64](t, dash, `(performance.getEntriesByType('resource').filter(e => e.name.includes('/data/dashboard'))[0] || {responseEnd: -1}).responseEnd`))
 	eval[bool](t, dash, `window.notReloaded = true`)
 	shot(t, dash, "empty")
 
