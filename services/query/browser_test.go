@@ -204,6 +204,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("snippet %q, want it to start with %q", snippet, want)
 	}
 	shot(t, ctx, "settings-waiting")
+	do(t, ctx, "copy the snippet", chromedp.Click(chromedp.CSS(`button.copy[data-copy="#snippet"]`)))
+	until(t, ctx, "the copied mark", `document.querySelector('button.copy[data-copy="#snippet"]').textContent === 'Copied'`, 3*time.Second)
 
 	// The dashboard in a second tab, showing no visitor yet.
 	dash := newTab(t, ctx)
