@@ -37,7 +37,7 @@ const (
 	localShare    = "share"
 )
 
-// web is the web layer's state.
+// webState is the web layer's state.
 type webState struct {
 	pages   map[string]*template.Template
 	assets  map[string]web.Asset
@@ -85,11 +85,12 @@ func (s *Service) registerWeb(r fiber.Router) {
 	m := s.metrics.observe
 	page := []fiber.Handler{m, securityHeaders, s.pageErrors}
 	post := append(page[:len(page):len(page)], s.sameOrigin)
-	user := []fiber.Handler{s.requireSession}
-	owned := []fiber.Handler{s.requireSession, s.withSite}
 	with := func(a []fiber.Handler, b ...fiber.Handler) []fiber.Handler {
 		return append(a[:len(a):len(a)], b...)
 	}
+	// A user's pages and forms; owned ones also load the :site if the user owns it.
+	pageUser, postUser := with(page, s.requireSession), with(post, s.requireSession)
+	pageOwned, postOwned := with(pageUser, s.withSite), with(postUser, s.withSite)
 
 	r.Get("/static/:file", m, compress.New(compress.Config{Level: compress.LevelBestSpeed}), s.handleStatic)
 	r.Get("/", with(page, s.handleHome)...)
@@ -99,20 +100,20 @@ func (s *Service) registerWeb(r fiber.Router) {
 	r.Post("/register", with(post, s.handleRegister)...)
 	r.Post("/logout", with(post, s.handleLogout)...)
 
-	r.Get("/app", with(page, with(user, s.handleSitesPage)...)...)
-	r.Post("/app/sites", with(post, with(user, s.handleCreateSite)...)...)
-	r.Get("/app/sites/:site", with(page, with(owned, s.handleDashboardPage)...)...)
-	r.Get("/app/sites/:site/settings", with(page, with(owned, s.handleSitePage)...)...)
-	r.Post("/app/sites/:site/settings", with(post, with(owned, s.handleUpdateSite)...)...)
-	r.Post("/app/sites/:site/rotate", with(post, with(owned, s.handleRotate)...)...)
-	r.Post("/app/sites/:site/delete", with(post, with(owned, s.handleDeleteSite)...)...)
-	r.Post("/app/sites/:site/shares", with(post, with(owned, s.handleCreateShare)...)...)
-	r.Post("/app/sites/:site/shares/:share/delete", with(post, with(owned, s.handleDeleteShare)...)...)
-	r.Get("/app/account", with(page, with(user, s.handleAccountPage)...)...)
-	r.Post("/app/account/password", with(post, with(user, s.handleChangePassword)...)...)
-	r.Post("/app/account/keys", with(post, with(user, s.handleCreateKey)...)...)
-	r.Post("/app/account/keys/:key/delete", with(post, with(user, s.handleDeleteKey)...)...)
-	r.Post("/app/account/delete", with(post, with(user, s.handleDeleteAccount)...)...)
+	r.Get("/app", with(pageUser, s.handleSitesPage)...)
+	r.Post("/app/sites", with(postUser, s.handleCreateSite)...)
+	r.Get("/app/sites/:site", with(pageOwned, s.handleDashboardPage)...)
+	r.Get("/app/sites/:site/settings", with(pageOwned, s.handleSitePage)...)
+	r.Post("/app/sites/:site/settings", with(postOwned, s.handleUpdateSite)...)
+	r.Post("/app/sites/:site/rotate", with(postOwned, s.handleRotate)...)
+	r.Post("/app/sites/:site/delete", with(postOwned, s.handleDeleteSite)...)
+	r.Post("/app/sites/:site/shares", with(postOwned, s.handleCreateShare)...)
+	r.Post("/app/sites/:site/shares/:share/delete", with(postOwned, s.handleDeleteShare)...)
+	r.Get("/app/account", with(pageUser, s.handleAccountPage)...)
+	r.Post("/app/account/password", with(postUser, s.handleChangePassword)...)
+	r.Post("/app/account/keys", with(postUser, s.handleCreateKey)...)
+	r.Post("/app/account/keys/:key/delete", with(postUser, s.handleDeleteKey)...)
+	r.Post("/app/account/delete", with(postUser, s.handleDeleteAccount)...)
 
 	r.Get("/share/:slug", with(page, s.withShare, s.handleShareDashboard)...)
 	r.Post("/share/:slug", with(post, s.handleSharePassword)...)
