@@ -23,6 +23,16 @@ func (s *Service) requireSession(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// requireSessionData is requireSession for the data routes: a 401 that says what is
+// missing (the API's message speaks of keys).
+func (s *Service) requireSessionData(c *fiber.Ctx) error {
+	err := s.requireSession(c)
+	if errors.Is(err, account.ErrUnauthorized) {
+		return fiber.NewError(fiber.StatusUnauthorized, "not logged in, or the session has ended")
+	}
+	return err
+}
+
 // trackStream records an event stream's connection under the session, site and share
 // link that grant it, so ending any of them closes it.
 func (s *Service) trackStream(c *fiber.Ctx) error {

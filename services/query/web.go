@@ -119,8 +119,8 @@ func (s *Service) registerWeb(r fiber.Router) {
 	r.Post("/share/:slug", with(post, s.handleSharePassword)...)
 
 	// Data routes answer JSON (and event streams): errors are JSON, auth failures 401.
-	r.Get("/app/sites/:site/status", m, mapErrors, s.requireSession, s.withSite, s.trackStream, s.handleSiteStatus)
-	s.mountData(r.Group("/app/sites/:site/data", m, mapErrors, s.requireSession, s.withSite, s.trackStream))
+	r.Get("/app/sites/:site/status", m, mapErrors, s.requireSessionData, s.withSite, s.trackStream, s.handleSiteStatus)
+	s.mountData(r.Group("/app/sites/:site/data", m, mapErrors, s.requireSessionData, s.withSite, s.trackStream))
 	s.mountData(r.Group("/share/:slug/data", m, mapErrors, s.withShare, s.trackStream))
 }
 

@@ -394,7 +394,7 @@ func TestEveryRouteAuthorizesTheSite(t *testing.T) {
 		}
 		a := anon.get(p)
 		if strings.Contains(p, "/data/") {
-			if a.status != http.StatusUnauthorized {
+			if a.status != http.StatusUnauthorized || !strings.Contains(a.body, "not logged in") {
 				t.Errorf("logged-out GET %s = %d, want 401", p, a.status)
 			}
 		} else if a.status != http.StatusSeeOther || !strings.HasPrefix(a.location, "/login?next=") {
