@@ -222,8 +222,18 @@ func TestLoginHidesEmails(t *testing.T) {
 		return a, time.Since(start)
 	}
 	timed("unknown@example.com") // the first unknown email makes the dummy hash
-	known, tk := timed("known@example.com")
-	unknown, tu := timed("other@example.com")
+	// The fastest of three runs each, so a busy machine's stalls do not decide.
+	fastest := func(email string) (answer, time.Duration) {
+		a, best := timed(email)
+		for range 2 {
+			if _, d := timed(email); d < best {
+				best = d
+			}
+		}
+		return a, best
+	}
+	known, tk := fastest("known@example.com")
+	unknown, tu := fastest("other@example.com")
 	if known.status != http.StatusUnauthorized || unknown.status != known.status {
 		t.Fatalf("statuses: known %d, unknown %d; want 401 both", known.status, unknown.status)
 	}
