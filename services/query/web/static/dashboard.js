@@ -162,7 +162,10 @@
       if (es.readyState === EventSource.CONNECTING) { liveState('reconnecting'); return; }
       liveState('offline');
       fetch(base + '/dashboard?' + qs, { credentials: 'same-origin' }).then(function (r) {
-        if (r.status === 401 || r.status === 404) { showError(errorText(r.status)); return; }
+        // Refused for good (session ended, site gone, bad view): say so, stop retrying.
+        if (r.status >= 400 && r.status < 500) {
+          return r.json().catch(function () { return {}; }).then(function (b) { showError(errorText(r.status, b)); });
+        }
         state.retry = Math.min(state.retry + 1, 6);
         setTimeout(function () { if (es === state.es) listen(qs); }, 1000 * Math.pow(2, state.retry - 1));
       }, function () {
