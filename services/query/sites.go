@@ -133,6 +133,17 @@ func (s *Service) handleRotate(c *fiber.Ctx) error {
 	return c.Redirect(fmt.Sprintf("/app/sites/%d/settings?done=rotated", site.ID), fiber.StatusSeeOther)
 }
 
+// handleCreateSecret gives the site a new secret key for the batch endpoint and shows
+// it once.
+func (s *Service) handleCreateSecret(c *fiber.Ctx) error {
+	site := c.Locals(localSite).(account.Site)
+	secret, err := s.accounts.CreateSiteSecret(c.UserContext(), site.ID)
+	if err != nil {
+		return err
+	}
+	return s.sitePage(c, site, pageData{NewKey: secret})
+}
+
 // handleDeleteSite removes the site with its data once the owner typed its domain, and
 // closes every stream showing it.
 func (s *Service) handleDeleteSite(c *fiber.Ctx) error {

@@ -106,6 +106,7 @@ func (s *Service) registerWeb(r fiber.Router) {
 	r.Get("/app/sites/:site/settings", with(pageOwned, s.handleSitePage)...)
 	r.Post("/app/sites/:site/settings", with(postOwned, s.handleUpdateSite)...)
 	r.Post("/app/sites/:site/rotate", with(postOwned, s.handleRotate)...)
+	r.Post("/app/sites/:site/secret", with(postOwned, s.handleCreateSecret)...)
 	r.Post("/app/sites/:site/delete", with(postOwned, s.handleDeleteSite)...)
 	r.Post("/app/sites/:site/shares", with(postOwned, s.handleCreateShare)...)
 	r.Post("/app/sites/:site/shares/:share/delete", with(postOwned, s.handleDeleteShare)...)

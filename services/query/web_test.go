@@ -312,7 +312,7 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 	// Every form route is guarded, logged in or not.
 	b.headers = map[string]string{"Origin": "https://evil.example"}
 	for _, path := range []string{"/login", "/register", "/logout", "/app/account/password", "/app/account/keys",
-		"/app/account/delete", "/app/sites/1/rotate", "/app/sites/1/delete", "/app/sites/1/settings", "/app/sites/1/shares",
+		"/app/account/delete", "/app/sites/1/rotate", "/app/sites/1/secret", "/app/sites/1/delete", "/app/sites/1/settings", "/app/sites/1/shares",
 		"/app/sites/1/shares/1/delete", "/app/account/keys/1/delete", "/share/whatever"} {
 		if a := b.post(path); a.status != http.StatusForbidden {
 			t.Errorf("cross-site POST %s = %d, want 403", path, a.status)
@@ -388,7 +388,7 @@ func TestEveryRouteAuthorizesTheSite(t *testing.T) {
 	gets := []string{"/app/sites/%d", "/app/sites/%d/settings", "/app/sites/%d/data/dashboard?period=today",
 		"/app/sites/%d/data/aggregate?period=7d", "/app/sites/%d/data/timeseries?period=30d",
 		"/app/sites/%d/data/breakdown?dimension=page", "/app/sites/%d/data/export.csv?period=today"}
-	posts := []string{"/app/sites/%d/settings", "/app/sites/%d/rotate", "/app/sites/%d/delete", "/app/sites/%d/shares",
+	posts := []string{"/app/sites/%d/settings", "/app/sites/%d/rotate", "/app/sites/%d/secret", "/app/sites/%d/delete", "/app/sites/%d/shares",
 		"/app/sites/%d/shares/" + fmt.Sprint(share) + "/delete"}
 	for _, g := range gets {
 		p := fmt.Sprintf(g, site)
@@ -429,9 +429,10 @@ func TestEveryRouteAuthorizesTheSite(t *testing.T) {
 	}
 	var name, token string
 	var shares int
-	if err := e.db.Pool.QueryRow(context.Background(), `SELECT name, token, (SELECT count(*) FROM share_links) FROM sites WHERE id = $1`, site).
-		Scan(&name, &token, &shares); err != nil || name != "Shop" || shares != 1 {
-		t.Fatalf("after another user's posts: site %q, %d shares, %v; want untouched", name, shares, err)
+	var secret bool
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT name, token, (SELECT count(*) FROM share_links), secret_hash IS NOT NULL
+		FROM sites WHERE id = $1`, site).Scan(&name, &token, &shares, &secret); err != nil || name != "Shop" || shares != 1 || secret {
+		t.Fatalf("after another user's posts: site %q, %d shares, secret set %v, %v; want untouched", name, shares, secret, err)
 	}
 	// Another user's API key cannot be revoked through one's own account.
 	if a := other.post("/app/account/keys", "name", "k"); a.status != http.StatusOK {
@@ -636,6 +637,17 @@ func TestSiteSettings(t *testing.T) {
 	}
 	if name != "Shop 2" || domain != "shop2.example" || tz != "Asia/Tokyo" || rotated == token || len(rotated) < 32 {
 		t.Fatalf("after edit and rotate: %q %q %q token changed %v", name, domain, tz, rotated != token)
+	}
+	// A secret key for the batch endpoint: shown once, stored as its SHA-256.
+	a := b.post(fmt.Sprintf("/app/sites/%d/secret", site))
+	key := regexp.MustCompile(`hsk_[A-Za-z0-9_-]{43}`).FindString(a.body)
+	var stored int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM sites WHERE id = $1 AND secret_hash = sha256(convert_to($2, 'UTF8'))`,
+		site, key).Scan(&stored); a.status != http.StatusOK || key == "" || err != nil || stored != 1 {
+		t.Fatalf("create secret = %d, key %q, stored %d, %v", a.status, key, stored, err)
+	}
+	if again := b.get(fmt.Sprintf("/app/sites/%d/settings", site)); strings.Contains(again.body, key) {
+		t.Fatal("the secret key is shown again")
 	}
 	// Pages carry a strict policy: this origin only, no frames, no Referer.
 	csp := page.header.Get("Content-Security-Policy")

@@ -3,6 +3,7 @@ package account
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -81,6 +82,30 @@ func (s *Store) DeleteSite(ctx context.Context, userID, siteID int64) error {
 		return fmt.Errorf("commit site deletion: %w", err)
 	}
 	return nil
+}
+
+// SiteSecretPrefix starts every site secret key, so a leaked one is recognisable.
+const SiteSecretPrefix = "hsk_"
+
+// CreateSiteSecret gives a site a new secret key for ingest's batch endpoint and returns
+// it; the previous one, if any, stops working as soon as the registry mirrors the change.
+// Only its SHA-256 is stored, so the secret is shown this once. The caller has checked
+// who may do this.
+func (s *Store) CreateSiteSecret(ctx context.Context, siteID int64) (string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("site secret: %w", err)
+	}
+	secret := SiteSecretPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	h := sha256.Sum256([]byte(secret))
+	tag, err := s.pool.Exec(ctx, `UPDATE sites SET secret_hash = $1 WHERE id = $2`, h[:], siteID)
+	if err != nil {
+		return "", fmt.Errorf("site %d secret: %w", siteID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", ErrNotFound
+	}
+	return secret, nil
 }
 
 // HasEvents reports whether any event of the site is stored.
