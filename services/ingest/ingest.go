@@ -303,7 +303,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	config.Print(stdout, "ingest", cfg)
-	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-ingest", deps.Log)
+	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-ingest", deps.Log, natsutil.PublishFailFast())
 	if err != nil {
 		return err
 	}

@@ -231,6 +231,15 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe to updates: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
+	// Live streams missed the updates sent while NATS was away: refresh them all once
+	// it is back. The connection's own handler (a log line) still runs first.
+	prev := s.nc.Opts.ReconnectedCB
+	s.nc.SetReconnectHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		s.hub.PublishAll()
+	})
 	return s.mirror.Run(ctx)
 }
 

@@ -261,10 +261,12 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		e, err := event.Decode(m.Data())
 		if err != nil {
-			// Poison: retrying cannot help. Terminate it so it leaves the stream.
+			// Poison: retrying cannot help. Terminate it so it leaves the stream. The
+			// reason goes to the log: a 2.9 server ignores "+TERM <reason>" and would
+			// leave the message pending, redelivered every ack wait for ever.
 			s.metrics.terminated.Inc()
 			s.log.Error("terminating undecodable message", "subject", m.Subject(), "err", err)
-			_ = m.TermWithReason(err.Error())
+			_ = m.Term()
 			continue
 		}
 		events = append(events, e)
