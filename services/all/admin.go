@@ -182,6 +182,7 @@ func publicOrigin(env *config.Env) string {
 
 func printDemo(w io.Writer, origin string, s query.SiteInfo, key string) {
 	fmt.Fprintf(w, `
+Dashboard:    %s/login
 Demo account: %s / %s
 Demo site:    %s (id %d)
 Site token:   %s
@@ -196,5 +197,5 @@ Read today's stats:
 Watch the live stream:
   curl -N '%s/api/v1/sites/%d/live?key=%s'
 
-`, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
+`, origin, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
 }
