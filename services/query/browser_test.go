@@ -117,8 +117,9 @@ func until(t *testing.T, ctx context.Context, what, cond string, timeout time.Du
 	var err error
 	for {
 		_, err = chromedp.Run(pctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(time.Until(deadline)), chromedp.WithPollingInterval(50*time.Millisecond)))
-		// A navigation under way restarts the poll in the new document.
-		if err == nil || !strings.Contains(err.Error(), "navigated or closed") || time.Now().After(deadline) {
+		// A navigation under way restarts the poll in the new document: the old document's
+		// execution context is gone ("navigated or closed", or "Cannot find context").
+		if err == nil || !navigatedAway(err) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -130,6 +131,12 @@ func until(t *testing.T, ctx context.Context, what, cond string, timeout time.Du
 		shot(t, ctx, "failed")
 		t.Fatalf("%s: %v", what, err)
 	}
+}
+
+// navigatedAway reports whether err says the page's document went away under a call.
+func navigatedAway(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "navigated or closed") || strings.Contains(msg, "Cannot find context with specified id")
 }
 
 // newTab opens a tab (in parent's browser context unless opts give another) and logs
