@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
@@ -103,6 +104,8 @@ type Deps struct {
 	Clock   clock.Clock
 	NATS    *nats.Conn
 	Pool    *pgxpool.Pool
+	// Tracing is optional; nil traces nothing.
+	Tracing *telemetry.Tracing
 }
 
 // Service is a running query service.
@@ -117,6 +120,7 @@ type Service struct {
 	mirror   *mirror.Mirror
 	hub      *live.Hub
 	metrics  *metrics
+	tracer   trace.Tracer
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -161,8 +165,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if cfg.APIRateLimit <= 0 {
 		cfg.APIRateLimit = defaultAPIRateLimit
 	}
+	tracing := deps.Tracing
+	if tracing == nil {
+		tracing = telemetry.NoTracing()
+	}
+	st.WithTracer(tracing.Provider)
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		accounts: accounts, stats: st, mirror: mir}
+		accounts: accounts, stats: st, mirror: mir, tracer: tracing.Provider.Tracer("haru/query")}
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})

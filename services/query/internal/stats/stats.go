@@ -15,6 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -23,6 +27,7 @@ type Querier struct {
 	pool *pgxpool.Pool
 	// parallel bounds how many statements of one view run at once.
 	parallel int
+	tracer   trace.Tracer
 }
 
 // New returns a Querier over pool.
@@ -31,7 +36,13 @@ func New(pool *pgxpool.Pool) (*Querier, error) {
 		return nil, errors.New("stats: nil pool")
 	}
 	n := int(pool.Config().MaxConns) / 2
-	return &Querier{pool: pool, parallel: max(2, min(n, 4))}, nil
+	return &Querier{pool: pool, parallel: max(2, min(n, 4)), tracer: noop.NewTracerProvider().Tracer("")}, nil
+}
+
+// WithTracer makes q record a span per SQL statement under tp.
+func (q *Querier) WithTracer(tp trace.TracerProvider) *Querier {
+	q.tracer = tp.Tracer("haru/query/stats")
+	return q
 }
 
 // statement is one SQL statement and its arguments.
@@ -99,11 +110,13 @@ type result struct {
 // run answers pl for p: from the rollups when q allows, else from raw events.
 func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl plan) (result, error) {
 	var stmts []statement
+	source := "rollups"
 	// Hourly rollups start on UTC hours: a zone whose midnight is not one (a half-hour
 	// offset) gets its hourly series from raw events.
 	hourly := p.Interval == Hour && pl.series
 	if qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour))) {
 		stmts = []statement{rawStatement(site, p, qu.Filters, pl)}
+		source = "raw_events"
 	} else {
 		stmts = rollupStatements(site, p, pl)
 	}
@@ -112,8 +125,18 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(q.parallel)
 	for i, st := range stmts {
-		g.Go(func() error {
-			r, err := q.pool.Query(gctx, st.sql, st.args...)
+		g.Go(func() (err error) {
+			ctx, span := q.tracer.Start(gctx, "stats SELECT", trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.String("db.system.name", "postgresql"),
+					attribute.String("db.query.text", st.sql), attribute.String("haru.stats.source", source)))
+			defer func() {
+				if err != nil {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, "query failed")
+				}
+				span.End()
+			}()
+			r, err := q.pool.Query(ctx, st.sql, st.args...)
 			if err != nil {
 				return fmt.Errorf("stats query: %w", err)
 			}

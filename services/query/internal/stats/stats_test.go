@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/haru-analytics/haru/pkg/pgtest"
-	"github.com/haru-analytics/haru/services/query/internal/seed"
+	"github.com/haru-analytics/haru/pkg/seed"
 	"github.com/haru-analytics/haru/services/writer"
 )
 
@@ -29,7 +29,7 @@ func seedSite(t *testing.T, q *Querier, tz string, now time.Time, n int, s uint6
 	if _, err := seed.Load(ctx, q.pool, g, n); err != nil {
 		t.Fatal(err)
 	}
-	err = seed.Rebuild(ctx, from, now, loc, func(ctx context.Context, f, to time.Time) error {
+	err = seed.Rebuild(ctx, from, now, loc, 7, func(ctx context.Context, f, to time.Time) error {
 		return writer.RebuildRollups(ctx, q.pool, site, f, to)
 	})
 	if err != nil {
