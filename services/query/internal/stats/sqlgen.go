@@ -37,8 +37,12 @@ func orderEvents(label string) string {
 
 func orderVisits(label string) string { return `ORDER BY 6 DESC, ` + label + ` COLLATE "C"` }
 
-func limitClause(p plan) string {
-	return fmt.Sprintf(" LIMIT %d OFFSET %d", p.limit, p.offset)
+// limitClause limits a breakdown to one page; limit 0 keeps every row.
+func limitClause(limit, offset int) string {
+	if limit == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" LIMIT %d OFFSET %d", limit, offset)
 }
 
 // dayBucket is the local date starting the day, week or month of date column col.
@@ -96,22 +100,28 @@ func rollupStatements(site int64, p Period, pl plan) []statement {
 		}
 	}
 	for _, d := range pl.dims {
-		a, w := base()
-		name := a.add(d.name)
-		switch {
-		case d.visit:
-			out = append(out, statement{`SELECT ` + name + `::text, value, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
-				FROM rollup_visits WHERE ` + w + fmt.Sprintf(" AND dim = %d", d.rollup) + ` GROUP BY 2 ` + orderVisits("value") + limitClause(pl), a})
-		case d.props:
-			out = append(out, statement{`SELECT ` + name + `::text, key, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
-				FROM rollup_dims WHERE ` + w + ` AND dim = 16 GROUP BY 2 ` + orderEvents("key") + limitClause(pl), a})
-		default:
-			out = append(out, statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
-				FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
-				` GROUP BY 2 ` + orderEvents("value") + limitClause(pl), a})
-		}
+		out = append(out, rollupPanel(site, p.fromDay(), p.toDay(), d, pl.limit, pl.offset))
 	}
 	return out
+}
+
+// rollupPanel is the statement of one breakdown over the local days [fromDay, toDay)
+// from the rollups; limit 0 answers every row.
+func rollupPanel(site int64, fromDay, toDay string, d dimension, limit, offset int) statement {
+	a := args{}
+	w := fmt.Sprintf("site_id = %s AND day >= %s AND day < %s", a.add(site), a.add(fromDay), a.add(toDay))
+	name := a.add(d.name)
+	switch {
+	case d.visit:
+		return statement{`SELECT ` + name + `::text, value, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
+			FROM rollup_visits WHERE ` + w + fmt.Sprintf(" AND dim = %d", d.rollup) + ` GROUP BY 2 ` + orderVisits("value") + limitClause(limit, offset), a}
+	case d.props:
+		return statement{`SELECT ` + name + `::text, key, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+			FROM rollup_dims WHERE ` + w + ` AND dim = 16 GROUP BY 2 ` + orderEvents("key") + limitClause(limit, offset), a}
+	}
+	return statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+		FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
+		` GROUP BY 2 ` + orderEvents("value") + limitClause(limit, offset), a}
 }
 
 // rawStatement answers pl from raw events (and the visits they form) in one statement:
@@ -180,7 +190,7 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 		switch {
 		case d.visit:
 			parts = append(parts, `(SELECT `+name+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
-	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl)+`)`)
+	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl.limit, pl.offset)+`)`)
 		case d.props || d.prop != "":
 			label, cond := "k", ""
 			if d.prop != "" {
@@ -191,7 +201,7 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	      FROM ev e CROSS JOIN LATERAL jsonb_each_text(e.props) p
 	      WHERE e.props IS NOT NULL AND jsonb_typeof(e.props) = 'object'`+cond+`
 	      GROUP BY 1, 2, 3, 4) x
-	GROUP BY 2 `+orderEvents(label)+limitClause(pl)+`)`)
+	GROUP BY 2 `+orderEvents(label)+limitClause(pl.limit, pl.offset)+`)`)
 		default:
 			keep := ""
 			if d.keep != "" {
@@ -199,7 +209,7 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 			}
 			parts = append(parts, `(SELECT `+name+`::text, value, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
 	FROM (SELECT `+d.expr+` AS value, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e`+keep+` GROUP BY 1, 2, 3) x
-	GROUP BY 2 `+orderEvents("value")+limitClause(pl)+`)`)
+	GROUP BY 2 `+orderEvents("value")+limitClause(pl.limit, pl.offset)+`)`)
 		}
 	}
 	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))
