@@ -225,8 +225,8 @@ func TestStatsTracing(t *testing.T) {
 	sql := 0
 	for _, s := range rec.Ended() {
 		for _, a := range s.Attributes() {
-			if strings.Contains(a.Value.Emit(), "secret-agent") || strings.Contains(a.Value.Emit(), "0.0.0.0") {
-				t.Errorf("span %s carries %s=%s", s.Name(), a.Key, a.Value.Emit())
+			if strings.Contains(a.Value.String(), "secret-agent") || strings.Contains(a.Value.String(), "0.0.0.0") {
+				t.Errorf("span %s carries %s=%s", s.Name(), a.Key, a.Value.String())
 			}
 		}
 		switch {
