@@ -142,7 +142,9 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	}
 	var sb strings.Builder
 	sb.WriteString(`WITH ev AS MATERIALIZED (
-	SELECT e.*, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
+	SELECT e.ts, e.name, e.visitor_id, e.hostname, e.path, e.ref_source, e.utm_source, e.utm_medium,
+	       e.utm_campaign, e.utm_term, e.utm_content, e.country, e.region, e.browser, e.os, e.device,
+	       e.screen_w, e.props, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
 	       (e.name NOT IN ('pageview', 'engagement'))::int AS ce
 	FROM events e
 	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t)
