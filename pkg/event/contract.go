@@ -1,6 +1,7 @@
 package event
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -17,6 +18,9 @@ type Site struct {
 	AllowAnyHost bool `json:"allow_any_host,omitempty"`
 	// Version changes whenever the row changes; the mirror compares it to skip no-op puts.
 	Version int64 `json:"ver"`
+	// SecretHash is HashSecret of the site's secret key for server-side senders, "" when
+	// the site has none. A site with a secret has a second entry, keyed by SecretKey.
+	SecretHash string `json:"secret,omitempty"`
 }
 
 // SiteKey is the registry key of a token. Tokens are base64url, which KV keys allow.
@@ -25,6 +29,24 @@ func SiteKey(token string) string { return "t." + token }
 // TokenFromKey is the inverse of SiteKey; ok is false for keys that are not tokens.
 func TokenFromKey(key string) (token string, ok bool) {
 	if len(key) > 2 && key[:2] == "t." {
+		return key[2:], true
+	}
+	return "", false
+}
+
+// HashSecret is how a site's secret key is kept and looked up: hex SHA-256. The secret is
+// 32 random bytes, so a plain hash is enough to make the stored form useless to a reader.
+func HashSecret(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return fmt.Sprintf("%x", h[:])
+}
+
+// SecretKey is the registry key of a secret's hash (hex, which KV keys allow).
+func SecretKey(hash string) string { return "s." + hash }
+
+// SecretHashFromKey is the inverse of SecretKey; ok is false for keys that are not secrets.
+func SecretHashFromKey(key string) (hash string, ok bool) {
+	if len(key) > 2 && key[:2] == "s." {
 		return key[2:], true
 	}
 	return "", false

@@ -132,3 +132,13 @@ func JetStream(t testing.TB) (jetstream.JetStream, event.Names) {
 	}
 	return js, names
 }
+
+// JetStreamAt connects to url (closed when the test ends) and returns its JetStream.
+func JetStreamAt(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(Connect(t, url))
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
+}

@@ -21,7 +21,8 @@ type StreamSettings struct {
 	// MaxBytes bounds the backlog. A full stream refuses new events (DiscardNew) instead of
 	// deleting old ones, so ingest answers 503 rather than losing accepted data.
 	MaxBytes int64
-	// Replicas is 1 on a single server and 3 in a production cluster.
+	// Replicas is 1 on a single server and 3 in a production cluster; AutoReplicas picks
+	// between them by what the connection sees.
 	Replicas int
 	// DuplicateWindow only covers publish retries; Postgres's unique key is the real guard.
 	DuplicateWindow time.Duration
@@ -32,14 +33,31 @@ func DefaultStreamSettings() StreamSettings {
 	return StreamSettings{MaxBytes: 1 << 30, Replicas: 1, DuplicateWindow: 30 * time.Second}
 }
 
+// AutoReplicas asks for the durable choice for the servers a connection reaches: 3 when
+// they form a cluster of at least three, else 1.
+const AutoReplicas = 0
+
+// ResolveReplicas returns replicas, or for AutoReplicas what nc's servers allow: 3 when the
+// server nc is connected to belongs to a cluster and at least three servers are known
+// (configured or announced by the cluster), else 1.
+func ResolveReplicas(nc *nats.Conn, replicas int) int {
+	if replicas != AutoReplicas {
+		return replicas
+	}
+	if nc != nil && nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3 {
+		return 3
+	}
+	return 1
+}
+
 // Validate reports settings JetStream would refuse or that would lose data.
 func (s StreamSettings) Validate() error {
 	var errs []error
 	if s.MaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("stream max bytes %d: want at least 1MiB", s.MaxBytes))
 	}
-	if s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
-		errs = append(errs, fmt.Errorf("stream replicas %d: want 1, 3 or 5", s.Replicas))
+	if s.Replicas != AutoReplicas && s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("stream replicas %d: want 1, 3 or 5, or 0 for 3 in a cluster and 1 otherwise", s.Replicas))
 	}
 	if s.DuplicateWindow < time.Second || s.DuplicateWindow > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("duplicate window %s: want between 1s and 10m", s.DuplicateWindow))
@@ -73,8 +91,10 @@ func StreamConfig(n event.Names, s StreamSettings) jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the events stream, or updates it to the given settings.
+// EnsureStream creates the events stream, or updates it to the given settings
+// (AutoReplicas resolved against js's connection).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, n event.Names, s StreamSettings) (jetstream.Stream, error) {
+	s.Replicas = ResolveReplicas(js.Conn(), s.Replicas)
 	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(n, s))
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", n.Stream, err)
@@ -82,20 +102,21 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, n event.Names, s 
 	return st, nil
 }
 
-// EnsureSites creates the site registry bucket if it is missing. Only the latest value
-// of a key matters; a deleted site's key is deleted, which watchers see.
+// EnsureSites creates the site registry bucket if it is missing (replicas may be
+// AutoReplicas). Only the latest value of a key matters; a deleted site's key is deleted,
+// which watchers see.
 func EnsureSites(ctx context.Context, js jetstream.JetStream, n event.Names, replicas int) (jetstream.KeyValue, error) {
 	return ensureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      n.Sites,
 		Description: "Haru site registry: token to site, mirrored from Postgres",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    ResolveReplicas(js.Conn(), replicas),
 	})
 }
 
-// EnsureSalts creates the salts bucket if it is missing. Salts expire with the bucket's
-// TTL and never reach Postgres or its backups.
+// EnsureSalts creates the salts bucket if it is missing (replicas may be AutoReplicas).
+// Salts expire with the bucket's TTL and never reach Postgres or its backups.
 func EnsureSalts(ctx context.Context, js jetstream.JetStream, n event.Names, replicas int) (jetstream.KeyValue, error) {
 	return ensureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      n.Salts,
@@ -103,7 +124,7 @@ func EnsureSalts(ctx context.Context, js jetstream.JetStream, n event.Names, rep
 		History:     1,
 		TTL:         SaltTTL,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    ResolveReplicas(js.Conn(), replicas),
 	})
 }
 
@@ -166,7 +187,8 @@ type Config struct {
 }
 
 // ConfigFromEnv reads HARU_NATS_URL, HARU_NATS_PREFIX, HARU_STREAM_MAX_BYTES,
-// HARU_STREAM_REPLICAS and HARU_STREAM_DUPLICATE_WINDOW.
+// HARU_STREAM_REPLICAS (unset or 0: 3 in a cluster, 1 otherwise) and
+// HARU_STREAM_DUPLICATE_WINDOW.
 func ConfigFromEnv(env interface {
 	String(string, string) string
 	Int(string, int) int
@@ -179,7 +201,7 @@ func ConfigFromEnv(env interface {
 		Prefix: env.String("HARU_NATS_PREFIX", event.DefaultPrefix),
 		Stream: StreamSettings{
 			MaxBytes:        env.Int64("HARU_STREAM_MAX_BYTES", d.MaxBytes),
-			Replicas:        env.Int("HARU_STREAM_REPLICAS", d.Replicas),
+			Replicas:        env.Int("HARU_STREAM_REPLICAS", AutoReplicas),
 			DuplicateWindow: env.Duration("HARU_STREAM_DUPLICATE_WINDOW", d.DuplicateWindow),
 		},
 	}

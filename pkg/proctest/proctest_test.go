@@ -106,3 +106,49 @@ func TestProcLifecycle(t *testing.T) {
 		t.Fatal("Wait after Kill = nil, want the kill's exit error")
 	}
 }
+
+func TestNATSClusterLosesANode(t *testing.T) {
+	c := StartNATSCluster(t, Build(t), 3)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Storage: nats.FileStorage, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := js.Publish("r3.a", []byte("x"), nats.AckWait(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(10)
+	c.Nodes[0].Kill()
+	// Two of three still make a quorum: the stream keeps taking messages, perhaps after
+	// a new leader is elected.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := js.Publish("r3.a", []byte("x"), nats.AckWait(2*time.Second)); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("publish with a node down: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	publish(9)
+	c.Nodes[0].Start(t)
+	info, err := js.StreamInfo("R3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 20 || info.Config.Replicas != 3 {
+		t.Fatalf("stream after a node's loss: %d messages, %d replicas; want 20, 3", info.State.Msgs, info.Config.Replicas)
+	}
+}

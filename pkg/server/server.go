@@ -75,7 +75,7 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 		if errors.As(err, &fe) {
 			return c.Status(fe.Code).JSON(fiber.Map{"error": fe.Message})
 		}
-		log.Error("request failed", "method", c.Method(), "route", c.Route().Path, "err", err)
+		log.ErrorContext(c.UserContext(), "request failed", "method", c.Method(), "route", c.Route().Path, "err", err)
 		return c.Status(fiber.StatusInternalServerError).JSON(fiber.Map{"error": "internal error"})
 	}
 }

@@ -19,13 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// NewLogger returns a JSON logger at level ("debug", "info", "warn", "error").
+// NewLogger returns a JSON logger at level ("debug", "info", "warn", "error"); records
+// logged with a span's context carry its trace_id and span_id.
 func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(TraceHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))), nil
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors.

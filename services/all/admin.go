@@ -31,6 +31,7 @@ commands:
   reset-password -email E -password P       set a user's password
   create-site -email E -name N -domain D [-timezone TZ]
                                             add a site for a user; prints its id and token
+  create-site-secret -site ID               print a new secret key for the site's batch endpoint (replaces the old one)
   create-api-key -email E [-name N]         print a new stats API key (replaces one of that name)
   rebuild-rollups -site ID -from DATE -to DATE
                                             recompute a site's rollups for local days from..to from raw events
@@ -124,6 +125,16 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 		fmt.Fprintf(stdout, "site_id=%d\ntoken=%s\n", s.ID, s.Token)
+		return nil
+	case "create-site-secret":
+		if *siteID <= 0 {
+			return fmt.Errorf("create-site-secret: want -site ID\n%s", adminUsage)
+		}
+		secret, err := adm.CreateSiteSecret(ctx, *siteID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, secret)
 		return nil
 	case "create-api-key":
 		if err := need(*email); err != nil {

@@ -34,6 +34,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if len(args) > 0 && args[0] == "admin" {
 		return Admin(ctx, args[1:], getenv, stdout)
 	}
+	if len(args) > 0 && args[0] == "nats" {
+		return NATS(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("haru", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	target := fs.String("target", "all", "what to run: all, ingest, writer or query")

@@ -24,31 +24,8 @@ import (
 // a beacon in, the SSE push observed, the stats read back, then a clean stop.
 func TestSingleBinaryEndToEnd(t *testing.T) {
 	db := pgtest.New(t)
-	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
-	env := map[string]string{
-		"HARU_DATABASE_URL": db.URL,
-		"HARU_HTTP_ADDR":    httpAddr,
-		"HARU_OPS_ADDR":     opsAddr,
-		"HARU_DATA_DIR":     t.TempDir(),
-		"HARU_BATCH_AGE":    "20ms",
-		"HARU_LOG_LEVEL":    "warn",
-	}
 	site, key := seed(t, db)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	stopped := make(chan struct{})
-	go func() {
-		done <- Main(ctx, []string{"-target=all"}, mapEnv(env), io.Discard)
-		close(stopped)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-stopped
-	})
-
-	origin := "http://" + httpAddr
-	waitReady(t, "http://"+opsAddr+"/readyz", done)
+	origin, _, cancel, done := startAllInProcess(t, db.URL)
 	checkPipeline(t, origin, origin, site, key)
 
 	// The one port also serves the tracker.

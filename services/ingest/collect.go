@@ -24,14 +24,15 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
+	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
 )
 
-// MaxRequestBytes is the largest request body the app reads at all; the collect handler
-// itself answers 413 above collect.MaxBodyBytes. It is larger because the single binary
-// serves the dashboard API from the same app.
-const MaxRequestBytes = 64 << 10
+// MaxRequestBytes is the largest request body the app reads at all; the handlers
+// themselves answer 413 above collect.MaxBodyBytes (collect) and collect.MaxBatchBytes
+// (batch), with a JSON body naming the limit.
+const MaxRequestBytes = 2 * collect.MaxBatchBytes
 
 // Errors the collect path maps to HTTP answers in reject, the one place that does.
 var (
@@ -65,9 +66,8 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	peer := peerAddr(c)
 	ip := s.clientIP.ClientIP(peer, func() string { return c.Get(s.clientIP.Header()) })
 	if s.limiter != nil {
-		if ok, wait := s.limiter.Allow(ip, now); !ok {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			return s.reject(c, fiber.StatusTooManyRequests, "rate_limited", ErrRateLimited)
+		if ok, wait := s.limiter.Allow(ratelimit.Key(ip), now); !ok {
+			return s.rateLimited(c, wait, "rate_limited", ErrRateLimited)
 		}
 	}
 
@@ -78,11 +78,8 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return s.reject(c, fiber.StatusUnauthorized, "no_token", ErrNoToken)
 	}
 	site, ok, err := s.sites.Lookup(token)
-	if errors.Is(err, registry.ErrNotLoaded) {
-		return s.reject(c, fiber.StatusServiceUnavailable, "registry_loading", ErrUnavailable)
-	}
 	if !ok {
-		return s.reject(c, fiber.StatusUnauthorized, "unknown_token", ErrUnknownToken)
+		return s.unknownSite(c, err, "unknown_token", ErrUnknownToken)
 	}
 
 	// 4. What happened? Refuse bad input with the field that is wrong.
@@ -106,12 +103,12 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return s.drop(c, dropForeignHost)
 	}
 
-	// 6. Which visitor? A keyed hash under the salt of the site's local date.
-	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.PublishTimeout)
-	defer cancel()
+	// 6. Which visitor? A keyed hash under the salt of the site's local date. Every wait
+	// below is bounded by PublishTimeout: the salt store's and the PubAck's own timers.
+	ctx := c.UserContext()
 	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
 	if err != nil {
-		s.log.Error("salt unavailable", "err", err)
+		s.log.ErrorContext(ctx, "salt unavailable", "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "salt_unavailable", ErrUnavailable)
 	}
 	ev, err := event.New(now, site.ID, p.Name)
@@ -129,7 +126,9 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	}
 	trusted := s.clientIP.Trusted(peer)
 	ev.Country = enrich.Country(ip, c.Get(s.cfg.CountryHeader), trusted)
-	ev.Region = enrich.Region(ev.Country, c.Get(s.cfg.RegionHeader), trusted)
+	if ev.Region = enrich.Region(ev.Country, c.Get(s.cfg.RegionHeader), trusted); ev.Region == "" {
+		ev.Region = s.regions.Region(ip, ev.Country)
+	}
 	ev.Browser, ev.OS = agent.Browser, agent.OS
 	ev.Device = enrich.Device(agent.Device, p.ScreenW)
 	ev.ScreenW, ev.ScreenH = p.ScreenW, p.ScreenH
@@ -139,7 +138,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	// 8. Make it durable: 202 only after JetStream's PubAck, 503 if it does not come in
 	// time (NATS down, stream full), so the tracker may retry.
 	if err := s.publish(ctx, &ev); err != nil {
-		s.log.Warn("publish failed", "site_id", site.ID, "err", err)
+		s.log.WarnContext(ctx, "publish failed", "site_id", site.ID, "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "publish_failed", ErrUnavailable)
 	}
 	s.metrics.accepted.Inc()
@@ -165,36 +164,75 @@ func (s *Service) hostAllowed(site event.Site, pageHost, origin string) bool {
 	return host == "" || enrich.SameSite(host, site.Domain)
 }
 
-// publish stores ev in the stream. The event id is the message id, so JetStream drops a
-// retried publish within its duplicate window.
+// publish stores ev in the stream and waits for its PubAck until ctx ends.
 func (s *Service) publish(ctx context.Context, ev *event.Event) error {
-	data, err := event.Encode(ev)
-	if err != nil {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "jetstream publish", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.Int64("haru.site_id", ev.SiteID), attribute.String("haru.event_id", ev.ID.String())))
+		defer span.End()
+		err := s.publishAndWait(ctx, ev)
+		if err != nil {
+			span.SetStatus(codes.Error, "publish failed")
+		}
 		return err
 	}
-	ctx, span := s.tracer.Start(ctx, "jetstream publish", trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attribute.Int64("haru.site_id", ev.SiteID), attribute.String("haru.event_id", ev.ID.String())))
-	defer span.End()
-	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data}
-	if span.SpanContext().IsValid() {
-		// The writer continues the trace from the message headers.
-		msg.Header = nats.Header{}
-		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
-	}
-	start := time.Now()
-	_, err = s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID.String()))
-	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		span.SetStatus(codes.Error, "publish failed")
-		return fmt.Errorf("publish event: %w", err)
-	}
-	return nil
+	return s.publishAndWait(ctx, ev)
 }
 
-// traceRequest opens the collect request's span. It records the route and the status
+func (s *Service) publishAndWait(ctx context.Context, ev *event.Event) error {
+	start := time.Now()
+	f, err := s.publishAsync(ctx, ev)
+	if err == nil {
+		err = awaitAck(ctx, f)
+	}
+	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	return err
+}
+
+// publishAsync sends ev to the stream and returns the future of its PubAck: no round
+// trip is waited for here, so one connection carries many beacons' publishes at once
+// (up to the JetStream context's pending window). The event id is the message id, so
+// JetStream drops a retried publish within its duplicate window.
+func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (jetstream.PubAckFuture, error) {
+	data, err := event.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data, Header: nats.Header{
+		jetstream.MsgIDHeader: {ev.ID.String()},
+	}}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The writer continues the trace from the message headers.
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
+	}
+	f, err := s.js.PublishMsgAsync(msg)
+	if err != nil {
+		return nil, fmt.Errorf("publish event: %w", err)
+	}
+	return f, nil
+}
+
+// awaitAck waits for a publish's PubAck until ctx ends. A PubAck that never comes fails
+// the future after PublishTimeout (the JetStream context's async timeout).
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("publish event: %w", err)
+	case <-ctx.Done():
+		return fmt.Errorf("publish event: no PubAck: %w", ctx.Err())
+	}
+}
+
+// traceRequest opens a request's span. It records the route and the status
 // only: never the client's address or User-Agent.
 func (s *Service) traceRequest(c *fiber.Ctx) error {
-	ctx, span := s.tracer.Start(c.UserContext(), "POST /api/collect", trace.WithSpanKind(trace.SpanKindServer))
+	if !s.traced {
+		return c.Next()
+	}
+	ctx, span := s.tracer.Start(c.UserContext(), "POST "+c.Route().Path, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	c.SetUserContext(ctx)
 	err := c.Next()
@@ -219,6 +257,21 @@ func (s *Service) reject(c *fiber.Ctx, status int, reason string, err error) err
 	return c.Status(status).JSON(body)
 }
 
+// unknownSite answers a failed registry lookup: 503 while the registry has not loaded
+// (a key not seen yet is not known to be unknown), else 401.
+func (s *Service) unknownSite(c *fiber.Ctx, err error, reason string, unknown error) error {
+	if errors.Is(err, registry.ErrNotLoaded) {
+		return s.reject(c, fiber.StatusServiceUnavailable, "registry_loading", ErrUnavailable)
+	}
+	return s.reject(c, fiber.StatusUnauthorized, reason, unknown)
+}
+
+// rateLimited answers 429 with the whole seconds until the window ends as Retry-After.
+func (s *Service) rateLimited(c *fiber.Ctx, wait time.Duration, reason string, err error) error {
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	return s.reject(c, fiber.StatusTooManyRequests, reason, err)
+}
+
 // drop answers a beacon that will not be stored exactly as a stored one, counting why.
 func (s *Service) drop(c *fiber.Ctx, reason string) error {
 	s.metrics.dropped.WithLabelValues(reason).Inc()
@@ -237,6 +290,7 @@ func acceptedContentType(ct string) bool {
 // countStatus counts every collect answer by status. An error escaping the handler is
 // answered later by the app's error handler, so its status is taken from the error.
 func (s *Service) countStatus(c *fiber.Ctx) error {
+	start := time.Now()
 	err := c.Next()
 	status := c.Response().StatusCode()
 	if err != nil {
@@ -247,6 +301,7 @@ func (s *Service) countStatus(c *fiber.Ctx) error {
 		}
 	}
 	s.metrics.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	s.metrics.requestSeconds.WithLabelValues(c.Route().Path).Observe(time.Since(start).Seconds())
 	return err
 }
 
@@ -315,6 +370,7 @@ type metrics struct {
 	dropped        *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
+	requestSeconds *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -335,8 +391,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "haru_ingest_publish_seconds", Help: "Time from publish to JetStream PubAck.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1},
 		}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "haru_ingest_http_request_seconds", Help: "Time to answer a collect request, by route.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.accepted, m.dropped, m.rejected, m.publishSeconds} {
+	for _, c := range []prometheus.Collector{m.requests, m.accepted, m.dropped, m.rejected, m.publishSeconds, m.requestSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ingest metrics: %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -82,6 +83,19 @@ func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
 
 	reg := prometheus.NewRegistry()
 	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	svc, app := startService(t, cfg, reg, clk, nc)
+	stream, err := js.Stream(ctx, names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{srv: srv, svc: svc, app: app, reg: reg, stream: stream, names: names, clock: clk, cfg: cfg}
+}
+
+// startService runs one ingest Service until the test ends and waits for its registry.
+func startService(t testing.TB, cfg Config, reg *prometheus.Registry, clk clock.Clock, nc *nats.Conn) (*Service, *fiber.App) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	svc, err := New(ctx, cfg, Deps{
 		Log: slog.New(slog.DiscardHandler), Metrics: reg, Health: telemetry.NewHealth(), Clock: clk, NATS: nc,
 	})
@@ -100,11 +114,7 @@ func newHarness(t testing.TB, site event.Site, edit func(*Config)) *harness {
 	}
 	app := fiber.New(AppConfig(slog.New(slog.DiscardHandler)))
 	svc.Register(app)
-	stream, err := js.Stream(ctx, names.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{srv: srv, svc: svc, app: app, reg: reg, stream: stream, names: names, clock: clk, cfg: cfg}
+	return svc, app
 }
 
 type beacon struct {
@@ -476,7 +486,9 @@ func TestConfigValidate(t *testing.T) {
 		wantErr bool
 	}{
 		{"defaults", func(*Config) {}, false},
-		{"limit off", func(c *Config) { c.RateLimit = 0; c.RateWindow = 0 }, false},
+		{"limit off", func(c *Config) { c.RateLimit = 0; c.BatchRateLimit = 0; c.RateWindow = 0 }, false},
+		{"batch limit below a batch", func(c *Config) { c.BatchRateLimit = 10 }, true},
+		{"short idempotency", func(c *Config) { c.IdempotencyTTL = time.Second }, true},
 		{"negative limit", func(c *Config) { c.RateLimit = -1 }, true},
 		{"tiny window", func(c *Config) { c.RateWindow = time.Millisecond }, true},
 		{"bad proxy", func(c *Config) { c.TrustedProxies = []string{"x"} }, true},

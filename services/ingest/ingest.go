@@ -5,11 +5,14 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"os"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -18,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
@@ -26,6 +30,7 @@ import (
 	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/clientip"
+	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
@@ -49,11 +54,25 @@ type Config struct {
 	// replica; 0 turns the limit off.
 	RateLimit  int
 	RateWindow time.Duration
+	// BatchRateLimit is how many events one site may send per RateWindow to one replica
+	// through the batch endpoint; 0 turns the limit off.
+	BatchRateLimit int
+	// IdempotencyTTL is how long the batch endpoint remembers an idempotency key; 0 is
+	// DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
 	// CountryHeader and RegionHeader are a CDN's geolocation headers, believed only from
 	// TrustedProxies; without them the country comes from the database in the binary.
 	CountryHeader string
 	RegionHeader  string
-	LogLevel      string
+	// RegionDB is an optional city database (MaxMind DB format: GeoLite2/GeoIP2 City,
+	// DB-IP City Lite) giving the region when no trusted CDN header does.
+	RegionDB string
+	LogLevel string
+	// MemoryLimit is the Go runtime's soft memory limit for ingest running alone (0: none);
+	// GOMEMLIMIT, when set, wins. It keeps the garbage collector from letting the heap
+	// double past the ~21 MiB ingest holds live (the user-agent and country tables). A
+	// registry of very many sites holds more: raise it then, or the collector runs hot.
+	MemoryLimit int64
 }
 
 // ConfigFromEnv reads the HARU_* variables of the ingest service.
@@ -68,9 +87,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		PublishTimeout: env.Duration("HARU_PUBLISH_TIMEOUT", time.Second),
 		RateLimit:      env.Int("HARU_RATE_LIMIT", 100),
 		RateWindow:     env.Duration("HARU_RATE_WINDOW", time.Minute),
+		BatchRateLimit: env.Int("HARU_BATCH_RATE_LIMIT", 60000),
+		IdempotencyTTL: env.Duration("HARU_IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
 		CountryHeader:  env.String("HARU_COUNTRY_HEADER", "CF-IPCountry"),
 		RegionHeader:   env.String("HARU_REGION_HEADER", "CF-Region-Code"),
+		RegionDB:       env.String("HARU_REGION_DB", ""),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
+		MemoryLimit:    env.Int64("HARU_MEMORY_LIMIT", 40<<20),
 	}
 	return cfg, env.Err()
 }
@@ -88,14 +111,36 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.PublishTimeout < 10*time.Millisecond || c.PublishTimeout > 30*time.Second {
 		errs = append(errs, fmt.Errorf("HARU_PUBLISH_TIMEOUT %s: want 10ms..30s", c.PublishTimeout))
 	}
+	if c.RegionDB != "" {
+		if _, err := os.Stat(c.RegionDB); err != nil {
+			errs = append(errs, fmt.Errorf("HARU_REGION_DB: %w", err))
+		}
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
+		errs = append(errs, fmt.Errorf("HARU_MEMORY_LIMIT %d: want 0 (none) or at least 32MiB", c.MemoryLimit))
+	}
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("HARU_RATE_LIMIT %d: want 0 (off) or more", c.RateLimit))
 	}
-	if c.RateLimit > 0 && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
+	if c.BatchRateLimit != 0 && c.BatchRateLimit < collect.MaxBatchItems {
+		errs = append(errs, fmt.Errorf("HARU_BATCH_RATE_LIMIT %d: want 0 (off) or at least %d", c.BatchRateLimit, collect.MaxBatchItems))
+	}
+	if c.IdempotencyTTL != 0 && c.IdempotencyTTL < time.Minute || c.IdempotencyTTL > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("HARU_IDEMPOTENCY_TTL %s: want 1m..720h", c.IdempotencyTTL))
+	}
+	if (c.RateLimit > 0 || c.BatchRateLimit > 0) && (c.RateWindow < time.Second || c.RateWindow > 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("HARU_RATE_WINDOW %s: want 1s..24h", c.RateWindow))
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultIdempotencyTTL is how long a batch idempotency key holds by default: a sender's
+// retries of one request are far closer together than a day.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
+// publishWindow bounds the publishes awaiting their PubAck per replica; past it a publish
+// waits for room (briefly, then fails and the beacon gets 503).
+const publishWindow = 4096
 
 // Deps are what ingest is given rather than builds.
 type Deps struct {
@@ -120,11 +165,16 @@ type Service struct {
 	clientIP *clientip.Resolver
 	zones    *zoneCache
 	agents   *enrich.Agents
-	limiter  *ratelimit.Limiter // nil when RateLimit is 0
-	metrics  *metrics
+	regions  *enrich.RegionDB               // nil without HARU_REGION_DB
+	limiter  *ratelimit.Limiter[netip.Addr] // nil when RateLimit is 0
+	// batchLimiter counts batch events per site id; nil when BatchRateLimit is 0.
+	batchLimiter *ratelimit.Limiter[int64]
+	idem         jetstream.KeyValue // idempotency keys of batch events
+	metrics      *metrics
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	traced     bool // false: no spans at all, and no per-request context for them
 }
 
 // New sets up what ingest needs in NATS (the stream and both buckets, if missing) and
@@ -134,7 +184,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("ingest: nil dependency")
 	}
 	names := cfg.NATS.Names()
-	js, err := jetstream.New(deps.NATS)
+	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
+	// that never comes fails its future after PublishTimeout instead of staying pending.
+	js, err := jetstream.New(deps.NATS,
+		jetstream.WithPublishAsyncMaxPending(publishWindow),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -157,7 +211,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	salts, err := salt.New(saltsKV)
+	salts, err := salt.New(saltsKV, cfg.PublishTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +219,33 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	var limiter *ratelimit.Limiter
+	var limiter *ratelimit.Limiter[netip.Addr]
 	if cfg.RateLimit > 0 {
-		if limiter, err = ratelimit.New(cfg.RateLimit, cfg.RateWindow); err != nil {
+		if limiter, err = ratelimit.New[netip.Addr](cfg.RateLimit, cfg.RateWindow); err != nil {
+			return nil, err
+		}
+	}
+	var batchLimiter *ratelimit.Limiter[int64]
+	if cfg.BatchRateLimit > 0 {
+		if batchLimiter, err = ratelimit.New[int64](cfg.BatchRateLimit, cfg.RateWindow); err != nil {
+			return nil, err
+		}
+	}
+	idem, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.Prefix + "_idempotency",
+		Description: "Haru batch idempotency keys: key hash → first event id and time",
+		History:     1,
+		TTL:         cmp.Or(cfg.IdempotencyTTL, DefaultIdempotencyTTL),
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.NATS.Stream.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("idempotency bucket: %w", err)
+	}
+	var regions *enrich.RegionDB
+	if cfg.RegionDB != "" {
+		// Mapped for the life of the process: handlers may look up until it exits.
+		if regions, err = enrich.OpenRegionDB(cfg.RegionDB); err != nil {
 			return nil, err
 		}
 	}
@@ -179,12 +257,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
-		agents: enrich.NewAgents(), limiter: limiter, metrics: m,
+		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
 		tracing = telemetry.NoTracing()
 	}
+	_, off := tracing.Provider.(noop.TracerProvider)
+	s.traced = !off
 	s.tracer, s.propagator = tracing.Provider.Tracer("haru/ingest"), tracing.Propagator
 	deps.Health.Add("ingest_nats", func(context.Context) error {
 		if !deps.NATS.IsConnected() {
@@ -205,6 +285,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
 	r.Post("/api/collect", s.countStatus, s.traceRequest, s.cors, s.handleCollect)
+	// Server-side senders only: no CORS, a browser page has no business with a secret.
+	r.Post("/api/batch", s.countStatus, s.traceRequest, s.handleBatch)
 	// The tracker is served from the collect origin, which is its default data-api.
 	tracker.Register(r)
 }

@@ -17,7 +17,7 @@ func TestCollectTraced(t *testing.T) {
 	h := newHarness(t, testSite, nil)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	h.svc.tracer, h.svc.propagator = tp.Tracer("test"), propagation.TraceContext{}
+	h.svc.tracer, h.svc.propagator, h.svc.traced = tp.Tracer("test"), propagation.TraceContext{}, true
 
 	status, _, _ := h.send(t, beacon{body: `{"p":"/traced"}`, token: testToken, headers: map[string]string{"X-Forwarded-For": "203.0.113.77"}})
 	if status != 202 {

@@ -12,8 +12,9 @@ import (
 
 // metrics are the query service's Prometheus series.
 type metrics struct {
-	requests *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	seconds      *prometheus.HistogramVec
+	statsSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, liveStreams func() float64) (*metrics, error) {
@@ -25,11 +26,15 @@ func newMetrics(reg prometheus.Registerer, liveStreams func() float64) (*metrics
 			Name: "haru_query_http_request_seconds", Help: "Time to answer a query request (a live stream: to its first frame), by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
+		statsSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "haru_query_stats_seconds", Help: "Time to compute a site's dashboard figures, for the dashboard API and for each live view update.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
 	}
 	sse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "haru_query_sse_connections", Help: "Open live streams.",
 	}, liveStreams)
-	for _, c := range []prometheus.Collector{m.requests, m.seconds, sse} {
+	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.statsSeconds, sse} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register query metrics: %w", err)
 		}
@@ -54,4 +59,10 @@ func (m *metrics) observe(c *fiber.Ctx) error {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.seconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	return err
+}
+
+// timeStats starts timing a dashboard computation; call the returned func when it ends.
+func (m *metrics) timeStats() func() {
+	t := prometheus.NewTimer(m.statsSeconds)
+	return func() { t.ObserveDuration() }
 }

@@ -178,6 +178,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {
 		return nil, err
 	}
+	if err := telemetry.RegisterPool(deps.Metrics, "query", deps.Pool); err != nil {
+		return nil, err
+	}
 	return svc, nil
 }
 

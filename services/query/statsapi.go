@@ -119,6 +119,7 @@ func (s *Service) requestView(c *fiber.Ctx, limit int, compare bool) (view, erro
 
 func (s *Service) dashboard(ctx context.Context, v view) (stats.Dashboard, error) {
 	info := stats.SiteInfo{ID: v.site.ID, Name: v.site.Name, Domain: v.site.Domain, Timezone: v.site.Timezone}
+	defer s.metrics.timeStats()()
 	return s.stats.Dashboard(ctx, info, v.query, s.clock.Now())
 }
 

@@ -135,6 +135,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := telemetry.RegisterPool(deps.Metrics, "writer", deps.Pool); err != nil {
+		return nil, err
+	}
 	deps.Health.Add("writer_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
 	deps.Health.Add("writer_nats", func(context.Context) error {
 		if !deps.NATS.IsConnected() {

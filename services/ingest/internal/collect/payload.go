@@ -78,11 +78,16 @@ func fieldErr(field, format string, args ...any) *FieldError {
 
 // Parse decodes and checks one payload.
 func Parse(body []byte) (Payload, error) {
-	var p Payload
 	if len(body) > MaxBodyBytes {
-		return p, ErrTooLarge
+		return Payload{}, ErrTooLarge
 	}
-	s := scanner{b: body}
+	return parse(scanner{b: body})
+}
+
+// parse reads one payload object filling the whole of s.b; s.item, when set, receives
+// the batch-only fields.
+func parse(s scanner) (Payload, error) {
+	var p Payload
 	s.ws()
 	if s.i == len(s.b) {
 		return p, fieldErr("", "empty body: want a JSON object")
@@ -114,11 +119,19 @@ const (
 	fU
 	fH
 	fProps
+	fIP
+	fUA
+	fKey
 )
 
 type scanner struct {
-	b []byte
-	i int
+	b    []byte
+	i    int
+	item *Item // non-nil inside a batch: ip, ua and key are fields, not unknown keys
+	// walk only finds the ends of strings in skip, leaving their content to be judged
+	// later: a batch is split into events this way so one event's bad string is that
+	// event's error alone.
+	walk bool
 }
 
 func (s *scanner) ws() {
@@ -204,6 +217,12 @@ func (s *scanner) object(p *Payload) error {
 		case "props":
 			bit = fProps
 			p.Props, err = s.props()
+		case "ip", "ua", "key":
+			if s.item == nil {
+				err = s.skip(key, 0)
+				break
+			}
+			bit, err = s.batchField(key)
 		default:
 			// Unknown fields are skipped so an older ingest accepts a newer tracker.
 			err = s.skip(key, 0)
@@ -539,6 +558,25 @@ func (s *scanner) props() (map[string]string, error) {
 	}
 }
 
+// skipStr walks past a string in skip: checked as a value would be, or, when walking, only
+// up to its closing quote.
+func (s *scanner) skipStr(field string) error {
+	if !s.walk {
+		_, err := s.str(field, MaxBodyBytes)
+		return err
+	}
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			s.i++
+		case '"':
+			s.i++
+			return nil
+		}
+	}
+	return fieldErr(field, "invalid JSON: unterminated string")
+}
+
 // skip walks past one value of an unknown field, still refusing what is not JSON.
 func (s *scanner) skip(field string, depth int) error {
 	if depth > maxSkipDepth {
@@ -546,8 +584,7 @@ func (s *scanner) skip(field string, depth int) error {
 	}
 	switch c := s.peek(); {
 	case c == '"':
-		_, err := s.str(field, MaxBodyBytes)
-		return err
+		return s.skipStr(field)
 	case c == '-' || c >= '0' && c <= '9':
 		_, _, err := s.number(field)
 		return err
@@ -573,7 +610,7 @@ func (s *scanner) skip(field string, depth int) error {
 				if s.peek() != '"' {
 					return s.syntax(field, "a quoted key")
 				}
-				if _, err := s.str(field, MaxBodyBytes); err != nil {
+				if err := s.skipStr(field); err != nil {
 					return err
 				}
 				if s.peek() != ':' {

@@ -39,13 +39,13 @@ func TestAllow(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := clock.NewFake(start)
-			l, err := New(3, time.Minute)
+			l, err := New[netip.Addr](3, time.Minute)
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
 			for i, s := range tt.steps {
 				clk.Advance(s.advance)
-				ok, retry := l.Allow(netip.MustParseAddr(s.ip), clk.Now())
+				ok, retry := l.Allow(Key(netip.MustParseAddr(s.ip)), clk.Now())
 				if diff := cmp.Diff([]any{s.allowed, s.retry}, []any{ok, retry}); diff != "" {
 					t.Fatalf("step %d (%s): allowed, retry (-want +got):\n%s", i, s.ip, diff)
 				}
@@ -59,14 +59,14 @@ func TestNewRejectsNonPositive(t *testing.T) {
 		limit  int
 		window time.Duration
 	}{{0, time.Minute}, {1, 0}, {-1, time.Second}} {
-		if _, err := New(c.limit, c.window); err == nil {
-			t.Fatalf("New(%d, %s) = nil error", c.limit, c.window)
+		if _, err := New[netip.Addr](c.limit, c.window); err == nil {
+			t.Fatalf("New[netip.Addr](%d, %s) = nil error", c.limit, c.window)
 		}
 	}
 }
 
 func TestAllowConcurrent(t *testing.T) {
-	l, err := New(100, time.Minute)
+	l, err := New[netip.Addr](100, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestAllowConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				if ok, _ := l.Allow(ip, now); ok {
+				if ok, _ := l.Allow(Key(ip), now); ok {
 					mu.Lock()
 					allowed++
 					mu.Unlock()
@@ -93,13 +93,13 @@ func TestAllowConcurrent(t *testing.T) {
 }
 
 func BenchmarkAllow(b *testing.B) {
-	l, _ := New(1000000, time.Minute)
+	l, _ := New[netip.Addr](1000000, time.Minute)
 	now := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		a := [4]byte{10, 0, 0, 0}
 		for pb.Next() {
 			a[3]++
-			l.Allow(netip.AddrFrom4(a), now)
+			l.Allow(Key(netip.AddrFrom4(a)), now)
 		}
 	})
 }

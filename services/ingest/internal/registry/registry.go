@@ -19,12 +19,12 @@ import (
 // never 401, because an unknown token is not yet known to be unknown.
 var ErrNotLoaded = errors.New("site registry not loaded yet")
 
-// Registry maps tokens to sites. Lookups are lock-free reads of an immutable map that
-// the watcher replaces on every change.
+// Registry maps tokens and secret hashes to sites. Lookups are lock-free reads of an
+// immutable map that the watcher replaces on every change.
 type Registry struct {
 	kv     jetstream.KeyValue
 	log    *slog.Logger
-	sites  atomic.Pointer[map[string]event.Site]
+	sites  atomic.Pointer[map[string]event.Site] // by registry key: token or secret hash
 	loaded atomic.Bool
 	mu     sync.Mutex // serialises writers of sites
 }
@@ -40,19 +40,48 @@ func New(kv jetstream.KeyValue, log *slog.Logger) (*Registry, error) {
 	return r, nil
 }
 
-// Lookup returns the site of token.
+// Lookup returns the site of a public token.
 func (r *Registry) Lookup(token string) (event.Site, bool, error) {
+	return r.get(tokenPrefix, token)
+}
+
+// LookupSecret returns the site whose secret key is secret. Only the secret's hash is
+// held, so the comparison is of hashes: a map lookup leaks nothing useful by its timing.
+func (r *Registry) LookupSecret(secret string) (event.Site, bool, error) {
+	return r.get(secretPrefix, event.HashSecret(secret))
+}
+
+// Keys in the map carry a one-byte kind so a token can never match a secret hash.
+const (
+	tokenPrefix  = 't'
+	secretPrefix = 's'
+)
+
+func (r *Registry) get(kind byte, name string) (event.Site, bool, error) {
 	if !r.loaded.Load() {
 		return event.Site{}, false, ErrNotLoaded
 	}
-	s, ok := (*r.sites.Load())[token]
+	var buf [128]byte
+	key := append(append(buf[:0], kind), name...)
+	s, ok := (*r.sites.Load())[string(key)] // the compiler does not copy key for a lookup
 	return s, ok, nil
+}
+
+// mapKey is the map key of a registry KV key, ok false for keys of neither kind.
+func mapKey(kvKey string) (string, bool) {
+	if token, ok := event.TokenFromKey(kvKey); ok {
+		return string(tokenPrefix) + token, true
+	}
+	if hash, ok := event.SecretHashFromKey(kvKey); ok {
+		return string(secretPrefix) + hash, true
+	}
+	return "", false
 }
 
 // Loaded reports whether the first full load has finished.
 func (r *Registry) Loaded() bool { return r.loaded.Load() }
 
-// Len returns how many sites are known.
+// Len returns how many registry entries (tokens and secrets) are known.
 func (r *Registry) Len() int { return len(*r.sites.Load()) }
 
 // Run watches the bucket until ctx ends. The watch replays every current key, then marks
@@ -94,7 +123,7 @@ func (r *Registry) replace(m map[string]event.Site) {
 // apply adds one change: to pending during the initial replay, else to a copy of the
 // live map. Copy-on-write keeps lookups lock-free; site changes are rare.
 func (r *Registry) apply(pending map[string]event.Site, e jetstream.KeyValueEntry) {
-	token, ok := event.TokenFromKey(e.Key())
+	token, ok := mapKey(e.Key())
 	if !ok {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,17 +23,19 @@ type Salt [Size]byte
 // Store caches the salts it has read; at any instant at most three dates are in use
 // (the world's timezones span about two days), so the cache stays tiny.
 type Store struct {
-	kv    jetstream.KeyValue
-	mu    sync.RWMutex
-	cache map[string]Salt
+	kv      jetstream.KeyValue
+	timeout time.Duration
+	mu      sync.RWMutex
+	cache   map[string]Salt
 }
 
-// New returns a store over the salts bucket.
-func New(kv jetstream.KeyValue) (*Store, error) {
-	if kv == nil {
-		return nil, errors.New("salt: nil bucket")
+// New returns a store over the salts bucket whose reads and writes of the bucket give up
+// after timeout. A cached salt needs neither, so the hot path sets no timer.
+func New(kv jetstream.KeyValue, timeout time.Duration) (*Store, error) {
+	if kv == nil || timeout <= 0 {
+		return nil, errors.New("salt: nil bucket or no timeout")
 	}
-	return &Store{kv: kv, cache: map[string]Salt{}}, nil
+	return &Store{kv: kv, timeout: timeout, cache: map[string]Salt{}}, nil
 }
 
 // ForDate returns the salt of date (YYYY-MM-DD), creating it if no replica has yet.
@@ -57,6 +60,8 @@ func (s *Store) ForDate(ctx context.Context, date string) (Salt, error) {
 }
 
 func (s *Store) load(ctx context.Context, date string) (Salt, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	var fresh Salt
 	if _, err := rand.Read(fresh[:]); err != nil {
 		return Salt{}, fmt.Errorf("generate salt: %w", err)

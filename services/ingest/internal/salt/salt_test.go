@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,7 +32,7 @@ func TestReplicasShareSalt(t *testing.T) {
 	got := make([]Salt, replicas)
 	var wg sync.WaitGroup
 	for i := range replicas {
-		s, err := New(kv)
+		s, err := New(kv, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +53,7 @@ func TestReplicasShareSalt(t *testing.T) {
 	if got[0] == (Salt{}) {
 		t.Fatal("salt is all zero")
 	}
-	s, _ := New(kv)
+	s, _ := New(kv, time.Second)
 	other, err := s.ForDate(ctx, "2026-03-02")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestReplicasShareSalt(t *testing.T) {
 }
 
 func TestCacheStaysSmall(t *testing.T) {
-	s, err := New(saltsBucket(t))
+	s, err := New(saltsBucket(t), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestCacheStaysSmall(t *testing.T) {
 }
 
 func TestNewRejectsNil(t *testing.T) {
-	if _, err := New(nil); err == nil {
+	if _, err := New(nil, time.Second); err == nil {
 		t.Fatal("New(nil) = nil error")
 	}
 }

@@ -203,8 +203,11 @@ func startProfile(path string) (func(), error) {
 }
 
 // peakRSS is the process's VmHWM in KiB, 0 where /proc is missing.
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
+func peakRSS() int64 { return peakRSSOf("/proc/self/status") }
+
+// peakRSSOf reads VmHWM in KiB from a /proc/<pid>/status file; 0 if unreadable.
+func peakRSSOf(statusPath string) int64 {
+	f, err := os.Open(statusPath)
 	if err != nil {
 		return 0
 	}

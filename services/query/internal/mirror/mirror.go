@@ -1,4 +1,5 @@
-// Package mirror copies the sites table into the NATS KV site registry that ingest reads.
+// Package mirror copies the sites table into the NATS KV site registry that ingest reads:
+// one entry per site token and one per site secret hash.
 // Postgres is the source of truth. Changes reach the mirror three ways: a full reconcile
 // at start, a pg_notify from the sites trigger on every change by any process, and a
 // periodic full reconcile that repairs anything missed (a notification lost while the
@@ -115,7 +116,8 @@ func (m *Mirror) listen(ctx context.Context) error {
 	}
 }
 
-const selectSites = `SELECT id, token, domain, timezone, allow_any_host, version FROM sites`
+const selectSites = `SELECT id, token, domain, timezone, allow_any_host, version,
+	COALESCE(encode(secret_hash, 'hex'), '') FROM sites`
 
 // Reconcile makes the bucket equal to the sites table: puts what differs, deletes what
 // the table no longer has.
@@ -133,8 +135,8 @@ func (m *Mirror) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// ReconcileSite mirrors one site: its current token is put, any other token of it (a
-// rotated one, or all of a deleted site's) deleted.
+// ReconcileSite mirrors one site: its current token and secret are put, any other token
+// or secret of it (a rotated one, or all of a deleted site's) deleted.
 func (m *Mirror) ReconcileSite(ctx context.Context, id int64) error {
 	want, err := m.query(ctx, selectSites+` WHERE id = $1`, id)
 	if err != nil {
@@ -150,8 +152,11 @@ func (m *Mirror) query(ctx context.Context, sql string, args ...any) (map[string
 	}
 	want := map[string]event.Site{}
 	var s event.Site
-	_, err = pgx.ForEachRow(rows, []any{&s.ID, &s.Token, &s.Domain, &s.Timezone, &s.AllowAnyHost, &s.Version}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&s.ID, &s.Token, &s.Domain, &s.Timezone, &s.AllowAnyHost, &s.Version, &s.SecretHash}, func() error {
 		want[event.SiteKey(s.Token)] = s
+		if s.SecretHash != "" {
+			want[event.SecretKey(s.SecretHash)] = s
+		}
 		return nil
 	})
 	if err != nil {

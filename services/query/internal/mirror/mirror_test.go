@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -109,9 +110,15 @@ func waitKey(t *testing.T, kv jetstream.KeyValue, token string, present bool) ev
 
 func waitKeyWithin(t *testing.T, kv jetstream.KeyValue, token string, present bool, within time.Duration) event.Site {
 	t.Helper()
+	return waitEntry(t, kv, event.SiteKey(token), present, within)
+}
+
+// waitEntry waits until the registry entry under key is present (and returns it) or gone.
+func waitEntry(t *testing.T, kv jetstream.KeyValue, key string, present bool, within time.Duration) event.Site {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		e, err := kv.Get(context.Background(), event.SiteKey(token))
+		e, err := kv.Get(context.Background(), key)
 		switch {
 		case err == nil && present:
 			s, derr := event.DecodeSite(e.Value())
@@ -125,8 +132,76 @@ func waitKeyWithin(t *testing.T, kv jetstream.KeyValue, token string, present bo
 			t.Fatal(err)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("token %q present=%v not reached within %s", token, present, within)
+			t.Fatalf("key %q present=%v not reached within %s", key, present, within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestMirrorSecrets: a site's secret, set and rotated by an UPDATE from any process, is
+// mirrored under its hash within a second and the old hash is removed; the token entry
+// carries the hash too, and a site without a secret has no secret entry.
+func TestMirrorSecrets(t *testing.T) {
+	db := pgtest.New(t)
+	ns := natstest.New(t)
+	js, err := jetstream.New(ns.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	names, _ := event.NewNames(event.DefaultPrefix)
+	kv, err := natsutil.EnsureSites(ctx, js, names, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var user, id int64
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ('s@example.com', 'x') RETURNING id`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO sites (user_id, name, domain, token) VALUES ($1, 'S', 's.example', 'tok') RETURNING id`, user).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(db.Pool, kv, slog.New(slog.DiscardHandler), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	if got := waitKey(t, kv, "tok", true); got.SecretHash != "" {
+		t.Fatalf("site without a secret has SecretHash %q", got.SecretHash)
+	}
+
+	setSecret := func(secret string) {
+		t.Helper()
+		h := sha256.Sum256([]byte(secret))
+		if _, err := db.Pool.Exec(ctx, `UPDATE sites SET secret_hash = $1 WHERE id = $2`, h[:], id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSecret("first-secret")
+	first := event.HashSecret("first-secret")
+	if got := waitEntry(t, kv, event.SecretKey(first), true, time.Second); got.ID != id || got.Token != "tok" {
+		t.Fatalf("secret entry = %+v", got)
+	}
+	deadline := time.Now().Add(time.Second)
+	for waitKey(t, kv, "tok", true).SecretHash != first {
+		if time.Now().After(deadline) {
+			t.Fatal("token entry does not carry the secret hash within 1s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	setSecret("second-secret")
+	waitEntry(t, kv, event.SecretKey(event.HashSecret("second-secret")), true, time.Second)
+	waitEntry(t, kv, event.SecretKey(first), false, time.Second)
+
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM sites WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	waitEntry(t, kv, event.SecretKey(event.HashSecret("second-secret")), false, time.Second)
 }
