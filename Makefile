@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 export HARU_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/haru?sslmode=disable
 export HARU_DATA_DIR ?= ./data
 
-.PHONY: all build run migrate seed test check vet lint fuzz tracker clean help bench-ingest bench-writer load
+.PHONY: all build run migrate seed test test-faults test-cluster test-cluster-long check vet lint fuzz tracker clean help bench-ingest bench-ingest-process bench-writer load
 
 LOADURL ?= http://127.0.0.1:4000/api/collect
 LOADDURATION ?= 10s
@@ -20,9 +20,12 @@ help:
 	@echo "make test     every test, with -race"
 	@echo "make check    vet, staticcheck and the tests"
 	@echo "make fuzz     each fuzz target for FUZZTIME (default 10s)"
+	@echo "make test-faults   the fault and abuse suite with long outages (about 10 minutes)"
+	@echo "make test-cluster  3 NATS nodes, 2 ingest, 2 writers, query as processes, with faults; and the single binary SIGTERMed under load"
 	@echo "make migrate  create the database if missing and apply migrations"
 	@echo "make tracker  rebuild tracker/dist from tracker/src"
 	@echo "make bench-ingest  ingest vs a bare Fiber ceiling, in-process (LOADDURATION=10s)"
+	@echo "make bench-ingest-process  ingest as its own process vs its own nats-server: rate, p99, CPU per beacon, peak RSS"
 	@echo "make bench-writer  writer batches with rollups vs events-only insert vs raw COPY"
 	@echo "make load TOKENS=token[=domain],...  realistic beacons against a local haru"
 
@@ -53,6 +56,22 @@ lint: vet
 
 check: lint test
 
+# The fault and abuse suite with long outages (Postgres down 5 min, NATS down 20 s, the
+# query service cut off NATS for a minute); prints each scenario's figures. The quick
+# versions of the same tests run in `make test`.
+test-faults:
+	set -o pipefail; HARU_FAULTS=full $(GO) test -count=1 -timeout 45m -v \
+	  -run '^(TestFault|TestAbuse|TestWriterSIGKILLMidBatch|TestWriterPostgresRestart)' ./services/all/ \
+	  | grep -E 'fault-report|^\s*--- |^(ok|FAIL)'
+
+# The cluster topology as processes (3 NATS nodes, 2 ingest, 2 writers, query; 40-70 s)
+# and the single binary SIGTERMed under load; -long holds the load for 5 minutes.
+test-cluster:
+	$(GO) test ./services/all -run 'TestClusterTopology|TestSingleBinarySIGTERMUnderLoad' -count=1 -v
+
+test-cluster-long:
+	HARU_CLUSTER_LOAD_SECONDS=300 $(GO) test ./services/all -run TestClusterTopology -count=1 -v -timeout 20m
+
 # Runs every fuzz target briefly; a crasher is saved under the package's testdata/fuzz and
 # from then on replays in `make test`.
 fuzz:
@@ -71,6 +90,10 @@ tracker:
 # parsing the same body (the ceiling), then a steady 5,000/s run.
 bench-ingest:
 	$(GO) run ./services/loadgen -bench ingest -duration $(LOADDURATION) -conns 50 -steady-rate 5000
+
+# Ingest as its own process against its own nats-server.
+bench-ingest-process:
+	$(GO) test -run '^$$' -bench IngestProcess -benchtime 1x ./services/loadgen/internal/bench/
 
 # The writer's full batch write beside an idempotent events-only insert and a raw COPY.
 bench-writer:

@@ -176,6 +176,12 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 	return nc, nil
 }
 
+// PublishFailFast makes a publish made while the connection is down fail at once instead
+// of waiting in the client's reconnect buffer: a buffered publish would be sent after the
+// publisher had already answered 503, and the event be stored although the sender was told
+// to retry it.
+func PublishFailFast() nats.Option { return nats.ReconnectBufSize(-1) }
+
 // Config is how a service reaches NATS and how it sets up what lives there.
 type Config struct {
 	// URL of the NATS servers (comma-separated); only -target=all may leave it empty and

@@ -204,6 +204,7 @@ func publicOrigin(env *config.Env) string {
 
 func printDemo(w io.Writer, origin string, s query.SiteInfo, key string) {
 	fmt.Fprintf(w, `
+Dashboard:    %s/login
 Demo account: %s / %s
 Demo site:    %s (id %d)
 Site token:   %s
@@ -213,10 +214,10 @@ Send a pageview:
   curl -i -X POST '%s/api/collect' -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"p":"/home","r":"https://google.com","sw":1920,"sh":1080}'
 
 Read today's stats:
-  curl -s '%s/api/v1/sites/%d/dashboard?period=today' -H 'Authorization: Bearer %s'
+  curl -s '%s/api/v1/sites/%d/aggregate?period=today' -H 'Authorization: Bearer %s'
 
 Watch the live stream:
   curl -N '%s/api/v1/sites/%d/live?key=%s'
 
-`, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
+`, origin, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
 }

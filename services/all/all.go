@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 	if err != nil {
 		return err
 	}
-	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool})
+	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 // connects in-process. The returned stop drains the connection and stops the server.
 func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
 	if cfg.Ingest.NATS.URL != "" {
-		nc, err := natsutil.Connect(cfg.Ingest.NATS.URL, "haru", log)
+		nc, err := natsutil.Connect(cfg.Ingest.NATS.URL, "haru", log, natsutil.PublishFailFast())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,7 +1,6 @@
 package all
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -182,17 +181,8 @@ func openLive(t *testing.T, url string) <-chan frame {
 	out := make(chan frame, 16)
 	go func() {
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
-			var f frame
-			if json.Unmarshal([]byte(data), &f) == nil {
-				out <- f
-			}
-		}
+		defer close(out)
+		readFrames(ctx, resp.Body, out)
 	}()
 	return out
 }

@@ -23,13 +23,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/natsutil"
 	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
-	"github.com/haru-analytics/haru/services/ingest/internal/clientip"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
@@ -303,7 +303,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	config.Print(stdout, "ingest", cfg)
-	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-ingest", deps.Log)
+	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-ingest", deps.Log, natsutil.PublishFailFast())
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/event"
@@ -49,6 +52,16 @@ type Config struct {
 	DBMaxConns   int
 	Migrate      bool
 	LogLevel     string
+	// PublicURL is where people reach Haru (https://stats.example.com): the dashboard's
+	// origin for CSRF checks, share links and Secure cookies. Empty: taken per request.
+	PublicURL string
+	// IngestURL is the origin the tracking snippet loads haru.js from and sends beacons
+	// to, when ingest is not served at PublicURL.
+	IngestURL string
+	// TrustedProxies (CIDRs) may tell the client's address in ClientIPHeader and the
+	// scheme in X-Forwarded-Proto: the dashboard's rate limits count by that address.
+	TrustedProxies []string
+	ClientIPHeader string
 }
 
 // defaultAPIRateLimit is the stats API requests an API key may make a minute.
@@ -68,6 +81,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
 		Migrate:        env.Bool("HARU_MIGRATE", true),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
+		PublicURL:      strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
+		IngestURL:      strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
+		TrustedProxies: env.List("HARU_TRUSTED_PROXIES", nil),
+		ClientIPHeader: env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
 	}
 	return cfg, env.Err()
 }
@@ -87,8 +104,16 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("HARU_SSE_HEARTBEAT %s: want at least 100ms", c.Heartbeat))
 	}
+	for name, u := range map[string]string{"HARU_PUBLIC_URL": c.PublicURL, "HARU_INGEST_URL": c.IngestURL} {
+		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "") {
+			errs = append(errs, fmt.Errorf("%s %q: want an origin such as https://stats.example.com", name, u))
+		}
+	}
 	if c.APIRateLimit < 1 {
 		errs = append(errs, fmt.Errorf("HARU_API_RATE_LIMIT %d: want at least 1 request a minute", c.APIRateLimit))
+	}
+	if _, err := clientip.New(c.TrustedProxies, c.ClientIPHeader); err != nil {
+		errs = append(errs, fmt.Errorf("HARU_TRUSTED_PROXIES: %w", err))
 	}
 	if c.DBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
@@ -121,6 +146,7 @@ type Service struct {
 	hub      *live.Hub
 	metrics  *metrics
 	tracer   trace.Tracer
+	web      *webState
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -175,6 +201,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	if svc.web, err = newWebState(cfg, deps.Clock.Now); err != nil {
+		return nil, err
+	}
 	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {
 		return nil, err
 	}
@@ -191,6 +220,7 @@ func (s *Service) Register(r fiber.Router) {
 	m := s.metrics.observe
 	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
 	s.mountStats(prepend{r.Group("/api/v1/sites/:site"), []fiber.Handler{m, mapErrors, s.requireAPIKey, s.rateLimit(), s.withSite}})
+	s.registerWeb(r)
 }
 
 // prepend is a router whose GET routes run handlers first, per route as above.
@@ -210,6 +240,15 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe to updates: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
+	// Live streams missed the updates sent while NATS was away: refresh them all once
+	// it is back. The connection's own handler (a log line) still runs first.
+	prev := s.nc.Opts.ReconnectedCB
+	s.nc.SetReconnectHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		s.hub.PublishAll()
+	})
 	return s.mirror.Run(ctx)
 }
 

@@ -88,6 +88,21 @@ func (h *Hub) Publish(site int64) {
 	go h.refresh(site)
 }
 
+// PublishAll schedules a refresh of every site that has viewers. Updates sent while
+// NATS was away are lost to this process, so after a reconnect every open view is
+// computed afresh rather than left behind until the site's next update.
+func (h *Hub) PublishAll() {
+	h.mu.Lock()
+	sites := make([]int64, 0, len(h.sites))
+	for id := range h.sites {
+		sites = append(sites, id)
+	}
+	h.mu.Unlock()
+	for _, id := range sites {
+		h.Publish(id)
+	}
+}
+
 // refresh renders each distinct view of site once and delivers it, repeating while
 // updates arrived during the previous round.
 func (h *Hub) refresh(site int64) {

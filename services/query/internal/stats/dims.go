@@ -73,8 +73,8 @@ var dashboardPanels = []string{"page", "entry_page", "exit_page", "source", "utm
 // lookupDimension resolves a dimension name of field; breakdown allows "props".
 func lookupDimension(field, name string, breakdown bool) (dimension, error) {
 	if key, ok := strings.CutPrefix(name, "prop."); ok {
-		if key == "" || len(key) > maxPropKey {
-			return dimension{}, fieldErr(field, "%s: a property key of 1 to %d bytes follows prop.", name, maxPropKey)
+		if key == "" || len(key) > maxPropKey || !storable(key) {
+			return dimension{}, fieldErr(field, "%s: a property key of 1 to %d bytes of UTF-8 text follows prop.", name, maxPropKey)
 		}
 		return dimension{name: name, rollup: 16, prop: key}, nil
 	}

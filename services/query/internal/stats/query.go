@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrBadQuery is a query the caller worded wrongly; errors wrapping it are FieldErrors.
@@ -159,8 +160,15 @@ func parseFilter(raw string) (Filter, error) {
 	if len(parts[2]) > maxFilterValue {
 		return Filter{}, fieldErr("filter", "filter on %s: value longer than %d bytes", parts[0], maxFilterValue)
 	}
+	if !storable(parts[2]) {
+		return Filter{}, fieldErr("filter", "filter on %s: value is not UTF-8 text without NUL", parts[0])
+	}
 	return Filter{Dimension: parts[0], Op: parts[1], Value: parts[2], dim: d}, nil
 }
+
+// storable reports whether Postgres takes s as a text parameter: valid UTF-8 without NUL.
+// Anything else would fail the query, a 500 for what is bad input.
+func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // Canonical is the query's view as a stable string: equal views give equal strings, so
 // live streams of one view share one computation. It parses back with ParseQuery.
