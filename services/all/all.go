@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 	if err != nil {
 		return err
 	}
-	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool})
+	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/pkg/clock"
@@ -128,6 +129,8 @@ type Deps struct {
 	Clock   clock.Clock
 	NATS    *nats.Conn
 	Pool    *pgxpool.Pool
+	// Tracing is optional; nil traces nothing.
+	Tracing *telemetry.Tracing
 }
 
 // Service is a running query service.
@@ -142,6 +145,7 @@ type Service struct {
 	mirror   *mirror.Mirror
 	hub      *live.Hub
 	metrics  *metrics
+	tracer   trace.Tracer
 	web      *webState
 }
 
@@ -187,8 +191,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if cfg.APIRateLimit <= 0 {
 		cfg.APIRateLimit = defaultAPIRateLimit
 	}
+	tracing := deps.Tracing
+	if tracing == nil {
+		tracing = telemetry.NoTracing()
+	}
+	st.WithTracer(tracing.Provider)
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		accounts: accounts, stats: st, mirror: mir}
+		accounts: accounts, stats: st, mirror: mir, tracer: tracing.Provider.Tracer("haru/query")}
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
