@@ -47,6 +47,9 @@ type Config struct {
 	// Heartbeat is how often an idle live stream sends a comment, so a vanished viewer
 	// is noticed and proxies keep the connection open.
 	Heartbeat time.Duration
+	// LiveRefresh is how often every open live view is recomputed without an update, so
+	// "online now" falls by itself when traffic stops (0: only on updates).
+	LiveRefresh time.Duration
 	// APIRateLimit is how many stats API requests one API key may make a minute.
 	APIRateLimit int
 	DBMaxConns   int
@@ -77,6 +80,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		OpsAddr:        env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
 		MirrorInterval: env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
 		Heartbeat:      env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
+		LiveRefresh:    env.Duration("HARU_LIVE_REFRESH", time.Minute),
 		APIRateLimit:   env.Int("HARU_API_RATE_LIMIT", defaultAPIRateLimit),
 		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
 		Migrate:        env.Bool("HARU_MIGRATE", true),
@@ -103,6 +107,9 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("HARU_SSE_HEARTBEAT %s: want at least 100ms", c.Heartbeat))
+	}
+	if c.LiveRefresh < time.Second {
+		errs = append(errs, fmt.Errorf("HARU_LIVE_REFRESH %s: want at least 1s", c.LiveRefresh))
 	}
 	for name, u := range map[string]string{"HARU_PUBLIC_URL": c.PublicURL, "HARU_INGEST_URL": c.IngestURL} {
 		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "") {
@@ -249,7 +256,26 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		s.hub.PublishAll()
 	})
+	go s.refreshLive(ctx)
 	return s.mirror.Run(ctx)
+}
+
+// refreshLive recomputes every open live view each LiveRefresh until ctx ends: the
+// figures of a quiet site change too, as visitors leave "online now".
+func (s *Service) refreshLive(ctx context.Context) {
+	if s.cfg.LiveRefresh <= 0 {
+		return
+	}
+	tick := time.NewTicker(s.cfg.LiveRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.hub.PublishAll()
+		}
+	}
 }
 
 // CloseStreams ends every open live stream; call it before HTTP shutdown, which would
