@@ -8,9 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/haru-analytics/haru/pkg/browsertest"
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/natstest"
@@ -40,27 +38,8 @@ import (
 const (
 	shopHost  = "shop.example.test"
 	otherHost = "other.example.test"
-	userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+	userAgent = browsertest.UserAgent
 )
-
-// findChromium returns the browser to drive: $HARU_CHROMIUM, or Chromium or Chrome on
-// the PATH. Without one the test skips, except under CI=true, where it fails.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("HARU_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is required under CI=true (apt-get install chromium)")
-	}
-	t.Skip("chromium not found; install it (apt-get install chromium) to run the browser tests")
-	return ""
-}
 
 // harness is one ingest service, one page server and one browser shared by the subtests.
 type harness struct {
@@ -85,7 +64,7 @@ type testPage struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	chromium := findChromium(t)
+	browsertest.Find(t) // skip early without a browser
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
@@ -144,37 +123,7 @@ func newHarness(t *testing.T) *harness {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	dataDir, err := os.MkdirTemp("", "haru-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(dataDir),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("host-resolver-rules", "MAP "+shopHost+" 127.0.0.1, MAP "+otherHost+" 127.0.0.1"),
-		// No automation markers: navigator.webdriver must be false, as for a visitor.
-		chromedp.Flag("enable-automation", false),
-		chromedp.Flag("disable-blink-features", "AutomationControlled"),
-		chromedp.UserAgent(userAgent),
-		chromedp.WindowSize(1280, 800),
-	)
-	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	browser, browserCancel := chromedp.NewContext(allocCtx)
-	if err := chromedp.Do(browser); err != nil {
-		browserCancel()
-		allocCancel()
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(func() {
-		browserCancel()
-		allocCancel()
-		_ = os.RemoveAll(dataDir)
-	})
-	h.browser = browser
+	h.browser = browsertest.Start(t, []string{shopHost, otherHost}, 1280, 800)
 	return h
 }
 
@@ -351,13 +300,9 @@ func (h *harness) tab(t *testing.T) context.Context {
 	t.Cleanup(func() {
 		if t.Failed() {
 			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(80)); err == nil {
-				dir := os.Getenv("HARU_ARTIFACTS")
-				if dir == "" {
-					dir = os.TempDir()
-				}
-				name := filepath.Join(dir, "tracker-"+strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".png")
-				if err := os.WriteFile(name, png, 0o644); err == nil {
-					t.Logf("screenshot: %s", name)
+				name := "tracker-" + strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + ".png"
+				if p := browsertest.Artifact(t, name, png); p != "" {
+					t.Logf("screenshot: %s", p)
 				}
 			}
 		}

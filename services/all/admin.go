@@ -11,6 +11,7 @@ import (
 
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/pgutil"
+	seedgen "github.com/haru-analytics/haru/pkg/seed"
 	"github.com/haru-analytics/haru/services/query"
 	"github.com/haru-analytics/haru/services/writer"
 )
@@ -35,6 +36,9 @@ commands:
   rebuild-rollups -site ID -from DATE -to DATE
                                             recompute a site's rollups for local days from..to from raw events
   seed-demo [-public-url URL]               ensure the demo account and site; print token, key and curl lines
+  seed-events -site ID [-events N] [-days D] [-seed S] [-chunk-days C]
+                                            load N realistic historical events over the last D days
+                                            into a site (COPY), then rebuild its rollups
 
 Every command reads HARU_DATABASE_URL.`
 
@@ -55,6 +59,10 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	siteID := fs.Int64("site", 0, "site id")
 	fromDay := fs.String("from", "", "first local day, YYYY-MM-DD")
 	toDay := fs.String("to", "", "last local day, YYYY-MM-DD")
+	events := fs.Int("events", 1_000_000, "events to seed")
+	days := fs.Int("days", 365, "days of history to seed")
+	seedN := fs.Uint64("seed", 1, "random seed of the generated events")
+	chunk := fs.Int("chunk-days", 1, "days one rollup rebuild covers (it locks each visitor of its days)")
 	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -152,6 +160,20 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s\n", *siteID, *fromDay, *toDay)
 		return nil
+	case "seed-events":
+		if *siteID <= 0 || *events <= 0 || *days <= 0 || *chunk <= 0 {
+			return fmt.Errorf("seed-events: want -site ID, -events, -days and -chunk-days above 0\n%s", adminUsage)
+		}
+		res, err := seedgen.Seed(ctx, pool, *siteID, *events, *days, *chunk, time.Now(), *seedN, func(ctx context.Context, from, to time.Time) error {
+			return writer.RebuildRollups(ctx, pool, *siteID, from, to)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "site %d: %d events copied in %s (%.0f/s), rollups rebuilt in %s (%.0f events/s)\n",
+			*siteID, res.Events, res.Copy.Round(time.Millisecond), float64(res.Events)/res.Copy.Seconds(),
+			res.Rebuild.Round(time.Millisecond), float64(res.Events)/res.Rebuild.Seconds())
+		return nil
 	case "seed-demo":
 		s, key, err := adm.EnsureDemo(ctx, DemoEmail, DemoPassword, "Demo site", DemoDomain)
 		if err != nil {
@@ -182,6 +204,7 @@ func publicOrigin(env *config.Env) string {
 
 func printDemo(w io.Writer, origin string, s query.SiteInfo, key string) {
 	fmt.Fprintf(w, `
+Dashboard:    %s/login
 Demo account: %s / %s
 Demo site:    %s (id %d)
 Site token:   %s
@@ -196,5 +219,5 @@ Read today's stats:
 Watch the live stream:
   curl -N '%s/api/v1/sites/%d/live?key=%s'
 
-`, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
+`, origin, DemoEmail, DemoPassword, s.Domain, s.ID, s.Token, key, origin, s.Token, origin, s.ID, key, origin, s.ID, key)
 }

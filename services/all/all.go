@@ -172,11 +172,11 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 	if err != nil {
 		return err
 	}
-	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool})
+	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
 	if err != nil {
 		return err
 	}
-	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool})
+	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
 	if err != nil {
 		return err
 	}

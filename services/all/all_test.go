@@ -48,6 +48,27 @@ func TestSingleBinaryEndToEnd(t *testing.T) {
 	}
 }
 
+// TestLiveRefreshWithoutUpdates: an open live view is recomputed every HARU_LIVE_REFRESH
+// even when no event arrives, so figures that depend on the clock ("online now") move
+// by themselves.
+func TestLiveRefreshWithoutUpdates(t *testing.T) {
+	db := pgtest.New(t)
+	site, key := seed(t, db)
+	origin, _, _, _ := startAllInProcess(t, db.URL, map[string]string{"HARU_LIVE_REFRESH": "1s"})
+	frames := openLive(t, fmt.Sprintf("%s/api/v1/sites/%d/live?key=%s", origin, site.ID, key))
+	deadline := time.After(10 * time.Second)
+	for n := 0; n < 3; n++ { // the frame at connect, then two refreshes
+		select {
+		case _, ok := <-frames:
+			if !ok {
+				t.Fatal("live stream ended")
+			}
+		case <-deadline:
+			t.Fatalf("%d frames within 10s with no events, want 3 (at connect and every 1s)", n)
+		}
+	}
+}
+
 // TestThreeTargetsOnMachineNATS runs ingest, writer and query as separate services
 // against the machine's NATS server (Debian's 2.9 on CI), so nothing newer than the
 // oldest supported server slips in.

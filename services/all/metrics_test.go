@@ -3,6 +3,7 @@ package all
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
@@ -69,7 +70,7 @@ var documentedMetrics = []string{
 // startAllInProcess runs `haru -target=all` in this process on db with an embedded NATS,
 // stopped when the test ends, and waits until it is ready. It returns the public origin,
 // the ops address, a cancel that stops it and the channel its Main's result arrives on.
-func startAllInProcess(t *testing.T, dbURL string) (origin, opsAddr string, stop context.CancelFunc, done <-chan error) {
+func startAllInProcess(t *testing.T, dbURL string, extraEnv ...map[string]string) (origin, opsAddr string, stop context.CancelFunc, done <-chan error) {
 	t.Helper()
 	httpAddr := freeAddr(t)
 	opsAddr = freeAddr(t)
@@ -80,6 +81,9 @@ func startAllInProcess(t *testing.T, dbURL string) (origin, opsAddr string, stop
 		"HARU_DATA_DIR":     t.TempDir(),
 		"HARU_BATCH_AGE":    "20ms",
 		"HARU_LOG_LEVEL":    "warn",
+	}
+	for _, extra := range extraEnv {
+		maps.Copy(env, extra)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)

@@ -2,9 +2,6 @@ package query
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 
@@ -16,7 +13,6 @@ import (
 // Admin runs the account commands operators script with (`haru admin ...`).
 type Admin struct {
 	accounts *account.Store
-	pool     *pgxpool.Pool
 }
 
 // NewAdmin returns the admin commands over pool.
@@ -25,7 +21,7 @@ func NewAdmin(pool *pgxpool.Pool) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Admin{accounts: a, pool: pool}, nil
+	return &Admin{accounts: a}, nil
 }
 
 // ErrEmailTaken is returned when creating a user whose email is registered.
@@ -125,18 +121,9 @@ var ErrNoSite = errors.New("no such site")
 // previous one, if any, stops working as soon as the registry mirrors the change. Only
 // its SHA-256 is stored, so the secret is shown this once.
 func (a *Admin) CreateSiteSecret(ctx context.Context, siteID int64) (string, error) {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", fmt.Errorf("site secret: %w", err)
-	}
-	secret := "hsk_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	h := sha256.Sum256([]byte(secret))
-	tag, err := a.pool.Exec(ctx, `UPDATE sites SET secret_hash = $1 WHERE id = $2`, h[:], siteID)
-	if err != nil {
-		return "", fmt.Errorf("site %d secret: %w", siteID, err)
-	}
-	if tag.RowsAffected() == 0 {
+	secret, err := a.accounts.CreateSiteSecret(ctx, siteID)
+	if errors.Is(err, account.ErrNotFound) {
 		return "", fmt.Errorf("site %d: %w", siteID, ErrNoSite)
 	}
-	return secret, nil
+	return secret, err
 }

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/haru-analytics/haru/pkg/clientip"
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/event"
@@ -43,11 +47,24 @@ type Config struct {
 	// Heartbeat is how often an idle live stream sends a comment, so a vanished viewer
 	// is noticed and proxies keep the connection open.
 	Heartbeat time.Duration
+	// LiveRefresh is how often every open live view is recomputed without an update, so
+	// "online now" falls by itself when traffic stops (0: only on updates).
+	LiveRefresh time.Duration
 	// APIRateLimit is how many stats API requests one API key may make a minute.
 	APIRateLimit int
 	DBMaxConns   int
 	Migrate      bool
 	LogLevel     string
+	// PublicURL is where people reach Haru (https://stats.example.com): the dashboard's
+	// origin for CSRF checks, share links and Secure cookies. Empty: taken per request.
+	PublicURL string
+	// IngestURL is the origin the tracking snippet loads haru.js from and sends beacons
+	// to, when ingest is not served at PublicURL.
+	IngestURL string
+	// TrustedProxies (CIDRs) may tell the client's address in ClientIPHeader and the
+	// scheme in X-Forwarded-Proto: the dashboard's rate limits count by that address.
+	TrustedProxies []string
+	ClientIPHeader string
 }
 
 // defaultAPIRateLimit is the stats API requests an API key may make a minute.
@@ -63,10 +80,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		OpsAddr:        env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
 		MirrorInterval: env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
 		Heartbeat:      env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
+		LiveRefresh:    env.Duration("HARU_LIVE_REFRESH", time.Minute),
 		APIRateLimit:   env.Int("HARU_API_RATE_LIMIT", defaultAPIRateLimit),
 		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
 		Migrate:        env.Bool("HARU_MIGRATE", true),
 		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
+		PublicURL:      strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
+		IngestURL:      strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
+		TrustedProxies: env.List("HARU_TRUSTED_PROXIES", nil),
+		ClientIPHeader: env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
 	}
 	return cfg, env.Err()
 }
@@ -86,8 +108,19 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.Heartbeat < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("HARU_SSE_HEARTBEAT %s: want at least 100ms", c.Heartbeat))
 	}
+	if c.LiveRefresh < time.Second {
+		errs = append(errs, fmt.Errorf("HARU_LIVE_REFRESH %s: want at least 1s", c.LiveRefresh))
+	}
+	for name, u := range map[string]string{"HARU_PUBLIC_URL": c.PublicURL, "HARU_INGEST_URL": c.IngestURL} {
+		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "") {
+			errs = append(errs, fmt.Errorf("%s %q: want an origin such as https://stats.example.com", name, u))
+		}
+	}
 	if c.APIRateLimit < 1 {
 		errs = append(errs, fmt.Errorf("HARU_API_RATE_LIMIT %d: want at least 1 request a minute", c.APIRateLimit))
+	}
+	if _, err := clientip.New(c.TrustedProxies, c.ClientIPHeader); err != nil {
+		errs = append(errs, fmt.Errorf("HARU_TRUSTED_PROXIES: %w", err))
 	}
 	if c.DBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
@@ -103,6 +136,8 @@ type Deps struct {
 	Clock   clock.Clock
 	NATS    *nats.Conn
 	Pool    *pgxpool.Pool
+	// Tracing is optional; nil traces nothing.
+	Tracing *telemetry.Tracing
 }
 
 // Service is a running query service.
@@ -117,6 +152,8 @@ type Service struct {
 	mirror   *mirror.Mirror
 	hub      *live.Hub
 	metrics  *metrics
+	tracer   trace.Tracer
+	web      *webState
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -161,11 +198,19 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if cfg.APIRateLimit <= 0 {
 		cfg.APIRateLimit = defaultAPIRateLimit
 	}
+	tracing := deps.Tracing
+	if tracing == nil {
+		tracing = telemetry.NoTracing()
+	}
+	st.WithTracer(tracing.Provider)
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		accounts: accounts, stats: st, mirror: mir}
+		accounts: accounts, stats: st, mirror: mir, tracer: tracing.Provider.Tracer("haru/query")}
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	if svc.web, err = newWebState(cfg, deps.Clock.Now); err != nil {
+		return nil, err
+	}
 	if svc.metrics, err = newMetrics(deps.Metrics, func() float64 { return float64(svc.hub.Len()) }); err != nil {
 		return nil, err
 	}
@@ -182,6 +227,7 @@ func (s *Service) Register(r fiber.Router) {
 	m := s.metrics.observe
 	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
 	s.mountStats(prepend{r.Group("/api/v1/sites/:site"), []fiber.Handler{m, mapErrors, s.requireAPIKey, s.rateLimit(), s.withSite}})
+	s.registerWeb(r)
 }
 
 // prepend is a router whose GET routes run handlers first, per route as above.
@@ -210,7 +256,26 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		s.hub.PublishAll()
 	})
+	go s.refreshLive(ctx)
 	return s.mirror.Run(ctx)
+}
+
+// refreshLive recomputes every open live view each LiveRefresh until ctx ends: the
+// figures of a quiet site change too, as visitors leave "online now".
+func (s *Service) refreshLive(ctx context.Context) {
+	if s.cfg.LiveRefresh <= 0 {
+		return
+	}
+	tick := time.NewTicker(s.cfg.LiveRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.hub.PublishAll()
+		}
+	}
 }
 
 // CloseStreams ends every open live stream; call it before HTTP shutdown, which would

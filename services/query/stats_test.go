@@ -19,13 +19,16 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/natstest"
 	"github.com/haru-analytics/haru/pkg/natsutil"
 	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/pkg/seed"
 	"github.com/haru-analytics/haru/pkg/telemetry"
-	"github.com/haru-analytics/haru/services/query/internal/seed"
 	"github.com/haru-analytics/haru/services/writer"
 )
 
@@ -40,7 +43,7 @@ type statsFixture struct {
 	site int64
 }
 
-func newStatsFixture(t *testing.T, rateLimit int) statsFixture {
+func newStatsFixture(t *testing.T, rateLimit int, tracing ...*telemetry.Tracing) statsFixture {
 	t.Helper()
 	db := pgtest.New(t)
 	ns := natstest.New(t)
@@ -49,8 +52,12 @@ func newStatsFixture(t *testing.T, rateLimit int) statsFixture {
 	paris, _ := time.LoadLocation("Europe/Paris")
 	now := time.Date(2026, 11, 27, 16, 30, 0, 0, paris)
 	cfg := Config{NATS: natsutil.Config{Prefix: "haru", Stream: natsutil.DefaultStreamSettings()}, Heartbeat: time.Second, APIRateLimit: rateLimit}
-	svc, err := New(ctx, cfg, Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
-		Clock: clock.NewFake(now), NATS: ns.Conn(t), Pool: db.Pool})
+	deps := Deps{Log: log, Metrics: prometheus.NewRegistry(), Health: telemetry.NewHealth(),
+		Clock: clock.NewFake(now), NATS: ns.Conn(t), Pool: db.Pool}
+	if len(tracing) > 0 {
+		deps.Tracing = tracing[0]
+	}
+	svc, err := New(ctx, cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,5 +203,45 @@ func TestStatsAPIRateLimit(t *testing.T) {
 	resp, _ := f.get(t, "/aggregate")
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("over the limit = %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestStatsTracing: a stats request records a server span named by its route, and each
+// SQL statement a client span beneath it; no span carries an address or user agent.
+func TestStatsTracing(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tr, err := telemetry.NewTracingWith(rec, "query", propagation.TraceContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newStatsFixture(t, 0, tr)
+	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/v1/sites/%d/dashboard?period=30d", f.site), nil)
+	req.Header.Set("Authorization", "Bearer "+f.key)
+	req.Header.Set("User-Agent", "secret-agent")
+	if resp, err := f.app.Test(req, 10000); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("dashboard = %v, %v", resp, err)
+	}
+	var server trace.SpanContext
+	sql := 0
+	for _, s := range rec.Ended() {
+		for _, a := range s.Attributes() {
+			if strings.Contains(a.Value.String(), "secret-agent") || strings.Contains(a.Value.String(), "0.0.0.0") {
+				t.Errorf("span %s carries %s=%s", s.Name(), a.Key, a.Value.String())
+			}
+		}
+		switch {
+		case s.Name() == "GET /api/v1/sites/:site/dashboard":
+			server = s.SpanContext()
+		case s.Name() == "stats SELECT":
+			sql++
+		}
+	}
+	if !server.IsValid() || sql < 5 {
+		t.Fatalf("request span %v, %d SQL spans; want one and several", server.IsValid(), sql)
+	}
+	for _, s := range rec.Ended() {
+		if s.Name() == "stats SELECT" && s.Parent().TraceID() != server.TraceID() {
+			t.Errorf("SQL span outside the request's trace")
+		}
 	}
 }

@@ -16,6 +16,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/services/query/internal/account"
 	"github.com/haru-analytics/haru/services/query/internal/stats"
@@ -30,12 +33,31 @@ const (
 // mountStats registers the stats routes on r. Every handler reads the site from
 // c.Locals(localSite) (an account.Site), set by whichever auth middleware ran before.
 func (s *Service) mountStats(r fiber.Router) {
-	r.Get("/dashboard", mapErrors, s.handleDashboard)
-	r.Get("/aggregate", mapErrors, s.handleAggregate)
-	r.Get("/timeseries", mapErrors, s.handleTimeseries)
-	r.Get("/breakdown", mapErrors, s.handleBreakdown)
-	r.Get("/export.csv", mapErrors, s.handleExport)
-	r.Get("/live", mapErrors, s.handleLive)
+	r.Get("/dashboard", s.traced, mapErrors, s.handleDashboard)
+	r.Get("/aggregate", s.traced, mapErrors, s.handleAggregate)
+	r.Get("/timeseries", s.traced, mapErrors, s.handleTimeseries)
+	r.Get("/breakdown", s.traced, mapErrors, s.handleBreakdown)
+	r.Get("/export.csv", s.traced, mapErrors, s.handleExport)
+	r.Get("/live", s.traced, mapErrors, s.handleLive)
+}
+
+// traced records a span per stats request, parent of its SQL spans. It names the route
+// pattern and the site, never the caller's address or user agent.
+func (s *Service) traced(c *fiber.Ctx) error {
+	ctx, span := s.tracer.Start(c.UserContext(), c.Method()+" "+c.Route().Path, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.route", c.Route().Path), attribute.String("http.request.method", c.Method())))
+	defer span.End()
+	if site, ok := c.Locals(localSite).(account.Site); ok {
+		span.SetAttributes(attribute.Int64("haru.site_id", site.ID))
+	}
+	c.SetUserContext(ctx)
+	err := c.Next()
+	status := c.Response().StatusCode()
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if err != nil || status >= 500 {
+		span.SetStatus(codes.Error, "request failed")
+	}
+	return err
 }
 
 // rateLimit bounds each API key to cfg.APIRateLimit requests a minute; beyond it a 429

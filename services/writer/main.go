@@ -19,5 +19,10 @@ func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
-	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}}, stdout)
+	tracing, err := telemetry.NewTracing(ctx, getenv, "writer")
+	if err != nil {
+		return err
+	}
+	defer tracing.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
+	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing}, stdout)
 }

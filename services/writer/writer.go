@@ -16,6 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haru-analytics/haru/pkg/clock"
@@ -96,6 +100,8 @@ type Deps struct {
 	Clock   clock.Clock
 	NATS    *nats.Conn
 	Pool    *pgxpool.Pool
+	// Tracing is optional; nil traces nothing.
+	Tracing *telemetry.Tracing
 }
 
 // Service is a running writer.
@@ -108,6 +114,8 @@ type Service struct {
 	consumer jetstream.Consumer
 	store    *store.Store
 	metrics  *metrics
+	tracer   trace.Tracer
+	prop     propagation.TextMapPropagator
 }
 
 // New sets up the stream and the shared durable consumer and returns the writer.
@@ -127,7 +135,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer: %w", err)
 	}
-	st, err := store.New(deps.Pool)
+	tracing := deps.Tracing
+	if tracing == nil {
+		tracing = telemetry.NoTracing()
+	}
+	st, err := store.New(deps.Pool, store.WithTracerProvider(tracing.Provider))
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +158,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil
 	})
 	return &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		consumer: cons, store: st, metrics: m}, nil
+		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}, nil
 }
 
 // Ack timing. A batch's messages are redelivered to another writer AckWait after this one
@@ -275,12 +287,20 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	if len(events) == 0 {
 		return
 	}
+	ctx, span := s.tracer.Start(ctx, "writer batch", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithNewRoot(), trace.WithLinks(s.links(good)...),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"),
+			attribute.Int("messaging.batch.message_count", len(msgs))))
+	defer span.End()
 	wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
 	stop := keepInProgress(good, AckWait/3)
 	res, err := s.store.Write(wctx, events)
 	stop()
 	cancel()
+	span.SetAttributes(attribute.Int("haru.events.inserted", res.Inserted), attribute.Int("haru.events.dead_lettered", res.DeadLettered))
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "write batch failed")
 		s.metrics.batchErrors.Inc()
 		delay := retryDelay(good[0])
 		s.log.Error("write batch failed; will retry", "events", len(events), "retry_in", delay.String(), "err", err)
@@ -302,6 +322,33 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		s.log.Warn("events dead-lettered", "events", res.DeadLettered)
 	}
 	s.announce(res)
+}
+
+// maxLinks bounds the trace links of a batch span; the SDK keeps 128 by default.
+const maxLinks = 128
+
+// links are the distinct trace contexts the messages carry (ingest injects the beacon's
+// traceparent): a batch serves many traces, so its span links to them rather than
+// belonging to one.
+func (s *Service) links(msgs []jetstream.Msg) []trace.Link {
+	var out []trace.Link
+	seen := map[trace.SpanID]bool{}
+	for _, m := range msgs {
+		h := m.Headers()
+		if len(h) == 0 {
+			continue
+		}
+		sc := trace.SpanContextFromContext(s.prop.Extract(context.Background(), telemetry.HeaderCarrier(h)))
+		if !sc.IsValid() || seen[sc.SpanID()] {
+			continue
+		}
+		seen[sc.SpanID()] = true
+		out = append(out, trace.Link{SpanContext: sc})
+		if len(out) == maxLinks {
+			break
+		}
+	}
+	return out
 }
 
 // keepInProgress tells JetStream every interval that msgs are still being worked on, so

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,9 @@ const MinPasswordLen = 10
 // Store reads and writes accounts.
 type Store struct {
 	pool *pgxpool.Pool
+
+	dummyOnce sync.Once
+	dummy     string
 }
 
 // New returns a store over pool.
@@ -113,8 +117,19 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
 	return u, nil
 }
 
-// SetPassword replaces a user's password.
+// SetPassword replaces a user's password and ends every session of the user (an
+// operator's reset: whoever held the old password is logged out).
 func (s *Store) SetPassword(ctx context.Context, userID int64, password string) error {
+	if err := s.setPassword(ctx, userID, password); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("end sessions: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) setPassword(ctx context.Context, userID int64, password string) error {
 	if len(password) < MinPasswordLen || len(password) > 1024 {
 		return fmt.Errorf("%w: password must be %d to 1024 characters", ErrInvalid, MinPasswordLen)
 	}

@@ -190,9 +190,6 @@ func (q Query) Canonical() string {
 	return v.Encode()
 }
 
-// wants reports whether metric m was asked for.
-func (q Query) wants(m string) bool { return len(q.Metrics) == 0 || slices.Contains(q.Metrics, m) }
-
 // rollupable reports whether rollups answer q: no filters, whole local days.
 func (q Query) rollupable() bool {
 	return !q.Raw && len(q.Filters) == 0 && q.Period.DayAligned()

@@ -37,8 +37,12 @@ func orderEvents(label string) string {
 
 func orderVisits(label string) string { return `ORDER BY 6 DESC, ` + label + ` COLLATE "C"` }
 
-func limitClause(p plan) string {
-	return fmt.Sprintf(" LIMIT %d OFFSET %d", p.limit, p.offset)
+// limitClause limits a breakdown to one page; limit 0 keeps every row.
+func limitClause(limit, offset int) string {
+	if limit == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" LIMIT %d OFFSET %d", limit, offset)
 }
 
 // dayBucket is the local date starting the day, week or month of date column col.
@@ -96,22 +100,28 @@ func rollupStatements(site int64, p Period, pl plan) []statement {
 		}
 	}
 	for _, d := range pl.dims {
-		a, w := base()
-		name := a.add(d.name)
-		switch {
-		case d.visit:
-			out = append(out, statement{`SELECT ` + name + `::text, value, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
-				FROM rollup_visits WHERE ` + w + fmt.Sprintf(" AND dim = %d", d.rollup) + ` GROUP BY 2 ` + orderVisits("value") + limitClause(pl), a})
-		case d.props:
-			out = append(out, statement{`SELECT ` + name + `::text, key, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
-				FROM rollup_dims WHERE ` + w + ` AND dim = 16 GROUP BY 2 ` + orderEvents("key") + limitClause(pl), a})
-		default:
-			out = append(out, statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
-				FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
-				` GROUP BY 2 ` + orderEvents("value") + limitClause(pl), a})
-		}
+		out = append(out, rollupPanel(site, p.fromDay(), p.toDay(), d, pl.limit, pl.offset))
 	}
 	return out
+}
+
+// rollupPanel is the statement of one breakdown over the local days [fromDay, toDay)
+// from the rollups; limit 0 answers every row.
+func rollupPanel(site int64, fromDay, toDay string, d dimension, limit, offset int) statement {
+	a := args{}
+	w := fmt.Sprintf("site_id = %s AND day >= %s AND day < %s", a.add(site), a.add(fromDay), a.add(toDay))
+	name := a.add(d.name)
+	switch {
+	case d.visit:
+		return statement{`SELECT ` + name + `::text, value, 0::int8, 0::int8, 0::int8, sum(visits)::int8, sum(bounces)::int8, sum(duration_ms)::int8
+			FROM rollup_visits WHERE ` + w + fmt.Sprintf(" AND dim = %d", d.rollup) + ` GROUP BY 2 ` + orderVisits("value") + limitClause(limit, offset), a}
+	case d.props:
+		return statement{`SELECT ` + name + `::text, key, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+			FROM rollup_dims WHERE ` + w + ` AND dim = 16 GROUP BY 2 ` + orderEvents("key") + limitClause(limit, offset), a}
+	}
+	return statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
+		FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
+		` GROUP BY 2 ` + orderEvents("value") + limitClause(limit, offset), a}
 }
 
 // rawStatement answers pl from raw events (and the visits they form) in one statement:
@@ -132,7 +142,9 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	}
 	var sb strings.Builder
 	sb.WriteString(`WITH ev AS MATERIALIZED (
-	SELECT e.*, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
+	SELECT e.ts, e.name, e.visitor_id, e.hostname, e.path, e.ref_source, e.utm_source, e.utm_medium,
+	       e.utm_campaign, e.utm_term, e.utm_content, e.country, e.region, e.browser, e.os, e.device,
+	       e.screen_w, e.props, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
 	       (e.name NOT IN ('pageview', 'engagement'))::int AS ce
 	FROM events e
 	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t)
@@ -156,22 +168,41 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 		sb.WriteString(`
 	  AND EXISTS (SELECT 1 FROM ev e WHERE e.visitor_id = v.visitor_id AND e.ts >= v.started_at AND e.ts <= v.ended_at)`)
 	}
-	sb.WriteString("\n)\n")
+	// evd folds the events of one visitor and day that no section tells apart (a pageview
+	// and its engagement), so every section below aggregates fewer rows.
+	hour, keys := "", 18
+	if p.Interval == Hour {
+		hour, keys = "date_trunc('hour', e.ts, 'UTC') AS ts, ", 19
+	}
+	groupBy := make([]string, keys)
+	for i := range groupBy {
+		groupBy[i] = strconv.Itoa(i + 1)
+	}
+	sb.WriteString(`
+), evd AS MATERIALIZED (
+	SELECT e.day, e.visitor_id, ` + hour + `e.hostname, e.path, e.ref_source, e.utm_source, e.utm_medium,
+	       e.utm_campaign, e.utm_term, e.utm_content, e.country, e.region, e.browser, e.os, e.device, e.screen_w,
+	       CASE WHEN e.name IN ('pageview', 'engagement') THEN 'pageview' ELSE e.name END AS name, e.props,
+	       sum(e.pv) AS pv, sum(e.ce) AS ce
+	FROM ev e
+	GROUP BY ` + strings.Join(groupBy, ", ") + `
+)
+`)
 
 	var parts []string
 	if pl.summary {
 		parts = append(parts, `SELECT 'sum', '', coalesce(sum(pv), 0)::int8, coalesce(sum(ce), 0)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2) x`,
+	FROM (SELECT e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2) x`,
 			`SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs`)
 	}
 	if pl.series {
 		if p.Interval == Hour {
 			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+hourBucket("e.ts")+` AS b, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2) x GROUP BY b`,
+	FROM (SELECT `+hourBucket("e.ts")+` AS b, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2) x GROUP BY b`,
 				`SELECT 'vser', `+hourBucket("started_at")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
 		} else {
 			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+dayBucket(p.Interval, "e.day")+` AS b, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e GROUP BY 1, 2, 3) x GROUP BY b`,
+	FROM (SELECT `+dayBucket(p.Interval, "e.day")+` AS b, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2, 3) x GROUP BY b`,
 				`SELECT 'vser', `+dayBucket(p.Interval, "day")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
 		}
 	}
@@ -180,7 +211,7 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 		switch {
 		case d.visit:
 			parts = append(parts, `(SELECT `+name+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
-	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl)+`)`)
+	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl.limit, pl.offset)+`)`)
 		case d.props || d.prop != "":
 			label, cond := "k", ""
 			if d.prop != "" {
@@ -188,18 +219,18 @@ func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
 			}
 			parts = append(parts, `(SELECT `+name+`::text, `+label+`, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
 	FROM (SELECT left(p.key, 200) AS k, left(p.value, 1000) AS val, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce
-	      FROM ev e CROSS JOIN LATERAL jsonb_each_text(e.props) p
+	      FROM evd e CROSS JOIN LATERAL jsonb_each_text(e.props) p
 	      WHERE e.props IS NOT NULL AND jsonb_typeof(e.props) = 'object'`+cond+`
 	      GROUP BY 1, 2, 3, 4) x
-	GROUP BY 2 `+orderEvents(label)+limitClause(pl)+`)`)
+	GROUP BY 2 `+orderEvents(label)+limitClause(pl.limit, pl.offset)+`)`)
 		default:
 			keep := ""
 			if d.keep != "" {
 				keep = " WHERE " + d.keep
 			}
 			parts = append(parts, `(SELECT `+name+`::text, value, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+d.expr+` AS value, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM ev e`+keep+` GROUP BY 1, 2, 3) x
-	GROUP BY 2 `+orderEvents("value")+limitClause(pl)+`)`)
+	FROM (SELECT `+d.expr+` AS value, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e`+keep+` GROUP BY 1, 2, 3) x
+	GROUP BY 2 `+orderEvents("value")+limitClause(pl.limit, pl.offset)+`)`)
 		}
 	}
 	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))

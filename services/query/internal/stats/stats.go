@@ -15,6 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -23,6 +27,8 @@ type Querier struct {
 	pool *pgxpool.Pool
 	// parallel bounds how many statements of one view run at once.
 	parallel int
+	tracer   trace.Tracer
+	past     *pastCache
 }
 
 // New returns a Querier over pool.
@@ -31,7 +37,14 @@ func New(pool *pgxpool.Pool) (*Querier, error) {
 		return nil, errors.New("stats: nil pool")
 	}
 	n := int(pool.Config().MaxConns) / 2
-	return &Querier{pool: pool, parallel: max(2, min(n, 4))}, nil
+	return &Querier{pool: pool, parallel: max(2, min(n, 4)), tracer: noop.NewTracerProvider().Tracer(""),
+		past: newPastCache(pastCacheRows, pastCacheTTL)}, nil
+}
+
+// WithTracer makes q record a span per SQL statement under tp.
+func (q *Querier) WithTracer(tp trace.TracerProvider) *Querier {
+	q.tracer = tp.Tracer("haru/query/stats")
+	return q
 }
 
 // statement is one SQL statement and its arguments.
@@ -98,36 +111,35 @@ type result struct {
 
 // run answers pl for p: from the rollups when q allows, else from raw events.
 func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl plan) (result, error) {
-	var stmts []statement
 	// Hourly rollups start on UTC hours: a zone whose midnight is not one (a half-hour
 	// offset) gets its hourly series from raw events.
 	hourly := p.Interval == Hour && pl.series
-	if qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour))) {
+	raw := qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour)))
+	var stmts []statement
+	if raw {
 		stmts = []statement{rawStatement(site, p, qu.Filters, pl)}
 	} else {
-		stmts = rollupStatements(site, p, pl)
+		// Panels go through the cache of past days, below.
+		stmts = rollupStatements(site, p, plan{summary: pl.summary, series: pl.series})
 	}
 	res := result{series: map[string]totals{}, dims: map[string][]row{}}
 	rows := make([][]sectionRow, len(stmts))
+	panels := make([][]row, len(pl.dims))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(q.parallel)
 	for i, st := range stmts {
-		g.Go(func() error {
-			r, err := q.pool.Query(gctx, st.sql, st.args...)
-			if err != nil {
-				return fmt.Errorf("stats query: %w", err)
-			}
-			out, err := pgx.CollectRows(r, func(r pgx.CollectableRow) (sectionRow, error) {
-				var s sectionRow
-				err := r.Scan(&s.section, &s.label, &s.t.Pageviews, &s.t.Events, &s.t.Visitors, &s.t.Visits, &s.t.Bounces, &s.t.DurationMS)
-				return s, err
-			})
-			if err != nil {
-				return fmt.Errorf("stats query: %w", err)
-			}
-			rows[i] = out
-			return nil
+		g.Go(func() (err error) {
+			rows[i], err = q.query(gctx, st, raw)
+			return err
 		})
+	}
+	if !raw {
+		for i, d := range pl.dims {
+			g.Go(func() (err error) {
+				panels[i], err = q.rollupRows(gctx, site, p, d)
+				return err
+			})
+		}
 	}
 	if err := g.Wait(); err != nil {
 		return result{}, err
@@ -149,7 +161,43 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	for name, rs := range res.dims {
 		sortRows(rs, dimensionOf(pl.dims, name).visit)
 	}
+	for i, d := range pl.dims {
+		if !raw {
+			res.dims[d.name] = pageOf(panels[i], pl.limit, pl.offset)
+		}
+	}
 	return res, nil
+}
+
+// query runs one statement under a span of its own.
+func (q *Querier) query(ctx context.Context, st statement, raw bool) (_ []sectionRow, err error) {
+	source := "rollups"
+	if raw {
+		source = "raw_events"
+	}
+	ctx, span := q.tracer.Start(ctx, "stats SELECT", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", "postgresql"),
+			attribute.String("db.query.text", st.sql), attribute.String("haru.stats.source", source)))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "query failed")
+		}
+		span.End()
+	}()
+	r, err := q.pool.Query(ctx, st.sql, st.args...)
+	if err != nil {
+		return nil, fmt.Errorf("stats query: %w", err)
+	}
+	out, err := pgx.CollectRows(r, func(r pgx.CollectableRow) (sectionRow, error) {
+		var s sectionRow
+		err := r.Scan(&s.section, &s.label, &s.t.Pageviews, &s.t.Events, &s.t.Visitors, &s.t.Visits, &s.t.Bounces, &s.t.DurationMS)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stats query: %w", err)
+	}
+	return out, nil
 }
 
 type sectionRow struct {

@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/haru-analytics/haru/pkg/pgtest"
-	"github.com/haru-analytics/haru/services/query/internal/seed"
+	"github.com/haru-analytics/haru/pkg/seed"
 	"github.com/haru-analytics/haru/services/writer"
 )
 
@@ -29,7 +29,7 @@ func seedSite(t *testing.T, q *Querier, tz string, now time.Time, n int, s uint6
 	if _, err := seed.Load(ctx, q.pool, g, n); err != nil {
 		t.Fatal(err)
 	}
-	err = seed.Rebuild(ctx, from, now, loc, func(ctx context.Context, f, to time.Time) error {
+	err = seed.Rebuild(ctx, from, now, loc, 7, func(ctx context.Context, f, to time.Time) error {
 		return writer.RebuildRollups(ctx, q.pool, site, f, to)
 	})
 	if err != nil {
@@ -74,6 +74,10 @@ func TestRollupsMatchRawEvents(t *testing.T) {
 				rq := parse(t, raw, now, loc)
 				if !rq.rollupable() {
 					t.Fatalf("%s does not read rollups", raw)
+				}
+				// Twice: the second reads past days' panels from the cache.
+				if _, err := q.Dashboard(ctx, SiteInfo{ID: site}, rq, now); err != nil {
+					t.Fatal(err)
 				}
 				got, err := q.Dashboard(ctx, SiteInfo{ID: site}, rq, now)
 				if err != nil {
@@ -315,5 +319,27 @@ func TestParsePeriod(t *testing.T) {
 	p, err = ParsePeriod("all", "", "", "", now, d(tokyo, 2025, 5, 17), tokyo)
 	if err != nil || !p.From.Equal(d(tokyo, 2025, 5, 17)) || !p.To.Equal(d(tokyo, 2026, 3, 2)) || p.Interval != Month {
 		t.Fatalf("all = %+v, %v", p, err)
+	}
+}
+
+// TestMergeRows: the past days' rows and today's add up by value and rank again.
+func TestMergeRows(t *testing.T) {
+	past := []row{{"/a", totals{Visitors: 5, Pageviews: 9}}, {"/b", totals{Visitors: 4}}, {"/c", totals{Visitors: 1}}}
+	today := []row{{"/c", totals{Visitors: 4, Pageviews: 1}}, {"/d", totals{Visitors: 2}}}
+	got := mergeRows(past, today, false)
+	want := []string{"/a", "/c", "/b", "/d"}
+	for i, r := range got {
+		if r.value != want[i] {
+			t.Fatalf("merged = %v, want order %v", got, want)
+		}
+	}
+	if got[1].t.Visitors != 5 || got[1].t.Pageviews != 1 || past[2].t.Visitors != 1 {
+		t.Fatalf("merged /c = %+v (past /c now %+v)", got[1], past[2])
+	}
+	if p := pageOf(got, 2, 2); len(p) != 2 || p[0].value != "/b" {
+		t.Fatalf("page 2 = %v", p)
+	}
+	if p := pageOf(got, 2, 10); len(p) != 0 {
+		t.Fatalf("page past the end = %v", p)
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/haru-analytics/haru/pkg/event"
 )
 
 // ErrNoRawEvents is returned by Rebuild when retention has dropped raw events of the
@@ -25,16 +28,6 @@ FROM sites WHERE id = $1`
 
 const rebuildLock = `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`
 
-const rebuildPrepare = `
-CREATE TEMP TABLE new_events (LIKE events) ON COMMIT DROP;
-ALTER TABLE new_events ADD COLUMN day date NOT NULL;
-CREATE TEMP TABLE old_visits (LIKE visits) ON COMMIT DROP`
-
-const loadEvents = `
-INSERT INTO new_events
-SELECT e.*, (e.ts AT TIME ZONE $4::text)::date FROM events e
-WHERE e.site_id = $1 AND e.ts >= $2 AND e.ts < $3`
-
 // visitWindow widens [$2 - 2 days, $3 + 2 days] to whole visits of the range's
 // visitors, so no visit is rebuilt from part of its events.
 const visitWindow = `
@@ -45,11 +38,31 @@ FROM w LEFT JOIN visits v
  AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3)
 GROUP BY w.lo, w.hi`
 
-const loadVisitorEvents = `
-INSERT INTO new_events
-SELECT e.*, (e.ts AT TIME ZONE $4::text)::date FROM events e
-WHERE e.site_id = $1 AND e.ts >= $5 AND e.ts < $6
-  AND e.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3)`
+// rangeVisitors are the visitors with an event in [$2, $3): their visits are rebuilt.
+const rangeVisitors = `SELECT DISTINCT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3`
+
+// takeRangeVisits takes out the stored visits the replayed events of the range's
+// visitors ($4) can form; the replay merges them back from their events.
+const takeRangeVisits = `
+WITH span AS (
+    SELECT visitor_id, min(ts) - interval '30 minutes' AS lo, max(ts) + interval '30 minutes' AS hi
+    FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3 AND visitor_id = ANY($4)
+    GROUP BY 1
+)
+DELETE FROM visits v USING span t
+WHERE v.site_id = $1 AND v.visitor_id = t.visitor_id AND v.ended_at >= t.lo AND v.started_at <= t.hi
+RETURNING v.site_id, v.visitor_id, v.started_at, v.ended_at, v.day, v.pageviews, v.events,
+          v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at`
+
+// replayChunk reads the site's events before $2 that follow ($3, $4) in key order.
+const replayChunk = `
+SELECT site_id, ts, id, name, visitor_id, hostname, path, referrer, ref_source,
+       utm_source, utm_medium, utm_campaign, utm_term, utm_content,
+       country, region, browser, os, device, screen_w, screen_h, duration_ms, props
+FROM events
+WHERE site_id = $1 AND ts < $2 AND (site_id, ts, id) > ($1, $3, $4)
+ORDER BY site_id, ts, id
+LIMIT $5`
 
 const rebuildVisitRollups = `
 INSERT INTO rollup_visits (site_id, day, dim, value, visits, bounces, duration_ms)
@@ -74,7 +87,6 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 	if toDay.Before(fromDay) {
 		return fmt.Errorf("rebuild rollups: range ends before it starts")
 	}
-	q := loadQueries()
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, rebuildLock, siteID); err != nil {
 			return fmt.Errorf("lock site: %w", err)
@@ -88,10 +100,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 		if err != nil {
 			return fmt.Errorf("read site: %w", err)
 		}
-		// Whole UTC hours around the local days: hours straddling a day edge (zones with
-		// half-hour offsets) are recomputed whole.
-		hlo := lo.UTC().Truncate(time.Hour)
-		hhi := hi.UTC().Add(-time.Microsecond).Truncate(time.Hour).Add(time.Hour)
+		// The UTC hours that start within the local days: a visitor's sightings of an
+		// hour live in the visitor_days row of the day the hour starts on (zones with
+		// half-hour offsets have hours straddling a day edge), so exactly these hours
+		// are recomputed with those rows.
+		hlo, hhi := ceilHour(lo), ceilHour(hi)
 		for m := monthOf(hlo); m.Before(hhi); m = m.AddDate(0, 1, 0) {
 			var ok bool
 			name := fmt.Sprintf("events_y%04dm%02d", m.Year(), int(m.Month()))
@@ -115,8 +128,9 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 		if err := tx.QueryRow(ctx, visitWindow, siteID, lo, hi).Scan(&wlo, &whi); err != nil {
 			return fmt.Errorf("find visits to rebuild: %w", err)
 		}
-		if _, err := tx.Exec(ctx, rebuildPrepare); err != nil {
-			return fmt.Errorf("prepare rebuild: %w", err)
+		st, err := New(pool)
+		if err != nil {
+			return err
 		}
 		steps := []struct {
 			what string
@@ -125,29 +139,154 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to tim
 		}{
 			{"clear daily rollups", `DELETE FROM rollup_dims WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
 			{"clear daily visitors", `DELETE FROM visitor_days WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
-			{"load events", loadEvents, []any{siteID, lo, hi, tz}},
-			{"rebuild daily rollups", q.rollupDims, nil},
 			{"clear hourly rollups", `DELETE FROM rollup_hourly WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},
-			{"clear hourly visitors", `DELETE FROM hour_visitors WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},
-			{"reload events", `TRUNCATE new_events`, nil},
-			{"load events", loadEvents, []any{siteID, hlo, hhi, tz}},
-			{"rebuild hourly rollups", q.rollupHourly, nil},
-			// Visits: every visitor with an event in the range is merged again from its
-			// events; visitor ids change daily, so two days either side, widened to whole
-			// visits, hold them all.
-			{"reload events", `TRUNCATE new_events`, nil},
-			{"load visitors' events", loadVisitorEvents, []any{siteID, lo, hi, tz, wlo, whi}},
-			{"take visits", q.visitsTake, nil},
-			{"forget taken visits", `TRUNCATE old_visits`, nil},
-			{"rebuild visits", q.visitsMerge, nil},
-			{"clear visit rollups", `DELETE FROM rollup_visits WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
-			{"rebuild visit rollups", rebuildVisitRollups, []any{siteID, fromDay, toDay}},
 		}
 		for _, st := range steps {
 			if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
 				return fmt.Errorf("%s: %w", st.what, err)
 			}
 		}
+		loc, err := st.zones.load(tz)
+		if err != nil {
+			return err
+		}
+		r := replay{st: st, tx: tx, site: siteID, zones: map[int64]*time.Location{siteID: loc},
+			lo: lo, hi: hi, hlo: hlo, hhi: hhi, wlo: wlo, whi: whi}
+		if err := r.run(ctx); err != nil {
+			return err
+		}
+		for _, step := range []struct {
+			what string
+			sql  string
+		}{
+			{"clear visit rollups", `DELETE FROM rollup_visits WHERE site_id = $1 AND day BETWEEN $2 AND $3`},
+			{"rebuild visit rollups", rebuildVisitRollups},
+		} {
+			if _, err := tx.Exec(ctx, step.sql, siteID, fromDay, toDay); err != nil {
+				return fmt.Errorf("%s: %w", step.what, err)
+			}
+		}
 		return nil
 	})
+}
+
+// replayChunkSize bounds the events a rebuild holds in memory at once.
+const replayChunkSize = 5000
+
+// replay feeds a site's stored events back through apply, chunk by chunk, as if written
+// anew: events of the local days [lo, hi) to rollup_dims, of the hours starting in
+// [hlo, hhi) (their whole hours, up to hhi + 1h) to rollup_hourly, and every event in [wlo, whi) of a visitor seen in [lo, hi) to
+// visits. First sightings and visits merge across chunks as they do across batches.
+type replay struct {
+	st                         *Store
+	tx                         pgx.Tx
+	site                       int64
+	zones                      map[int64]*time.Location
+	lo, hi, hlo, hhi, wlo, whi time.Time
+}
+
+func (r *replay) run(ctx context.Context) error {
+	rows, err := r.tx.Query(ctx, rangeVisitors, r.site, r.lo, r.hi)
+	if err != nil {
+		return fmt.Errorf("read visitors: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("read visitors: %w", err)
+	}
+	visitors := make(map[int64]struct{}, len(ids))
+	for _, id := range ids {
+		visitors[id] = struct{}{}
+	}
+	rows, err = r.tx.Query(ctx, takeRangeVisits, r.site, r.wlo, r.whi, ids)
+	if err != nil {
+		return fmt.Errorf("take visits: %w", err)
+	}
+	taken, err := scanVisits(rows)
+	if err != nil {
+		return fmt.Errorf("take visits: %w", err)
+	}
+	// Their share leaves rollup_visits; the replay adds the merged visits back.
+	if d := visitDeltas(taken, nil); len(d.site) > 0 {
+		b := &pgx.Batch{}
+		b.Queue(r.st.q.writeVisitRollups, d.args()...)
+		drop := d.decreased()
+		b.Queue(r.st.q.dropEmptyVisitRollups, drop.keyArgs()...)
+		if err := r.st.run(ctx, r.tx, "forget taken visits", b); err != nil {
+			return err
+		}
+	}
+	from := minTime(r.hlo, r.wlo)
+	to := maxTime(r.hhi.Add(time.Hour), r.whi)
+	afterTS, afterID := from.Add(-time.Microsecond), uuid.UUID{}
+	for {
+		chunk, err := r.read(ctx, afterTS, afterID, to)
+		if err != nil {
+			return err
+		}
+		if len(chunk) == 0 {
+			return nil
+		}
+		w := work{zones: r.zones}
+		for i := range chunk {
+			e := &chunk[i]
+			if !e.Time.Before(r.lo) && e.Time.Before(r.hi) {
+				w.dims = append(w.dims, e)
+			}
+			if h := e.Time.Truncate(time.Hour); !h.Before(r.hlo) && h.Before(r.hhi) {
+				w.hours = append(w.hours, e)
+			}
+			if _, ok := visitors[e.Visitor]; ok && !e.Time.Before(r.wlo) && e.Time.Before(r.whi) {
+				w.visits = append(w.visits, e)
+			}
+		}
+		if err := r.st.apply(ctx, r.tx, w); err != nil {
+			return err
+		}
+		last := chunk[len(chunk)-1]
+		afterTS, afterID = last.Time, last.ID
+	}
+}
+
+func (r *replay) read(ctx context.Context, afterTS time.Time, afterID uuid.UUID, to time.Time) ([]event.Event, error) {
+	rows, err := r.tx.Query(ctx, replayChunk, r.site, to, afterTS, afterID, replayChunkSize)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	var out []event.Event
+	var e event.Event
+	_, err = pgx.ForEachRow(rows, []any{&e.SiteID, &e.Time, &e.ID, &e.Name, &e.Visitor, &e.Hostname, &e.Path,
+		&e.Referrer, &e.RefSource, &e.UTMSource, &e.UTMMedium, &e.UTMCampaign, &e.UTMTerm, &e.UTMContent,
+		&e.Country, &e.Region, &e.Browser, &e.OS, &e.Device, &e.ScreenW, &e.ScreenH, &e.DurationMS, &e.Props}, func() error {
+		out = append(out, e)
+		e.Props = nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+// ceilHour is the first UTC hour boundary at or after t.
+func ceilHour(t time.Time) time.Time {
+	h := t.UTC().Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

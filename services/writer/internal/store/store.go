@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
@@ -32,34 +34,59 @@ func query(name string) string {
 	return string(b)
 }
 
-// Queries are the embedded SQL, loaded once by name.
+// queries are the embedded SQL, loaded once by name.
 type queries struct {
-	prepare, insert, rollupDims, rollupHourly, visitsTake, visitsMerge string
+	insertEvents, lockSites, lockVisitors, readVisits, readSeen, readProps                                string
+	updateSeen, insertSeen, writeHourly, writeDims, writeVisits, writeVisitRollups, dropEmptyVisitRollups string
+	updateVisits, deleteVisits                                                                            string
 }
 
 func loadQueries() queries {
 	return queries{
-		prepare:      query("prepare"),
-		insert:       query("insert"),
-		rollupDims:   query("rollup_dims"),
-		rollupHourly: query("rollup_hourly"),
-		visitsTake:   query("visits_take"),
-		visitsMerge:  query("visits_merge"),
+		insertEvents:          query("insert_events"),
+		lockSites:             query("lock_sites"),
+		lockVisitors:          query("lock_visitors"),
+		readVisits:            query("read_visits"),
+		updateVisits:          query("update_visits"),
+		deleteVisits:          query("delete_visits"),
+		readSeen:              query("read_seen"),
+		readProps:             query("read_props"),
+		updateSeen:            query("update_seen"),
+		insertSeen:            query("insert_seen"),
+		writeHourly:           query("write_hourly"),
+		writeDims:             query("write_dims"),
+		writeVisits:           query("write_visits"),
+		writeVisitRollups:     query("write_visit_rollups"),
+		dropEmptyVisitRollups: query("drop_empty_visit_rollups"),
 	}
 }
 
 // Store writes event batches.
 type Store struct {
-	pool *pgxpool.Pool
-	q    queries
+	pool   *pgxpool.Pool
+	q      queries
+	tracer trace.Tracer
+	zones  *zones
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithTracerProvider traces each batch write and its steps with tp.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *Store) { s.tracer = tp.Tracer("haru/writer/store") }
 }
 
 // New returns a store writing through pool.
-func New(pool *pgxpool.Pool) (*Store, error) {
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("store: nil pool")
 	}
-	return &Store{pool: pool, q: loadQueries()}, nil
+	s := &Store{pool: pool, q: loadQueries(), tracer: noop.NewTracerProvider().Tracer(""), zones: newZones()}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // SiteChange summarises what one batch stored for one site.
@@ -102,14 +129,6 @@ func (r *Result) merge(o Result) {
 		}
 	}
 }
-
-var stagingColumns = []string{
-	"site_id", "ts", "id", "name", "visitor_id", "hostname", "path", "referrer", "ref_source",
-	"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-	"country", "region", "browser", "os", "device", "screen_w", "screen_h", "duration_ms", "props",
-}
-
-const summarize = `SELECT site_id, count(*)::int, min(ts), max(ts) FROM new_events GROUP BY site_id ORDER BY site_id`
 
 // Write stores batch and reports what was new. A batch Postgres refuses for a data reason
 // is split in halves until the refused events are isolated; those go to dead_letters and
@@ -202,66 +221,6 @@ func (s *Store) deadLetter(ctx context.Context, e *event.Event, reason string) e
 	return nil
 }
 
-// writeTx stores batch and its rollups in one transaction.
-func (s *Store) writeTx(ctx context.Context, batch []event.Event) (Result, error) {
-	if err := s.ensurePartitions(ctx, batch); err != nil {
-		return Result{}, err
-	}
-	var res Result
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.q.prepare); err != nil {
-			return fmt.Errorf("create staging: %w", err)
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"staging_events"}, stagingColumns, rows(batch)); err != nil {
-			return fmt.Errorf("copy events: %w", err)
-		}
-		// Without arguments pgx sends these as one simple-protocol round trip.
-		if _, err := tx.Exec(ctx, s.q.insert+s.q.rollupDims+s.q.rollupHourly+s.q.visitsTake+s.q.visitsMerge); err != nil {
-			return fmt.Errorf("insert events and rollups: %w", err)
-		}
-		r, err := summary(ctx, tx)
-		res = r
-		return err
-	})
-	if err != nil {
-		return Result{}, err
-	}
-	return res, nil
-}
-
-func summary(ctx context.Context, tx pgx.Tx) (Result, error) {
-	r, err := tx.Query(ctx, summarize)
-	if err != nil {
-		return Result{}, fmt.Errorf("summarize batch: %w", err)
-	}
-	var res Result
-	var sc SiteChange
-	_, err = pgx.ForEachRow(r, []any{&sc.SiteID, &sc.Inserted, &sc.From, &sc.To}, func() error {
-		res.Inserted += sc.Inserted
-		res.Sites = append(res.Sites, sc)
-		return nil
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("summarize batch: %w", err)
-	}
-	return res, nil
-}
-
-func rows(batch []event.Event) pgx.CopyFromSource {
-	return pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
-		e := &batch[i]
-		var props any
-		if len(e.Props) > 0 {
-			props = e.Props
-		}
-		return []any{
-			e.SiteID, e.Time, e.ID, e.Name, e.Visitor, e.Hostname, e.Path, e.Referrer, e.RefSource,
-			e.UTMSource, e.UTMMedium, e.UTMCampaign, e.UTMTerm, e.UTMContent,
-			e.Country, e.Region, e.Browser, e.OS, e.Device, e.ScreenW, e.ScreenH, e.DurationMS, props,
-		}, nil
-	})
-}
-
 // EnsureAhead creates the partitions of the months from..to, so ingest-time events never
 // wait on DDL.
 func (s *Store) EnsureAhead(ctx context.Context, from, to time.Time) error {
@@ -331,16 +290,13 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	return dropped, nil
 }
 
-// PruneSeen deletes the first-sighting records (visitor_days, hour_visitors) of days
+// PruneSeen deletes the first-sighting records (visitor_days) of days
 // before cutoff. Once raw events are gone no rebuild needs them; a straggler older than
 // cutoff would then count its visitor again, which retention accepts.
 func (s *Store) PruneSeen(ctx context.Context, cutoff time.Time) error {
 	day := time.Date(cutoff.Year(), cutoff.Month(), cutoff.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
 	if _, err := s.pool.Exec(ctx, `DELETE FROM visitor_days WHERE day < $1`, day); err != nil {
 		return fmt.Errorf("prune visitor days: %w", err)
-	}
-	if _, err := s.pool.Exec(ctx, `DELETE FROM hour_visitors WHERE hour < $1`, cutoff); err != nil {
-		return fmt.Errorf("prune hour visitors: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/haru-analytics/haru/migrations"
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
@@ -156,20 +158,6 @@ func takeSnapshot(t testing.TB, pool *pgxpool.Pool) snapshot {
 	return s
 }
 
-func screenClass(w int) string {
-	switch {
-	case w <= 0:
-		return ""
-	case w < 576:
-		return "mobile"
-	case w < 992:
-		return "tablet"
-	case w < 1440:
-		return "laptop"
-	}
-	return "desktop"
-}
-
 // recount computes the rollups of events in Go, independently of the SQL: events must be
 // distinct and of existing sites.
 func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
@@ -205,7 +193,7 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 			{dim: 4, value: e.UTMSource}, {dim: 5, value: e.UTMMedium}, {dim: 6, value: e.UTMCampaign},
 			{dim: 7, value: e.UTMTerm}, {dim: 8, value: e.UTMContent}, {dim: 9, value: e.Country},
 			{dim: 10, value: e.Region}, {dim: 11, value: e.Browser}, {dim: 12, value: e.OS},
-			{dim: 13, value: e.Device}, {dim: 14, value: screenClass(e.ScreenW)}, {dim: 15, value: e.Name}}
+			{dim: 13, value: e.Device}, {dim: 14, value: screenOf(e.ScreenW)}, {dim: 15, value: e.Name}}
 		for k, v := range e.Props {
 			vals = append(vals, dk{dim: 16, key: k, value: v})
 		}
@@ -284,6 +272,19 @@ func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
 	return st, db.Pool
 }
 
+// newSites creates a site per zone and returns their ids and zones by id.
+func newSites(t testing.TB, pool *pgxpool.Pool, zones ...string) ([]int64, map[int64]string) {
+	t.Helper()
+	tz := map[int64]string{}
+	var sites []int64
+	for _, zone := range zones {
+		id := pgtest.NewSite(t, pool, zone)
+		tz[id] = zone
+		sites = append(sites, id)
+	}
+	return sites, tz
+}
+
 func write(t testing.TB, st *Store, batch []event.Event) Result {
 	t.Helper()
 	res, err := st.Write(context.Background(), batch)
@@ -327,13 +328,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 
 func TestRollupsMatchRecount(t *testing.T) {
 	st, pool := newStore(t)
-	tz := map[int64]string{}
-	var sites []int64
-	for _, zone := range []string{"UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"} {
-		id := pgtest.NewSite(t, pool, zone)
-		tz[id] = zone
-		sites = append(sites, id)
-	}
+	sites, tz := newSites(t, pool, "UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham")
 	gone := pgtest.NewSite(t, pool, "UTC")
 	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
 		t.Fatalf("delete site: %v", err)
@@ -644,13 +639,7 @@ func recountVisits(t testing.TB, events []event.Event, tz map[int64]string) ([]v
 // running meanwhile: the result must still equal a recount.
 func TestConcurrentWritersAndRebuild(t *testing.T) {
 	st, pool := newStore(t)
-	tz := map[int64]string{}
-	var sites []int64
-	for _, zone := range []string{"UTC", "Asia/Kolkata"} {
-		id := pgtest.NewSite(t, pool, zone)
-		tz[id] = zone
-		sites = append(sites, id)
-	}
+	sites, tz := newSites(t, pool, "UTC", "Asia/Kolkata")
 	r := rand.New(rand.NewPCG(7, 8))
 	end := time.Date(2026, 7, 3, 6, 0, 0, 0, time.UTC)
 	events := randomEvents(t, r, sites, 2400, end, 3)
@@ -716,5 +705,112 @@ func TestConcurrentWritersAndRebuild(t *testing.T) {
 	t.Logf("%d rebuilds ran alongside; %d batch retries", rebuilds.Load(), retries.Load())
 	if diff := cmp.Diff(recount(t, events, tz), takeSnapshot(t, pool)); diff != "" {
 		t.Fatalf("rollups after concurrent writes differ from a recount (-want +got):\n%s", diff)
+	}
+}
+
+// TestHourSightingsMigrate: migration 000003 turns hour_visitors into hour sightings in
+// visitor_days that the writer recognises, so a visitor already counted in an hour before
+// the upgrade is not counted again after it, also where the zone's offset is not whole
+// hours.
+func TestHourSightingsMigrate(t *testing.T) {
+	st, pool := newStore(t)
+	ctx := context.Background()
+	sites, tz := newSites(t, pool, "UTC", "Asia/Kathmandu")
+	r := rand.New(rand.NewPCG(11, 12))
+	end := time.Date(2026, 8, 2, 0, 0, 0, 0, time.UTC)
+	before := randomEvents(t, r, sites, 600, end, 2)
+	write(t, st, before)
+	up, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.down.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Back to the 000002 state: hour_visitors holds the hours, visitor_days no hour.
+	if _, err := pool.Exec(ctx, string(down)); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	var hours []int64
+	for _, e := range before {
+		hours = append(hours, hourHash(e.Time.UTC().Truncate(time.Hour)))
+	}
+	if _, err := pool.Exec(ctx, `UPDATE visitor_days SET seen = ARRAY(SELECT unnest(seen) EXCEPT SELECT unnest($1::bigint[]))`, hours); err != nil {
+		t.Fatalf("strip hours: %v", err)
+	}
+	if _, err := pool.Exec(ctx, string(up)); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	after := randomEvents(t, r, sites, 600, end, 2)
+	write(t, st, after)
+	want := recount(t, append(before, after...), tz)
+	if diff := cmp.Diff(want.Hours, takeSnapshot(t, pool).Hours); diff != "" {
+		t.Fatalf("hourly rollups across the migration differ from a recount (-want +got):\n%s", diff)
+	}
+}
+
+// TestManyVisitorsConcurrently: four writers with big batches of distinct visitors at
+// once stay within Postgres's shared lock table (one lock per visitor would need 16,000
+// entries; the default table holds about 6,400 plus slack) and the totals stay exact.
+func TestManyVisitorsConcurrently(t *testing.T) {
+	st, pool := newStore(t)
+	sites, tz := newSites(t, pool, "UTC")
+	r := rand.New(rand.NewPCG(13, 14))
+	end := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	var all []event.Event
+	errs := make(chan error, 4)
+	for w := range 4 {
+		batch := randomEvents(t, r, sites, 4000, end, 1)
+		for i := range batch {
+			batch[i].Visitor = int64(w*4000 + i)
+		}
+		all = append(all, batch...)
+		go func() {
+			_, err := st.Write(context.Background(), batch)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	want := recount(t, all, tz)
+	got := takeSnapshot(t, pool)
+	if diff := cmp.Diff(want.Hours, got.Hours); diff != "" {
+		t.Fatalf("hourly rollups differ from a recount (-want +got):\n%s", diff)
+	}
+	if got.Events != int64(len(all)) {
+		t.Fatalf("%d events stored, want %d", got.Events, len(all))
+	}
+}
+
+// TestWriteSubMicrosecondTimes: an event whose time carries nanoseconds (Postgres keeps
+// microseconds) is recognised as new, counted once, and a no-op when redelivered.
+func TestWriteSubMicrosecondTimes(t *testing.T) {
+	st, pool := newStore(t)
+	sites, tz := newSites(t, pool, "UTC")
+	r := rand.New(rand.NewPCG(15, 16))
+	batch := randomEvents(t, r, sites, 200, time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC), 1)
+	for i := range batch {
+		batch[i].Time = batch[i].Time.Add(time.Duration(1 + r.IntN(999)))
+	}
+	redelivered := append([]event.Event{}, batch...)
+	if res := write(t, st, batch); res.Inserted != len(batch) {
+		t.Fatalf("inserted %d, want %d", res.Inserted, len(batch))
+	}
+	want := append([]event.Event{}, redelivered...)
+	for i := range want {
+		want[i].Time = want[i].Time.Truncate(time.Microsecond)
+	}
+	if diff := cmp.Diff(recount(t, want, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("rollups differ from a recount (-want +got):\n%s", diff)
+	}
+	if res := write(t, st, redelivered); res.Inserted != 0 {
+		t.Fatalf("redelivery inserted %d, want 0", res.Inserted)
+	}
+	if diff := cmp.Diff(recount(t, want, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("redelivery changed the rollups (-want +got):\n%s", diff)
 	}
 }

@@ -182,14 +182,17 @@ func Load(ctx context.Context, pool *pgxpool.Pool, g *Generator, n int) (int, er
 	return total, flush()
 }
 
-// Rebuild rebuilds the site's rollups over [from, to] a month at a time with rebuild
-// (the writer's RebuildRollups), so no one transaction holds the whole history.
-func Rebuild(ctx context.Context, from, to time.Time, loc *time.Location, rebuild func(ctx context.Context, from, to time.Time) error) error {
+// Rebuild rebuilds the site's rollups over the local days of [from, to] with rebuild (the
+// writer's RebuildRollups), chunk days at a time: the rebuild holds a lock per visitor of
+// its range, so a big site's history is rebuilt in pieces the lock table holds.
+func Rebuild(ctx context.Context, from, to time.Time, loc *time.Location, chunk int,
+	rebuild func(ctx context.Context, from, to time.Time) error) error {
 	from, to = from.In(loc), to.In(loc)
-	for d := time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC); !d.After(to); {
-		end := d.AddDate(0, 1, -1)
-		if end.After(to) {
-			end = time.Date(to.Year(), to.Month(), to.Day(), 0, 0, 0, 0, time.UTC)
+	last := time.Date(to.Year(), to.Month(), to.Day(), 0, 0, 0, 0, time.UTC)
+	for d := time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC); !d.After(last); {
+		end := d.AddDate(0, 0, chunk-1)
+		if end.After(last) {
+			end = last
 		}
 		if err := rebuild(ctx, d, end); err != nil {
 			return fmt.Errorf("rebuild %s..%s: %w", d.Format(time.DateOnly), end.Format(time.DateOnly), err)
@@ -197,4 +200,40 @@ func Rebuild(ctx context.Context, from, to time.Time, loc *time.Location, rebuil
 		d = end.AddDate(0, 0, 1)
 	}
 	return nil
+}
+
+// Result is what Seed loaded and how long each step took.
+type Result struct {
+	Events  int
+	Copy    time.Duration
+	Rebuild time.Duration
+}
+
+// Seed loads about n events spread over the days before now into site (seeded by s, so
+// reproducible) and rebuilds the site's rollups of those days with rebuild.
+//
+// chunk is how many days one rebuild covers (see Rebuild).
+func Seed(ctx context.Context, pool *pgxpool.Pool, site int64, n, days, chunk int, now time.Time, s uint64,
+	rebuild func(ctx context.Context, from, to time.Time) error) (Result, error) {
+	var tz string
+	if err := pool.QueryRow(ctx, `SELECT timezone FROM sites WHERE id = $1`, site).Scan(&tz); err != nil {
+		return Result{}, fmt.Errorf("site %d: %w", site, err)
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return Result{}, fmt.Errorf("site %d timezone: %w", site, err)
+	}
+	from := now.AddDate(0, 0, -days)
+	start := time.Now()
+	loaded, err := Load(ctx, pool, NewGenerator(site, from, now, s), n)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Events: loaded, Copy: time.Since(start)}
+	start = time.Now()
+	if err := Rebuild(ctx, from, now, loc, chunk, rebuild); err != nil {
+		return res, err
+	}
+	res.Rebuild = time.Since(start)
+	return res, nil
 }

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS share_links;
+DROP TABLE IF EXISTS sessions;

@@ -1,0 +1,45 @@
+package query
+
+import (
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/haru-analytics/haru/services/query/internal/account"
+)
+
+// figure is one of the dashboard's top figures.
+type figure struct{ Key, Label string }
+
+// panel is a dashboard breakdown card; its tabs switch between dimensions.
+type panel struct {
+	Name, Title string
+	Tabs        []tab
+}
+
+type tab struct{ Dim, Label string }
+
+var dashboardFigures = []figure{
+	{"visitors", "Unique visitors"}, {"pageviews", "Pageviews"}, {"visits", "Visits"},
+	{"views_per_visit", "Views per visit"}, {"bounce_rate", "Bounce rate"}, {"visit_duration", "Visit duration"},
+}
+
+var dashboardPanels = []panel{
+	{"pages", "Pages", []tab{{"page", "Top"}, {"entry_page", "Entry"}, {"exit_page", "Exit"}}},
+	{"sources", "Sources", []tab{{"source", "Source"}, {"utm_source", "UTM source"}, {"utm_medium", "Medium"}, {"utm_campaign", "Campaign"}}},
+	{"locations", "Locations", []tab{{"country", "Countries"}, {"region", "Regions"}}},
+	{"devices", "Devices", []tab{{"browser", "Browser"}, {"os", "OS"}, {"device", "Device"}, {"screen", "Screen"}}},
+	{"events", "Events", []tab{{"event", "Events"}, {"props", "Properties"}}},
+}
+
+func (s *Service) handleDashboardPage(c *fiber.Ctx) error {
+	site := c.Locals(localSite).(account.Site)
+	return s.renderDashboard(c, site, "/app/sites/"+c.Params("site")+"/data", false)
+}
+
+// renderDashboard serves the dashboard's shell: its controls and empty cards paint at
+// once, and dashboard.js fills them from the data routes under base.
+func (s *Service) renderDashboard(c *fiber.Ctx, site account.Site, base string, share bool) error {
+	return s.render(c, "dashboard", pageData{
+		Title: site.Name, Site: site, Share: share, DataBase: base,
+		Figures: dashboardFigures, Panels: dashboardPanels,
+	})
+}

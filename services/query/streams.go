@@ -1,0 +1,51 @@
+package query
+
+import (
+	"net"
+	"sync"
+)
+
+// streams remembers the connections of open event streams by what grants them (a
+// session, a site, a share link), so that ending the grant (logging out, deleting the
+// site, revoking the link) closes them at once: the browser sees the stream end and its
+// reconnection is refused.
+type streams struct {
+	mu    sync.Mutex
+	conns map[string][]net.Conn
+}
+
+// maxStreamsPerKey bounds what a key remembers; the oldest, most likely long gone, are
+// forgotten first.
+const maxStreamsPerKey = 256
+
+func newStreams() *streams { return &streams{conns: map[string][]net.Conn{}} }
+
+// add records conn under every key.
+func (s *streams) add(conn net.Conn, keys ...string) {
+	if conn == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		list := s.conns[k]
+		if len(list) >= maxStreamsPerKey {
+			list = list[1:]
+		}
+		s.conns[k] = append(list, conn)
+	}
+}
+
+// end closes the connections recorded under key, except keep (the connection asking,
+// which may carry an ended stream's keep-alive successor).
+func (s *streams) end(key string, keep net.Conn) {
+	s.mu.Lock()
+	list := s.conns[key]
+	delete(s.conns, key)
+	s.mu.Unlock()
+	for _, c := range list {
+		if c != keep {
+			_ = c.Close()
+		}
+	}
+}

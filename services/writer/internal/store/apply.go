@@ -1,0 +1,216 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haru-analytics/haru/pkg/event"
+)
+
+// work is what apply adds to the rollups: events newly stored (or, in a rebuild, replayed)
+// that feed the daily dimensions, the hourly rollup and the visits. A write passes the
+// same events for all three; a rebuild passes each the events of its own range.
+type work struct {
+	zones               map[int64]*time.Location
+	dims, hours, visits []*event.Event
+	// lockVisitors takes the per-visitor locks; a rebuild holds its site exclusively
+	// instead.
+	lockVisitors bool
+	// pre, when set, is prepare(w) computed ahead (while the events insert ran).
+	pre *prepared
+}
+
+// prepared is the Go work of apply that needs nothing read from Postgres.
+type prepared struct {
+	days  *days
+	tally *tally
+	spans visitSpans
+	locks []int32
+}
+
+func prepare(w work) *prepared {
+	d := newDays(w)
+	p := &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits)}
+	if w.lockVisitors {
+		p.locks = lockKeys(w.dims, w.hours, w.visits)
+	}
+	return p
+}
+
+// apply updates visitor_days, rollup_dims, rollup_hourly, visits and
+// rollup_visits for w in tx: one pipelined round trip reads what the rollups depend on
+// (first sightings, stored visits, property values), Go computes every change, and one
+// pipelined round trip writes them as pre-aggregated rows.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
+	ctx, span := s.tracer.Start(ctx, "rollups")
+	defer span.End()
+	p := w.pre
+	if p == nil {
+		p = prepare(w)
+	}
+	d, v := p.days, p.spans
+	st := readState{}
+	b := &pgx.Batch{}
+	// Every statement here joins a batch's keys to big tables: index lookups per key,
+	// never a hash join over a whole table, however the table's statistics drift.
+	b.Queue(`SET LOCAL enable_hashjoin = off`)
+	b.Queue(`SET LOCAL enable_mergejoin = off`)
+	if w.lockVisitors {
+		b.Queue(s.q.lockVisitors, p.locks)
+	}
+	if len(v.keys) > 0 {
+		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
+			var err error
+			st.taken, err = scanVisits(rows)
+			return err
+		})
+	}
+	if len(d.visitorDays) > 0 {
+		b.Queue(s.q.readSeen, d.seenArgs()...).Query(func(rows pgx.Rows) error {
+			st.seen, st.stored = make([][]int64, len(d.visitorDays)), make([]bool, len(d.visitorDays))
+			var i int64
+			var seen []int64
+			_, err := pgx.ForEachRow(rows, []any{&i, &seen}, func() error {
+				st.seen[i-1], st.stored[i-1] = seen, true
+				seen = nil
+				return nil
+			})
+			return err
+		})
+	}
+	if len(d.props) > 0 {
+		b.Queue(s.q.readProps, d.propArgs()...).Query(func(rows pgx.Rows) error {
+			st.propKnown, st.propUsed = make([]bool, len(d.props)), make([]int64, len(d.props))
+			var i, used int64
+			var known bool
+			_, err := pgx.ForEachRow(rows, []any{&i, &known, &used}, func() error {
+				st.propKnown[i-1], st.propUsed[i-1] = known, used
+				return nil
+			})
+			return err
+		})
+	}
+	if err := s.run(ctx, tx, "read rollup state", b); err != nil {
+		return err
+	}
+
+	b = &pgx.Batch{}
+	dims, hours, seen := d.aggregate(p.tally, st)
+	if len(seen.update.keys) > 0 {
+		b.Queue(s.q.updateSeen, seen.update.args()...)
+	}
+	if len(seen.insert.keys) > 0 {
+		b.Queue(s.q.insertSeen, seen.insert.args()...)
+	}
+	if len(dims.site) > 0 {
+		b.Queue(s.q.writeDims, dims.args()...)
+	}
+	if len(hours.site) > 0 {
+		b.Queue(s.q.writeHourly, hours.args()...)
+	}
+	if len(v.keys) > 0 {
+		merged := mergeVisits(st.taken, w.visits, w.zones)
+		gone, changed, fresh := replaceVisits(st.taken, merged)
+		if len(gone) > 0 {
+			b.Queue(s.q.deleteVisits, visitKeyArgs(gone)...)
+		}
+		if len(changed) > 0 {
+			b.Queue(s.q.updateVisits, visitArgs(changed)...)
+		}
+		if len(fresh) > 0 {
+			b.Queue(s.q.writeVisits, visitArgs(fresh)...)
+		}
+		if delta := visitDeltas(st.taken, merged); len(delta.site) > 0 {
+			b.Queue(s.q.writeVisitRollups, delta.args()...)
+			if drop := delta.decreased(); len(drop.site) > 0 {
+				b.Queue(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
+			}
+		}
+	}
+	return s.run(ctx, tx, "write rollups", b)
+}
+
+// run sends b as one pipelined round trip.
+func (s *Store) run(ctx context.Context, tx pgx.Tx, what string, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	ctx, span := s.tracer.Start(ctx, what)
+	defer span.End()
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		span.RecordError(err)
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// readState is what apply reads before computing.
+type readState struct {
+	taken     []visit
+	seen      [][]int64 // by visitor-day
+	stored    []bool    // by visitor-day: whether visitor_days has its row
+	propKnown []bool
+	propUsed  []int64
+}
+
+// visitorLockBuckets is how many locks visitors share. One lock per visitor would take
+// a lock-table entry per visitor of a batch, and Postgres's table holds only
+// max_locks_per_transaction x max_connections entries (6,400 by default) for everyone:
+// four writers with 5,000-event batches would run it out. Sharing buckets bounds a batch
+// to this many; writers of the same buckets then take turns, which they already do at the
+// shared rollup rows.
+const visitorLockBuckets = 1024
+
+// lockKeys are the sorted lock buckets of every (site, visitor) in the events.
+func lockKeys(lists ...[]*event.Event) []int32 {
+	var used [visitorLockBuckets]bool
+	for _, l := range lists {
+		for _, e := range l {
+			h := hashTextExtended(strconv.FormatInt(e.SiteID, 10)+":"+strconv.FormatInt(e.Visitor, 10), 1751220853)
+			used[uint64(h)%visitorLockBuckets] = true
+		}
+	}
+	var keys []int32
+	for i, u := range used {
+		if u {
+			keys = append(keys, int32(i))
+		}
+	}
+	return keys
+}
+
+// zones caches loaded time zones by name.
+type zones struct {
+	mu   sync.Mutex
+	byID map[string]*time.Location
+}
+
+func newZones() *zones { return &zones{byID: map[string]*time.Location{}} }
+
+func (z *zones) load(name string) (*time.Location, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if loc, ok := z.byID[name]; ok {
+		return loc, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("time zone %q: %w", name, err)
+	}
+	z.byID[name] = loc
+	return loc, nil
+}
+
+// dayOf is t's date in loc as days since 1970-01-01.
+func dayOf(t time.Time, loc *time.Location) int32 {
+	y, m, d := t.In(loc).Date()
+	return int32(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400)
+}
+
+// dateOf is the date day names, for a date parameter.
+func dateOf(day int32) time.Time { return time.Unix(int64(day)*86400, 0).UTC() }

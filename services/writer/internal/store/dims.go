@@ -1,0 +1,469 @@
+package store
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haru-analytics/haru/pkg/event"
+)
+
+// Dimension numbers of rollup_dims, listed in migration 000002.
+const (
+	dimTotal    = 0
+	dimProperty = 16
+	// maxPropValues bounds the distinct values a property keeps per site and day; new
+	// values beyond it count as otherValue.
+	maxPropValues = 1000
+	otherValue    = "(other)"
+)
+
+type visitorDay struct {
+	site    int64
+	day     int32
+	visitor int64
+}
+
+type propKey struct {
+	site       int64
+	day        int32
+	key, value string
+}
+
+// days holds what a batch adds per visitor and day: each event's local day, the
+// visitor-days whose first sightings it may add, and the property values it carries.
+// A visitor-day's seen set names the (dim, key, value) the visitor was counted under
+// that day and, for rollup_hourly, the UTC hours it was counted in: an hour belongs to
+// the local day its start falls on, so each hour has exactly one row per visitor even
+// where a zone's offset is not whole hours.
+type days struct {
+	events      []*event.Event
+	day         []int32 // of events[i]
+	hours       []*event.Event
+	hourSeen    []hourSighting // of hours[i]
+	visitorDays []visitorDay
+	vdIndex     map[visitorDay]int
+	props       []propKey
+	propIndex   map[propKey]int
+}
+
+type hourKey struct {
+	site int64
+	hour time.Time
+}
+
+type hourSighting struct {
+	vd   int // index in visitorDays
+	hash int64
+	key  hourKey
+}
+
+func newDays(w work) *days {
+	d := &days{events: w.dims, day: make([]int32, len(w.dims)), hours: w.hours, hourSeen: make([]hourSighting, len(w.hours)),
+		vdIndex: map[visitorDay]int{}, propIndex: map[propKey]int{}}
+	for i, e := range w.dims {
+		day := dayOf(e.Time, w.zones[e.SiteID])
+		d.day[i] = day
+		d.visitorDay(visitorDay{e.SiteID, day, e.Visitor})
+		for k, v := range e.Props {
+			pk := propKey{e.SiteID, day, cut(k, 200), cut(v, 1000)}
+			if _, ok := d.propIndex[pk]; !ok {
+				d.propIndex[pk] = len(d.props)
+				d.props = append(d.props, pk)
+			}
+		}
+	}
+	hashes := map[time.Time]int64{}
+	for i, e := range w.hours {
+		hour := e.Time.UTC().Truncate(time.Hour)
+		h, ok := hashes[hour]
+		if !ok {
+			h = hourHash(hour)
+			hashes[hour] = h
+		}
+		vd := d.visitorDay(visitorDay{e.SiteID, dayOf(hour, w.zones[e.SiteID]), e.Visitor})
+		d.hourSeen[i] = hourSighting{vd: vd, hash: h, key: hourKey{e.SiteID, hour}}
+	}
+	return d
+}
+
+// visitorDay returns vd's index, adding it if new.
+func (d *days) visitorDay(vd visitorDay) int {
+	i, ok := d.vdIndex[vd]
+	if !ok {
+		i = len(d.visitorDays)
+		d.vdIndex[vd] = i
+		d.visitorDays = append(d.visitorDays, vd)
+	}
+	return i
+}
+
+// hourHash names a UTC hour in visitor_days.seen, as dim -1 with the hour's Unix time as
+// value (migration 000003 computes the same in SQL).
+func hourHash(hour time.Time) int64 { return dimHash(-1, "", strconv.FormatInt(hour.Unix(), 10)) }
+
+func (d *days) seenArgs() []any {
+	n := len(d.visitorDays)
+	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
+	for i, vd := range d.visitorDays {
+		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
+	}
+	return []any{site, day, visitor}
+}
+
+func (d *days) propArgs() []any {
+	n := len(d.props)
+	site, day, key, value := make([]int64, n), make([]time.Time, n), make([]string, n), make([]string, n)
+	for i, p := range d.props {
+		site[i], day[i], key[i], value[i] = p.site, dateOf(p.day), p.key, p.value
+	}
+	return []any{site, day, key, value}
+}
+
+// propMapping maps each property value of the batch to the value counted: itself, or
+// otherValue once its property has maxPropValues values that day. New values are
+// admitted in value order, as earlier versions did in SQL.
+func (d *days) propMapping(st readState) map[propKey]string {
+	type group struct {
+		site int64
+		day  int32
+		key  string
+	}
+	fresh := map[group][]string{}
+	used := map[group]int64{}
+	out := make(map[propKey]string, len(d.props))
+	for i, p := range d.props {
+		if st.propKnown[i] {
+			out[p] = p.value
+			continue
+		}
+		g := group{p.site, p.day, p.key}
+		fresh[g] = append(fresh[g], p.value)
+		used[g] = st.propUsed[i]
+	}
+	for g, values := range fresh {
+		slices.Sort(values)
+		room := maxPropValues - used[g]
+		for i, v := range values {
+			mapped := v
+			if int64(i) >= room {
+				mapped = otherValue
+			}
+			out[propKey{g.site, g.day, g.key, v}] = mapped
+		}
+	}
+	return out
+}
+
+type dimKey struct {
+	site       int64
+	day        int32
+	dim        int16
+	key, value string
+}
+
+type dimCount struct {
+	pageviews, events, visitors int64
+	hash                        int64
+}
+
+// dimRows are rollup_dims increments, one array per column.
+type dimRows struct {
+	site                        []int64
+	day                         []time.Time
+	dim                         []int16
+	key, value                  []string
+	pageviews, events, visitors []int64
+}
+
+func (r *dimRows) args() []any {
+	return []any{r.site, r.day, r.dim, r.key, r.value, r.pageviews, r.events, r.visitors}
+}
+
+// seenRows are visitor_days rows to store, those already stored (update) apart from
+// new ones (insert): row i's hashes are hashes[lo[i]-1:hi[i]].
+type seenRows struct {
+	update, insert seenArrays
+}
+
+type seenArrays struct {
+	keys   []visitorDay
+	hashes []int64
+	lo, hi []int32
+}
+
+func (r *seenRows) add(vd visitorDay, stored bool, old, added []int64) {
+	a := &r.insert
+	if stored {
+		a = &r.update
+	}
+	a.keys = append(a.keys, vd)
+	a.lo = append(a.lo, int32(len(a.hashes)+1))
+	a.hashes = append(append(a.hashes, old...), added...)
+	a.hi = append(a.hi, int32(len(a.hashes)))
+}
+
+func (r *seenArrays) args() []any {
+	n := len(r.keys)
+	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
+	for i, vd := range r.keys {
+		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
+	}
+	return []any{site, day, visitor, r.hashes, r.lo, r.hi}
+}
+
+type siteHash struct{ site, hash int64 }
+
+// tally is the part of the aggregation that needs nothing read from Postgres, so it can
+// run while the batch's insert or reads are in flight: counts per (site, day, dim, key,
+// value) of dims 0..15, counts per (site, hour), and each visitor-day's hashes.
+type tally struct {
+	counts    map[dimKey]*dimCount
+	hours     map[hourKey]*dimCount
+	hourOf    map[siteHash]hourKey
+	batchSeen [][]int64
+}
+
+func (d *days) tally() *tally {
+	t := &tally{counts: map[dimKey]*dimCount{}, hours: map[hourKey]*dimCount{}, hourOf: map[siteHash]hourKey{},
+		batchSeen: make([][]int64, len(d.visitorDays))}
+	// Each visitor-day's hashes get a window of one backing array, sized for about 16
+	// per event (dims 0..15) and one per hour event, so appends rarely regrow.
+	size := make([]int, len(d.visitorDays))
+	for i, e := range d.events {
+		size[d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]] += 16
+	}
+	for _, hs := range d.hourSeen {
+		size[hs.vd]++
+	}
+	room := make([]int64, 16*len(d.events)+len(d.hours))
+	at := 0
+	for i, n := range size {
+		t.batchSeen[i] = room[at : at : at+n]
+		at += n
+	}
+	var vals []dimValue
+	for i, e := range d.events {
+		vals = dimValues(vals[:0], e)
+		pv, ev := pvEv(e)
+		vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
+		for _, v := range vals {
+			t.count(dimKey{e.SiteID, d.day[i], v.dim, v.key, v.value}, pv, ev, vdi)
+		}
+	}
+	for i, e := range d.hours {
+		hs := d.hourSeen[i]
+		c := t.hours[hs.key]
+		if c == nil {
+			c = &dimCount{hash: hs.hash}
+			t.hours[hs.key] = c
+			t.hourOf[siteHash{hs.key.site, hs.hash}] = hs.key
+		}
+		pv, ev := pvEv(e)
+		c.pageviews += pv
+		c.events += ev
+		t.batchSeen[hs.vd] = append(t.batchSeen[hs.vd], hs.hash)
+	}
+	return t
+}
+
+func (t *tally) count(k dimKey, pv, ev int64, vdi int) {
+	c := t.counts[k]
+	if c == nil {
+		c = &dimCount{hash: dimHash(k.dim, k.key, k.value)}
+		t.counts[k] = c
+	}
+	c.pageviews += pv
+	c.events += ev
+	t.batchSeen[vdi] = append(t.batchSeen[vdi], c.hash)
+}
+
+// aggregate completes t with the property values (dim 16), mapped by what st read, and
+// returns the rows to write. A visitor adds one to a value's (an hour's) visitors only at
+// its first sighting that day: a hash not yet in the visitor's seen set.
+func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
+	if len(d.props) > 0 {
+		props := d.propMapping(st)
+		for i, e := range d.events {
+			if len(e.Props) == 0 {
+				continue
+			}
+			pv, ev := pvEv(e)
+			vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
+			for k, v := range e.Props {
+				pk := propKey{e.SiteID, d.day[i], cut(k, 200), cut(v, 1000)}
+				t.count(dimKey{e.SiteID, d.day[i], dimProperty, pk.key, props[pk]}, pv, ev, vdi)
+			}
+		}
+	}
+	counts, hours, hourOf, batchSeen := t.counts, t.hours, t.hourOf, t.batchSeen
+	// First sightings, counted per (site, day, hash) like the stored sets name them.
+	type dayHash struct {
+		site int64
+		day  int32
+		hash int64
+	}
+	fresh := map[dayHash]int64{}
+	var seen seenRows
+	for i, vd := range d.visitorDays {
+		hs := batchSeen[i]
+		slices.Sort(hs)
+		hs = slices.Compact(hs)
+		old := st.seen[i]
+		var added []int64
+		for _, h := range hs {
+			if contains(old, h) {
+				continue
+			}
+			added = append(added, h)
+			if hk, ok := hourOf[siteHash{vd.site, h}]; ok {
+				hours[hk].visitors++
+			} else {
+				fresh[dayHash{vd.site, vd.day, h}]++
+			}
+		}
+		if len(added) > 0 {
+			seen.add(vd, st.stored[i], old, added)
+		}
+	}
+	keys := make([]dimKey, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	// Sorted by key: one lock order for every writer keeps concurrent upserts from
+	// deadlocking.
+	slices.SortFunc(keys, func(a, b dimKey) int {
+		return cmp.Or(cmp.Compare(a.site, b.site), cmp.Compare(a.day, b.day), cmp.Compare(a.dim, b.dim),
+			strings.Compare(a.key, b.key), strings.Compare(a.value, b.value))
+	})
+	var rows dimRows
+	for _, k := range keys {
+		c := counts[k]
+		rows.site = append(rows.site, k.site)
+		rows.day = append(rows.day, dateOf(k.day))
+		rows.dim = append(rows.dim, k.dim)
+		rows.key = append(rows.key, k.key)
+		rows.value = append(rows.value, k.value)
+		rows.pageviews = append(rows.pageviews, c.pageviews)
+		rows.events = append(rows.events, c.events)
+		rows.visitors = append(rows.visitors, fresh[dayHash{k.site, k.day, c.hash}])
+	}
+	hks := make([]hourKey, 0, len(hours))
+	for k := range hours {
+		hks = append(hks, k)
+	}
+	slices.SortFunc(hks, func(a, b hourKey) int { return cmp.Or(cmp.Compare(a.site, b.site), a.hour.Compare(b.hour)) })
+	var hr hourRows
+	for _, k := range hks {
+		c := hours[k]
+		hr.site, hr.hour = append(hr.site, k.site), append(hr.hour, k.hour)
+		hr.pageviews, hr.events, hr.visitors = append(hr.pageviews, c.pageviews), append(hr.events, c.events), append(hr.visitors, c.visitors)
+	}
+	return rows, hr, seen
+}
+
+// pvEv is what an event adds to pageviews and to custom events.
+func pvEv(e *event.Event) (pv, ev int64) {
+	if e.IsPageview() {
+		pv = 1
+	}
+	if e.IsInteraction() {
+		ev = 1
+	}
+	return pv, ev
+}
+
+// hourRows are rollup_hourly increments, one array per column.
+type hourRows struct {
+	site                        []int64
+	hour                        []time.Time
+	pageviews, events, visitors []int64
+}
+
+func (r *hourRows) args() []any {
+	return []any{r.site, r.hour, r.pageviews, r.events, r.visitors}
+}
+
+// contains reports whether unsorted hs holds h; a visitor's set is small.
+func contains(hs []int64, h int64) bool { return slices.Contains(hs, h) }
+
+type dimValue struct {
+	dim        int16
+	key, value string
+}
+
+// dimValues appends the (dim, value) an event counts under but its properties. Empty UTM fields and
+// regions are left out, and 'pageview' and 'engagement' as event names: no report shows
+// them.
+func dimValues(out []dimValue, e *event.Event) []dimValue {
+	out = append(out, dimValue{dim: dimTotal})
+	add := func(dim int16, v string, skipEmpty bool) {
+		if v == "" && skipEmpty {
+			return
+		}
+		out = append(out, dimValue{dim: dim, value: cut(v, 1000)})
+	}
+	add(1, e.Path, false)
+	add(2, e.Hostname, false)
+	add(3, e.RefSource, false)
+	add(4, e.UTMSource, true)
+	add(5, e.UTMMedium, true)
+	add(6, e.UTMCampaign, true)
+	add(7, e.UTMTerm, true)
+	add(8, e.UTMContent, true)
+	add(9, e.Country, false)
+	add(10, e.Region, true)
+	add(11, e.Browser, false)
+	add(12, e.OS, false)
+	add(13, e.Device, false)
+	add(14, screenOf(e.ScreenW), false)
+	if e.IsInteraction() {
+		add(15, e.Name, false)
+	}
+	return out
+}
+
+// screenOf names the class of a screen width, as the dashboard groups them.
+func screenOf(w int) string {
+	switch {
+	case w <= 0:
+		return ""
+	case w < 576:
+		return "mobile"
+	case w < 992:
+		return "tablet"
+	case w < 1440:
+		return "laptop"
+	}
+	return "desktop"
+}
+
+// dimHash names (dim, key, value) in visitor_days.seen: hashtextextended(dim || chr(31)
+// || key || chr(31) || value, 0), as stored since migration 000002.
+func dimHash(dim int16, key, value string) int64 {
+	var b strings.Builder
+	b.Grow(8 + len(key) + len(value))
+	b.WriteString(strconv.Itoa(int(dim)))
+	b.WriteByte(31)
+	b.WriteString(key)
+	b.WriteByte(31)
+	b.WriteString(value)
+	return hashTextExtended(b.String(), 0)
+}
+
+// cut keeps the first n characters of s, as Postgres's left(s, n).
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}

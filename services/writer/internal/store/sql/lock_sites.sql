@@ -1,0 +1,4 @@
+-- A rebuild of a site's rollups holds this lock exclusively; writers share it, so they
+-- never block each other and a rebuild sees every event whose rollups it replaces.
+-- $1 is sorted, so every writer locks in one order.
+SELECT pg_advisory_xact_lock_shared(1751220853, (s % 2147483647)::int) FROM unnest($1::bigint[]) s

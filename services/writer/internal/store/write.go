@@ -1,0 +1,237 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/haru-analytics/haru/pkg/event"
+)
+
+// writeTx stores batch and its rollups in one transaction: the events go in as one
+// set-based insert, and the rollups are computed in Go from the rows that insert
+// reports as new, then written as pre-aggregated rows in one pipelined round trip.
+func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, err error) {
+	ctx, span := s.tracer.Start(ctx, "store write batch", trace.WithAttributes(attribute.Int("haru.batch.events", len(batch))))
+	defer func() { endSpan(span, err) }()
+	if err := s.ensurePartitions(ctx, batch); err != nil {
+		return Result{}, err
+	}
+	batch = distinct(batch)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		zones, err := s.lockSites(ctx, tx, batch)
+		if err != nil {
+			return err
+		}
+		known := make([]*event.Event, 0, len(batch))
+		for i := range batch {
+			if zones[batch[i].SiteID] != nil {
+				known = append(known, &batch[i])
+			}
+		}
+		// The rollups' Go work for every event goes on while Postgres inserts them; it
+		// is kept when all were new, the usual case.
+		ahead := make(chan *prepared, 1)
+		go func() {
+			ahead <- prepare(work{zones: zones, dims: known, hours: known, visits: known, lockVisitors: true})
+		}()
+		inserted, err := s.insertEvents(ctx, tx, known)
+		pre := <-ahead
+		if err != nil {
+			return err
+		}
+		res = summarize(inserted)
+		if len(inserted) == 0 {
+			return nil
+		}
+		w := work{zones: zones, dims: inserted, hours: inserted, visits: inserted, lockVisitors: true}
+		if len(inserted) == len(known) {
+			w.pre = pre
+		}
+		return s.apply(ctx, tx, w)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	span.SetAttributes(attribute.Int("haru.batch.inserted", res.Inserted))
+	return res, nil
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "write failed")
+	}
+	span.End()
+}
+
+type eventKey struct {
+	site, micros int64
+	id           uuid.UUID
+}
+
+func keyOf(e *event.Event) eventKey { return eventKey{e.SiteID, e.Time.UnixMicro(), e.ID} }
+
+// distinct drops repeats of an event within the batch (a message published twice). Times
+// are cut to the microsecond Postgres keeps, so every key computed here matches the
+// stored one.
+func distinct(batch []event.Event) []event.Event {
+	seen := make(map[eventKey]struct{}, len(batch))
+	var out []event.Event // nil while no repeat was found: batch itself is the answer
+	for i := range batch {
+		batch[i].Time = batch[i].Time.Truncate(time.Microsecond)
+		k := keyOf(&batch[i])
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			if out != nil {
+				out = append(out, batch[i])
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]event.Event, 0, len(batch)), batch[:i]...)
+		}
+	}
+	if out == nil {
+		return batch
+	}
+	return out
+}
+
+// lockSites takes the batch's sites' shared locks and returns the zones of those that
+// still exist; events of the others are dropped.
+func (s *Store) lockSites(ctx context.Context, tx pgx.Tx, batch []event.Event) (map[int64]*time.Location, error) {
+	var ids []int64
+	for i := range batch {
+		ids = append(ids, batch[i].SiteID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	b := &pgx.Batch{}
+	b.Queue(s.q.lockSites, ids)
+	b.Queue(`SELECT id, timezone FROM sites WHERE id = ANY($1)`, ids)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("lock sites: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read sites: %w", err)
+	}
+	out := map[int64]*time.Location{}
+	var id int64
+	var tz string
+	_, err = pgx.ForEachRow(rows, []any{&id, &tz}, func() error {
+		loc, err := s.zones.load(tz)
+		if err != nil {
+			return fmt.Errorf("site %d: %w", id, err)
+		}
+		out[id] = loc
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read sites: %w", err)
+	}
+	return out, br.Close()
+}
+
+// insertEvents inserts evs, skipping those stored before, and returns the new ones.
+func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, evs []*event.Event) ([]*event.Event, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	ctx, span := s.tracer.Start(ctx, "insert events")
+	defer span.End()
+	args, err := columns(evs)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, s.q.insertEvents, args...)
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	isNew := make(map[eventKey]struct{}, len(evs))
+	var k eventKey
+	var ts time.Time
+	_, err = pgx.ForEachRow(rows, []any{&k.site, &ts, &k.id}, func() error {
+		k.micros = ts.UnixMicro()
+		isNew[k] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	out := make([]*event.Event, 0, len(isNew))
+	for _, e := range evs {
+		if _, ok := isNew[keyOf(e)]; ok {
+			out = append(out, e)
+		}
+	}
+	span.SetAttributes(attribute.Int("haru.events.inserted", len(out)))
+	return out, nil
+}
+
+// columns turns evs into one array per events column, the arguments of insert_events.sql.
+func columns(evs []*event.Event) ([]any, error) {
+	n := len(evs)
+	var (
+		site, visitor, dur                              = make([]int64, n), make([]int64, n), make([]int64, n)
+		ts                                              = make([]time.Time, n)
+		ids                                             = make([]pgtype.UUID, n)
+		sw, sh                                          = make([]int32, n), make([]int32, n)
+		props                                           = make([]*string, n)
+		name, host, path, ref, src, us, um, uc, ut, uct = strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n), strs(n)
+		country, region, browser, os, device            = strs(n), strs(n), strs(n), strs(n), strs(n)
+	)
+	for i, e := range evs {
+		site[i], ts[i], ids[i], name[i], visitor[i] = e.SiteID, e.Time, pgtype.UUID{Bytes: e.ID, Valid: true}, e.Name, e.Visitor
+		host[i], path[i], ref[i], src[i] = e.Hostname, e.Path, e.Referrer, e.RefSource
+		us[i], um[i], uc[i], ut[i], uct[i] = e.UTMSource, e.UTMMedium, e.UTMCampaign, e.UTMTerm, e.UTMContent
+		country[i], region[i], browser[i], os[i], device[i] = e.Country, e.Region, e.Browser, e.OS, e.Device
+		sw[i], sh[i], dur[i] = int32(e.ScreenW), int32(e.ScreenH), e.DurationMS
+		if len(e.Props) > 0 {
+			b, err := json.Marshal(e.Props)
+			if err != nil {
+				return nil, fmt.Errorf("encode props: %w", err)
+			}
+			p := string(b)
+			props[i] = &p
+		}
+	}
+	return []any{site, ts, ids, name, visitor, host, path, ref, src, us, um, uc, ut, uct,
+		country, region, browser, os, device, sw, sh, dur, props}, nil
+}
+
+func strs(n int) []string { return make([]string, n) }
+
+func summarize(inserted []*event.Event) Result {
+	res := Result{Inserted: len(inserted)}
+	for _, e := range inserted {
+		i := slices.IndexFunc(res.Sites, func(sc SiteChange) bool { return sc.SiteID == e.SiteID })
+		if i < 0 {
+			res.Sites = append(res.Sites, SiteChange{SiteID: e.SiteID, From: e.Time, To: e.Time})
+			i = len(res.Sites) - 1
+		}
+		sc := &res.Sites[i]
+		sc.Inserted++
+		if e.Time.Before(sc.From) {
+			sc.From = e.Time
+		}
+		if e.Time.After(sc.To) {
+			sc.To = e.Time
+		}
+	}
+	slices.SortFunc(res.Sites, func(a, b SiteChange) int { return cmp.Compare(a.SiteID, b.SiteID) })
+	return res
+}
