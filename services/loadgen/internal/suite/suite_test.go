@@ -296,3 +296,27 @@ func TestRatio(t *testing.T) {
 		}
 	}
 }
+
+func TestWriterRows(t *testing.T) {
+	out := `BenchmarkWrite/spread-2    10  303232878 ns/op  75724 events_only_events/s  24858 full_events/s  0.3283 ratio  138682 raw_copy_events/s
+BenchmarkWrite/sessions-2  10  274059370 ns/op  76087 events_only_events/s  60000 full_events/s  0.79 ratio
+`
+	bs, err := ParseGoBench(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := WriterRows(bs)
+	want := []Row{
+		{Section: "2 writer", Measure: "events/s, spread traffic, 5,000-event batches with rollups and idempotency (idempotent events-only insert as baseline)",
+			Result: "24,858/s", Baseline: "75,724/s", Ratio: "0.33x", Goal: ">= 50,000/s and >= 0.5x", Verdict: Missed},
+		{Section: "2 writer", Measure: "the same, spread traffic, against raw COPY into events", Result: "24,858/s", Baseline: "138,682/s", Ratio: "0.18x"},
+		{Section: "2 writer", Measure: "events/s, sessions traffic, 5,000-event batches with rollups and idempotency (idempotent events-only insert as baseline)",
+			Result: "60,000/s", Baseline: "76,087/s", Ratio: "0.79x", Goal: ">= 50,000/s and >= 0.5x", Verdict: Met},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("rows (-want +got):\n%s", diff)
+	}
+	if rows := WriterRows(nil); len(rows) != 1 || rows[0].Verdict != Failed {
+		t.Fatalf("no results: %+v", rows)
+	}
+}
