@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 export HARU_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/haru?sslmode=disable
 export HARU_DATA_DIR ?= ./data
 
-.PHONY: all build run migrate seed test test-faults test-cluster test-cluster-long check vet lint fuzz tracker clean help bench-ingest bench-ingest-process bench-writer load
+.PHONY: all build run migrate seed test test-faults test-cluster test-cluster-long check vet lint fuzz tracker clean help bench-ingest bench-ingest-process bench-writer bench-query load
 
 LOADURL ?= http://127.0.0.1:4000/api/collect
 LOADDURATION ?= 10s
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-ingest  ingest vs a bare Fiber ceiling, in-process (LOADDURATION=10s)"
 	@echo "make bench-ingest-process  ingest as its own process vs its own nats-server: rate, p99, CPU per beacon, peak RSS"
 	@echo "make bench-writer  writer batches with rollups vs events-only insert vs raw COPY"
+	@echo "make bench-query   dashboard queries from rollups vs raw events (seeds 1M events; see README)"
 	@echo "make load TOKENS=token[=domain],...  realistic beacons against a local haru"
 
 build:
@@ -98,6 +99,11 @@ bench-ingest-process:
 # The writer's full batch write beside an idempotent events-only insert and a raw COPY.
 bench-writer:
 	$(GO) test -run '^$$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
+
+# The whole dashboard (every panel) from rollups beside the same figures from raw events,
+# 24h / 30d / 12mo, unfiltered and with one filter, on a seeded private database.
+bench-query:
+	$(GO) test -run '^$$' -bench BenchmarkDashboard -benchtime 20x -v ./services/query/internal/stats/
 
 # Load a running haru on this machine (start it with HARU_TRUSTED_PROXIES=127.0.0.1/32
 # HARU_RATE_LIMIT=0).

@@ -39,8 +39,11 @@ import (
 type Config struct {
 	NATS        natsutil.Config
 	DatabaseURL string
-	HTTPAddr    string
-	OpsAddr     string
+	// DatabaseReadURL, when set, is a streaming replica the stats reads go to; accounts,
+	// sites and the registry mirror stay on DatabaseURL, the primary.
+	DatabaseReadURL string
+	HTTPAddr        string
+	OpsAddr         string
 	// MirrorInterval is how often the site registry is fully reconciled with Postgres,
 	// besides the change notifications.
 	MirrorInterval time.Duration
@@ -74,21 +77,22 @@ const defaultAPIRateLimit = 600
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		NATS:           natsutil.ConfigFromEnv(env),
-		DatabaseURL:    env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
-		HTTPAddr:       env.String("HARU_HTTP_ADDR", ":4030"),
-		OpsAddr:        env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
-		MirrorInterval: env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
-		Heartbeat:      env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
-		LiveRefresh:    env.Duration("HARU_LIVE_REFRESH", time.Minute),
-		APIRateLimit:   env.Int("HARU_API_RATE_LIMIT", defaultAPIRateLimit),
-		DBMaxConns:     env.Int("HARU_DB_MAX_CONNS", 8),
-		Migrate:        env.Bool("HARU_MIGRATE", true),
-		LogLevel:       env.String("HARU_LOG_LEVEL", "info"),
-		PublicURL:      strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
-		IngestURL:      strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
-		TrustedProxies: env.List("HARU_TRUSTED_PROXIES", nil),
-		ClientIPHeader: env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
+		NATS:            natsutil.ConfigFromEnv(env),
+		DatabaseURL:     env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
+		DatabaseReadURL: env.String("HARU_DATABASE_READ_URL", ""),
+		HTTPAddr:        env.String("HARU_HTTP_ADDR", ":4030"),
+		OpsAddr:         env.String("HARU_OPS_ADDR", "127.0.0.1:4031"),
+		MirrorInterval:  env.Duration("HARU_MIRROR_INTERVAL", 30*time.Second),
+		Heartbeat:       env.Duration("HARU_SSE_HEARTBEAT", 15*time.Second),
+		LiveRefresh:     env.Duration("HARU_LIVE_REFRESH", time.Minute),
+		APIRateLimit:    env.Int("HARU_API_RATE_LIMIT", defaultAPIRateLimit),
+		DBMaxConns:      env.Int("HARU_DB_MAX_CONNS", 8),
+		Migrate:         env.Bool("HARU_MIGRATE", true),
+		LogLevel:        env.String("HARU_LOG_LEVEL", "info"),
+		PublicURL:       strings.TrimSuffix(env.String("HARU_PUBLIC_URL", ""), "/"),
+		IngestURL:       strings.TrimSuffix(env.String("HARU_INGEST_URL", ""), "/"),
+		TrustedProxies:  env.List("HARU_TRUSTED_PROXIES", nil),
+		ClientIPHeader:  env.String("HARU_CLIENT_IP_HEADER", fiber.HeaderXForwardedFor),
 	}
 	return cfg, env.Err()
 }
@@ -136,6 +140,8 @@ type Deps struct {
 	Clock   clock.Clock
 	NATS    *nats.Conn
 	Pool    *pgxpool.Pool
+	// ReadPool is optional: where stats are read from (a replica); nil reads from Pool.
+	ReadPool *pgxpool.Pool
 	// Tracing is optional; nil traces nothing.
 	Tracing *telemetry.Tracing
 }
@@ -174,7 +180,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := stats.New(deps.Pool)
+	reads := deps.Pool
+	if deps.ReadPool != nil {
+		reads = deps.ReadPool
+		deps.Health.Add("query_postgres_read", func(ctx context.Context) error { return reads.Ping(ctx) })
+	}
+	st, err := stats.New(reads)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +308,12 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 		if _, err := pgutil.Migrate(ctx, pool); err != nil {
 			return err
 		}
+	}
+	if cfg.DatabaseReadURL != "" {
+		if deps.ReadPool, err = pgutil.Open(ctx, cfg.DatabaseReadURL, int32(cfg.DBMaxConns), "haru-query-read"); err != nil {
+			return err
+		}
+		defer deps.ReadPool.Close()
 	}
 	nc, err := natsutil.Connect(cfg.NATS.URL, "haru-query", deps.Log)
 	if err != nil {
