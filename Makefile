@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 export HARU_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/haru?sslmode=disable
 export HARU_DATA_DIR ?= ./data
 
-.PHONY: all build run migrate seed test test-faults test-cluster test-cluster-long check vet lint fuzz tracker clean help bench-ingest bench-ingest-process bench-writer bench-query load
+.PHONY: all build run migrate seed test test-faults test-cluster test-cluster-long check vet lint fuzz tracker clean help bench bench-ingest bench-ingest-process bench-writer bench-query load
 
 LOADURL ?= http://127.0.0.1:4000/api/collect
 LOADDURATION ?= 10s
@@ -24,6 +24,7 @@ help:
 	@echo "make test-cluster  3 NATS nodes, 2 ingest, 2 writers, query as processes, with faults; and the single binary SIGTERMed under load"
 	@echo "make migrate  create the database if missing and apply migrations"
 	@echo "make tracker  rebuild tracker/dist from tracker/src"
+	@echo "make bench    the benchmark suite in one table (BENCH=quick|full), written to bench/results-BENCH.md"
 	@echo "make bench-ingest  ingest vs a bare Fiber ceiling, in-process (LOADDURATION=10s)"
 	@echo "make bench-ingest-process  ingest as its own process vs its own nats-server: rate, p99, CPU per beacon, peak RSS"
 	@echo "make bench-writer  writer batches with rollups vs events-only insert vs raw COPY"
@@ -91,6 +92,14 @@ tracker:
 # parsing the same body (the ceiling), then a steady 5,000/s run.
 bench-ingest:
 	$(GO) run ./services/loadgen -bench ingest -duration $(LOADDURATION) -conns 50 -steady-rate 5000
+
+# The whole benchmark suite, one table (printed, and written to bench/results-$(BENCH).md):
+# ingest vs bare Fiber, writer vs events-only and raw COPY, the pipeline's highest flat
+# rate, freshness, dashboard from rollups vs raw events, SSE fan-out, peak RSS.
+# BENCH=quick takes a few minutes; BENCH=full (1 M and 10 M events) up to an hour.
+BENCH ?= quick
+bench:
+	$(GO) run ./services/loadgen -bench suite -mode $(BENCH) -out bench/results-$(BENCH).md
 
 # Ingest as its own process against its own nats-server.
 bench-ingest-process:
