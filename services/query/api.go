@@ -2,7 +2,6 @@ package query
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -70,14 +69,7 @@ func (s *Service) handleSites(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"sites": sites})
 }
 
-func writeEvent(w *bufio.Writer, name string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return writeFrame(w, name, data)
-}
-
+// writeFrame writes one Server-Sent Event and flushes it to the client.
 func writeFrame(w *bufio.Writer, name string, data []byte) error {
 	if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data); err != nil {
 		return err

@@ -264,7 +264,11 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	first, err := s.dashboard(c.UserContext(), v)
+	d, err := s.dashboard(c.UserContext(), v)
+	if err != nil {
+		return err
+	}
+	first, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
@@ -278,9 +282,11 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 		heartbeat := time.NewTicker(s.cfg.Heartbeat)
 		defer heartbeat.Stop()
 		fmt.Fprint(w, "retry: 2000\n\n")
-		if writeEvent(w, "stats", first) != nil {
+		if writeFrame(w, "stats", first) != nil {
 			return
 		}
+		first = nil // a stream lives for hours: keep nothing of its first frame
+
 		for {
 			select {
 			case <-s.hub.Closing():
