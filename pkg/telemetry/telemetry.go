@@ -94,6 +94,8 @@ type Base struct {
 	Log      *slog.Logger
 	Registry *prometheus.Registry
 	Health   *Health
+	// Tracing is nil from NewBase and set by NewServiceBase.
+	Tracing *Tracing
 }
 
 // NewBase returns a JSON logger on w at level, a registry with the runtime collectors and
@@ -104,6 +106,29 @@ func NewBase(w io.Writer, level string) (Base, error) {
 		return Base{}, err
 	}
 	return Base{Log: log, Registry: NewRegistry(), Health: NewHealth()}, nil
+}
+
+// NewServiceBase is NewBase plus the tracing of service from the OTEL_* variables in
+// getenv (a no-op without them): what each binary's Main starts with. Close flushes it.
+func NewServiceBase(ctx context.Context, w io.Writer, level string, getenv func(string) string, service string) (Base, error) {
+	base, err := NewBase(w, level)
+	if err != nil {
+		return Base{}, err
+	}
+	if base.Tracing, err = NewTracing(ctx, getenv, service); err != nil {
+		return Base{}, err
+	}
+	return base, nil
+}
+
+// Close flushes pending spans, waiting at most 5 seconds even when ctx has ended.
+func (b Base) Close(ctx context.Context) {
+	if b.Tracing == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = b.Tracing.Shutdown(sctx)
 }
 
 // GathererOf returns reg as a Gatherer for /metrics when it is one (a *prometheus.Registry

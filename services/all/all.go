@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
@@ -53,22 +52,14 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if err != nil {
 			return err
 		}
-		base, err := telemetry.NewBase(stdout, cfg.Query.LogLevel)
-		if err != nil {
-			return err
-		}
 		// Tracing follows the standard OTEL_* variables and is a no-op without them; it
 		// is flushed last, after every service has stopped.
-		tracing, err := telemetry.NewTracing(ctx, getenv, "all")
+		base, err := telemetry.NewServiceBase(ctx, stdout, cfg.Query.LogLevel, getenv, "all")
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = tracing.Shutdown(sctx)
-		}()
-		return Run(ctx, cfg, base, tracing, stdout)
+		defer base.Close(ctx)
+		return Run(ctx, cfg, base, stdout)
 	case "ingest":
 		return ingest.Main(ctx, getenv, stdout)
 	case "writer":
@@ -136,7 +127,7 @@ type printable struct {
 }
 
 // Run is the composition root of the single binary.
-func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetry.Tracing, stdout io.Writer) error {
+func Run(ctx context.Context, cfg Config, base telemetry.Base, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -168,15 +159,15 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, tracing *telemetr
 	defer stopNATS()
 
 	clk := clock.System{}
-	ing, err := ingest.New(ctx, cfg.Ingest, ingest.Deps{Log: log.With("service", "ingest"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Tracing: tracing})
+	ing, err := ingest.New(ctx, cfg.Ingest, ingest.Deps{Log: log.With("service", "ingest"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Tracing: base.Tracing})
 	if err != nil {
 		return err
 	}
-	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
+	wr, err := writer.New(ctx, cfg.Writer, writer.Deps{Log: log.With("service", "writer"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: base.Tracing})
 	if err != nil {
 		return err
 	}
-	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: tracing})
+	qry, err := query.New(ctx, cfg.Query, query.Deps{Log: log.With("service", "query"), Metrics: base.Registry, Health: base.Health, Clock: clk, NATS: nc, Pool: pool, Tracing: base.Tracing})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -67,6 +68,40 @@ func (s *Service) handleSites(c *fiber.Ctx) error {
 		sites = []account.Site{}
 	}
 	return c.JSON(fiber.Map{"sites": sites})
+}
+
+// streamEvents answers c with a Server-Sent Events stream: start writes the first frames,
+// then send writes each value received from next, with a heartbeat comment every
+// Heartbeat, until a write fails (the viewer left), the service closes its streams, or
+// send or start fail. done runs when the stream ends. The stream outlives the handler, so
+// the functions must not use c.
+func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(*bufio.Writer) error, send func(*bufio.Writer, T) error, done func()) {
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no")
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer done()
+		heartbeat := time.NewTicker(s.cfg.Heartbeat)
+		defer heartbeat.Stop()
+		fmt.Fprint(w, "retry: 2000\n\n")
+		if start(w) != nil {
+			return
+		}
+		for {
+			select {
+			case <-s.hub.Closing():
+				return
+			case <-heartbeat.C:
+				if _, err := w.WriteString(": ping\n\n"); err != nil || w.Flush() != nil {
+					return
+				}
+			case v := <-next:
+				if send(w, v) != nil {
+					return
+				}
+			}
+		}
+	})
 }
 
 // writeFrame writes one Server-Sent Event and flushes it to the client.

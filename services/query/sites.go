@@ -193,50 +193,28 @@ func (s *Service) handleSiteStatus(c *fiber.Ctx) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to site updates: %w", err)
 	}
-	setEventStream(c)
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer sub.Unsubscribe() //nolint:errcheck
-		heartbeat := time.NewTicker(s.cfg.Heartbeat)
-		defer heartbeat.Stop()
-		fmt.Fprint(w, "retry: 2000\n\n")
-		last := ""
-		check := func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			has, err := s.accounts.HasEvents(ctx, siteID)
-			if err != nil {
-				return err
-			}
-			state := map[bool]string{false: "waiting", true: "receiving"}[has]
-			if state == last {
+	last := ""
+	check := func(w *bufio.Writer) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		has, err := s.accounts.HasEvents(ctx, siteID)
+		if err != nil {
+			return err
+		}
+		state := map[bool]string{false: "waiting", true: "receiving"}[has]
+		if state == last {
+			return nil
+		}
+		last = state
+		return writeFrame(w, "status", []byte(`"`+state+`"`))
+	}
+	streamEvents(s, c, updates, check,
+		func(w *bufio.Writer, _ *nats.Msg) error {
+			if last == "receiving" {
 				return nil
 			}
-			last = state
-			return writeFrame(w, "status", []byte(`"`+state+`"`))
-		}
-		if check() != nil {
-			return
-		}
-		for {
-			select {
-			case <-s.hub.Closing():
-				return
-			case <-heartbeat.C:
-				if _, err := w.WriteString(": ping\n\n"); err != nil || w.Flush() != nil {
-					return
-				}
-			case <-updates:
-				if last != "receiving" && check() != nil {
-					return
-				}
-			}
-		}
-	})
+			return check(w)
+		},
+		func() { _ = sub.Unsubscribe() })
 	return nil
-}
-
-func setEventStream(c *fiber.Ctx) {
-	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Set("X-Accel-Buffering", "no")
 }

@@ -273,35 +273,14 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 		return err
 	}
 	sub := s.hub.Add(v.site.ID, v.query.Canonical())
-	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Set("X-Accel-Buffering", "no")
-	// The stream outlives the handler: past this point it uses only the copies above.
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer sub.Remove()
-		heartbeat := time.NewTicker(s.cfg.Heartbeat)
-		defer heartbeat.Stop()
-		fmt.Fprint(w, "retry: 2000\n\n")
-		if writeFrame(w, "stats", first) != nil {
-			return
-		}
-		first = nil // a stream lives for hours: keep nothing of its first frame
-
-		for {
-			select {
-			case <-s.hub.Closing():
-				return
-			case <-heartbeat.C:
-				if _, err := w.WriteString(": ping\n\n"); err != nil || w.Flush() != nil {
-					return
-				}
-			case payload := <-sub.C:
-				if writeFrame(w, "stats", payload) != nil {
-					return
-				}
-			}
-		}
-	})
+	streamEvents(s, c, sub.C,
+		func(w *bufio.Writer) error {
+			err := writeFrame(w, "stats", first)
+			first = nil // a stream lives for hours: keep nothing of its first frame
+			return err
+		},
+		func(w *bufio.Writer, payload []byte) error { return writeFrame(w, "stats", payload) },
+		sub.Remove)
 	return nil
 }
 

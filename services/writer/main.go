@@ -15,14 +15,10 @@ func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
-	base, err := telemetry.NewBase(stdout, cfg.LogLevel)
+	base, err := telemetry.NewServiceBase(ctx, stdout, cfg.LogLevel, getenv, "writer")
 	if err != nil {
 		return err
 	}
-	tracing, err := telemetry.NewTracing(ctx, getenv, "writer")
-	if err != nil {
-		return err
-	}
-	defer tracing.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
-	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: tracing}, stdout)
+	defer base.Close(ctx)
+	return Run(ctx, cfg, Deps{Log: base.Log, Metrics: base.Registry, Health: base.Health, Clock: clock.System{}, Tracing: base.Tracing}, stdout)
 }
