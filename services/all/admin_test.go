@@ -81,3 +81,13 @@ func TestAdminCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestStrayArgumentRefused: `haru migrate` (admin forgotten) names the mistake instead of
+// starting the whole system.
+func TestStrayArgumentRefused(t *testing.T) {
+	var out strings.Builder
+	err := Main(context.Background(), []string{"migrate"}, mapEnv(map[string]string{}), &out)
+	if err == nil || !strings.Contains(err.Error(), "haru admin migrate") {
+		t.Fatalf("haru migrate: %v, want an error naming haru admin migrate", err)
+	}
+}

@@ -46,6 +46,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command %q: want haru [-target=all|ingest|writer|query] or haru admin <command> (did you mean haru admin %s?)", fs.Arg(0), fs.Arg(0))
+	}
 	switch *target {
 	case "all":
 		cfg, err := ConfigFromEnv(getenv)
