@@ -160,3 +160,15 @@ func TestSiteKey(t *testing.T) {
 		t.Fatal("non-token key accepted")
 	}
 }
+
+func TestCut(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{{"abc", 5, "abc"}, {"abcdef", 3, "abc"}, {"héllo", 2, "hé"}, {"日本語", 2, "日本"}, {"日本語", 3, "日本語"}, {"", 1, ""}} {
+		if got := Cut(c.in, c.n); got != c.want {
+			t.Errorf("Cut(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

@@ -143,8 +143,11 @@ func mergeRows(a, b []row, visit bool) []row {
 	return out
 }
 
-// pageOf is one page of ranked rows.
+// pageOf is one page of ranked rows; limit 0 keeps every row from offset.
 func pageOf(rs []row, limit, offset int) []row {
+	if limit == 0 {
+		limit = len(rs)
+	}
 	if offset >= len(rs) {
 		return []row{}
 	}

@@ -3,7 +3,6 @@ package stats
 import (
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // Every section query answers rows of one shape: (section, label, pageviews, events,
@@ -122,119 +121,6 @@ func rollupPanel(site int64, fromDay, toDay string, d dimension, limit, offset i
 	return statement{`SELECT ` + name + `::text, value, sum(pageviews)::int8, sum(events)::int8, sum(visitors)::int8, 0::int8, 0::int8, 0::int8
 		FROM rollup_dims WHERE ` + w + fmt.Sprintf(" AND dim = %d AND key = %s", d.rollup, a.add(d.prop)) +
 		` GROUP BY 2 ` + orderEvents("value") + limitClause(limit, offset), a}
-}
-
-// rawStatement answers pl from raw events (and the visits they form) in one statement:
-// the filtered events are read once, then every section aggregates them. Visitors add
-// each local day's uniques, as the rollups do; hourly series count each hour's.
-func rawStatement(site int64, p Period, filters []Filter, pl plan) statement {
-	a := args{}
-	s, f, t, tz := a.add(site), a.add(p.From), a.add(p.To), a.add(p.Timezone)
-	fd, td := a.add(p.fromDay()), a.add(p.toDay())
-	var evConds, visitConds []string
-	for _, fl := range filters {
-		cond := filterSQL(&a, fl)
-		if fl.dim.visit {
-			visitConds = append(visitConds, cond)
-		} else {
-			evConds = append(evConds, cond)
-		}
-	}
-	var sb strings.Builder
-	sb.WriteString(`WITH ev AS MATERIALIZED (
-	SELECT e.ts, e.name, e.visitor_id, e.hostname, e.path, e.ref_source, e.utm_source, e.utm_medium,
-	       e.utm_campaign, e.utm_term, e.utm_content, e.country, e.region, e.browser, e.os, e.device,
-	       e.screen_w, e.props, (e.ts AT TIME ZONE ` + tz + `)::date AS day, (e.name = 'pageview')::int AS pv,
-	       (e.name NOT IN ('pageview', 'engagement'))::int AS ce
-	FROM events e
-	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t)
-	for _, c := range evConds {
-		sb.WriteString("\n\t  AND " + c)
-	}
-	if len(visitConds) > 0 {
-		sb.WriteString(`
-	  AND EXISTS (SELECT 1 FROM visits v WHERE v.site_id = e.site_id AND v.visitor_id = e.visitor_id
-	              AND v.started_at <= e.ts AND v.ended_at >= e.ts AND ` + strings.Join(visitConds, " AND ") + `)`)
-	}
-	sb.WriteString(`
-), vs AS MATERIALIZED (
-	SELECT v.* FROM visits v
-	WHERE v.site_id = ` + s + ` AND v.day >= ` + fd + ` AND v.day <= ` + td + `
-	  AND v.started_at >= ` + f + ` AND v.started_at < ` + t)
-	for _, c := range visitConds {
-		sb.WriteString("\n\t  AND " + c)
-	}
-	if len(evConds) > 0 {
-		sb.WriteString(`
-	  AND EXISTS (SELECT 1 FROM ev e WHERE e.visitor_id = v.visitor_id AND e.ts >= v.started_at AND e.ts <= v.ended_at)`)
-	}
-	// evd folds the events of one visitor and day that no section tells apart (a pageview
-	// and its engagement), so every section below aggregates fewer rows.
-	hour, keys := "", 18
-	if p.Interval == Hour {
-		hour, keys = "date_trunc('hour', e.ts, 'UTC') AS ts, ", 19
-	}
-	groupBy := make([]string, keys)
-	for i := range groupBy {
-		groupBy[i] = strconv.Itoa(i + 1)
-	}
-	sb.WriteString(`
-), evd AS MATERIALIZED (
-	SELECT e.day, e.visitor_id, ` + hour + `e.hostname, e.path, e.ref_source, e.utm_source, e.utm_medium,
-	       e.utm_campaign, e.utm_term, e.utm_content, e.country, e.region, e.browser, e.os, e.device, e.screen_w,
-	       CASE WHEN e.name IN ('pageview', 'engagement') THEN 'pageview' ELSE e.name END AS name, e.props,
-	       sum(e.pv) AS pv, sum(e.ce) AS ce
-	FROM ev e
-	GROUP BY ` + strings.Join(groupBy, ", ") + `
-)
-`)
-
-	var parts []string
-	if pl.summary {
-		parts = append(parts, `SELECT 'sum', '', coalesce(sum(pv), 0)::int8, coalesce(sum(ce), 0)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2) x`,
-			`SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs`)
-	}
-	if pl.series {
-		if p.Interval == Hour {
-			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+hourBucket("e.ts")+` AS b, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2) x GROUP BY b`,
-				`SELECT 'vser', `+hourBucket("started_at")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
-		} else {
-			parts = append(parts, `SELECT 'ser', b, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+dayBucket(p.Interval, "e.day")+` AS b, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e GROUP BY 1, 2, 3) x GROUP BY b`,
-				`SELECT 'vser', `+dayBucket(p.Interval, "day")+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
-		}
-	}
-	for _, d := range pl.dims {
-		name := a.add(d.name)
-		switch {
-		case d.visit:
-			parts = append(parts, `(SELECT `+name+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
-	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2 `+orderVisits(d.expr)+limitClause(pl.limit, pl.offset)+`)`)
-		case d.props || d.prop != "":
-			label, cond := "k", ""
-			if d.prop != "" {
-				label, cond = "val", " AND left(p.key, 200) = "+a.add(d.prop)
-			}
-			parts = append(parts, `(SELECT `+name+`::text, `+label+`, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT left(p.key, 200) AS k, left(p.value, 1000) AS val, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce
-	      FROM evd e CROSS JOIN LATERAL jsonb_each_text(e.props) p
-	      WHERE e.props IS NOT NULL AND jsonb_typeof(e.props) = 'object'`+cond+`
-	      GROUP BY 1, 2, 3, 4) x
-	GROUP BY 2 `+orderEvents(label)+limitClause(pl.limit, pl.offset)+`)`)
-		default:
-			keep := ""
-			if d.keep != "" {
-				keep = " WHERE " + d.keep
-			}
-			parts = append(parts, `(SELECT `+name+`::text, value, sum(pv)::int8, sum(ce)::int8, count(*)::int8, 0::int8, 0::int8, 0::int8
-	FROM (SELECT `+d.expr+` AS value, e.day, e.visitor_id, sum(e.pv) AS pv, sum(e.ce) AS ce FROM evd e`+keep+` GROUP BY 1, 2, 3) x
-	GROUP BY 2 `+orderEvents("value")+limitClause(pl.limit, pl.offset)+`)`)
-		}
-	}
-	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))
-	return statement{sb.String(), a}
 }
 
 // filterSQL is the condition of one filter over events e (or visits v for entry and

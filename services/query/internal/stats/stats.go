@@ -116,17 +116,24 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	hourly := p.Interval == Hour && pl.series
 	raw := qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour)))
 	var stmts []statement
-	if raw {
-		stmts = []statement{rawStatement(site, p, qu.Filters, pl)}
-	} else {
+	switch {
+	case raw && needsVisits(pl):
+		stmts = []statement{visitStatement(site, p, qu.Filters, pl)}
+	case !raw:
 		// Panels go through the cache of past days, below.
 		stmts = rollupStatements(site, p, plan{summary: pl.summary, series: pl.series})
 	}
 	res := result{series: map[string]totals{}, dims: map[string][]row{}}
-	rows := make([][]sectionRow, len(stmts))
+	rows := make([][]sectionRow, len(stmts)+1)
 	panels := make([][]row, len(pl.dims))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(q.parallel)
+	if raw {
+		g.Go(func() (err error) {
+			rows[len(stmts)], err = q.rawEvents(gctx, eventStream(site, p, qu.Filters, pl), p, pl)
+			return err
+		})
+	}
 	for i, st := range stmts {
 		g.Go(func() (err error) {
 			rows[i], err = q.query(gctx, st, raw)
@@ -145,28 +152,34 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 		return result{}, err
 	}
 	for _, rs := range rows {
-		for _, s := range rs {
-			switch s.section {
-			case "sum", "vsum":
-				res.sum.add(s.t)
-			case "ser", "vser":
-				t := res.series[s.label]
-				t.add(s.t)
-				res.series[s.label] = t
-			default:
-				res.dims[s.section] = append(res.dims[s.section], row{s.label, s.t})
-			}
-		}
+		res.merge(rs)
 	}
 	for name, rs := range res.dims {
 		sortRows(rs, dimensionOf(pl.dims, name).visit)
 	}
 	for i, d := range pl.dims {
-		if !raw {
+		if raw {
+			res.dims[d.name] = pageOf(res.dims[d.name], pl.limit, pl.offset)
+		} else {
 			res.dims[d.name] = pageOf(panels[i], pl.limit, pl.offset)
 		}
 	}
 	return res, nil
+}
+
+// span starts the span of statement st reading source; end closes it with the
+// statement's outcome.
+func (q *Querier) span(ctx context.Context, st statement, source string) (context.Context, func(error)) {
+	ctx, span := q.tracer.Start(ctx, "stats SELECT", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", "postgresql"),
+			attribute.String("db.query.text", st.sql), attribute.String("haru.stats.source", source)))
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "query failed")
+		}
+		span.End()
+	}
 }
 
 // query runs one statement under a span of its own.
@@ -175,16 +188,8 @@ func (q *Querier) query(ctx context.Context, st statement, raw bool) (_ []sectio
 	if raw {
 		source = "raw_events"
 	}
-	ctx, span := q.tracer.Start(ctx, "stats SELECT", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("db.system.name", "postgresql"),
-			attribute.String("db.query.text", st.sql), attribute.String("haru.stats.source", source)))
-	defer func() {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "query failed")
-		}
-		span.End()
-	}()
+	ctx, end := q.span(ctx, st, source)
+	defer func() { end(err) }()
 	r, err := q.pool.Query(ctx, st.sql, st.args...)
 	if err != nil {
 		return nil, fmt.Errorf("stats query: %w", err)
@@ -198,6 +203,22 @@ func (q *Querier) query(ctx context.Context, st statement, raw bool) (_ []sectio
 		return nil, fmt.Errorf("stats query: %w", err)
 	}
 	return out, nil
+}
+
+// merge adds section rows to r.
+func (r *result) merge(rs []sectionRow) {
+	for _, s := range rs {
+		switch s.section {
+		case "sum", "vsum":
+			r.sum.add(s.t)
+		case "ser", "vser":
+			t := r.series[s.label]
+			t.add(s.t)
+			r.series[s.label] = t
+		default:
+			r.dims[s.section] = append(r.dims[s.section], row{s.label, s.t})
+		}
+	}
 }
 
 type sectionRow struct {

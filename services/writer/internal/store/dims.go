@@ -68,7 +68,7 @@ func newDays(w work) *days {
 		d.day[i] = day
 		d.visitorDay(visitorDay{e.SiteID, day, e.Visitor})
 		for k, v := range e.Props {
-			pk := propKey{e.SiteID, day, cut(k, 200), cut(v, 1000)}
+			pk := propKey{e.SiteID, day, event.Cut(k, event.RollupKeyChars), event.Cut(v, event.RollupValueChars)}
 			if _, ok := d.propIndex[pk]; !ok {
 				d.propIndex[pk] = len(d.props)
 				d.props = append(d.props, pk)
@@ -293,7 +293,7 @@ func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
 			pv, ev := pvEv(e)
 			vdi := d.vdIndex[visitorDay{e.SiteID, d.day[i], e.Visitor}]
 			for k, v := range e.Props {
-				pk := propKey{e.SiteID, d.day[i], cut(k, 200), cut(v, 1000)}
+				pk := propKey{e.SiteID, d.day[i], event.Cut(k, event.RollupKeyChars), event.Cut(v, event.RollupValueChars)}
 				t.count(dimKey{e.SiteID, d.day[i], dimProperty, pk.key, props[pk]}, pv, ev, vdi)
 			}
 		}
@@ -403,7 +403,7 @@ func dimValues(out []dimValue, e *event.Event) []dimValue {
 		if v == "" && skipEmpty {
 			return
 		}
-		out = append(out, dimValue{dim: dim, value: cut(v, 1000)})
+		out = append(out, dimValue{dim: dim, value: event.Cut(v, event.RollupValueChars)})
 	}
 	add(1, e.Path, false)
 	add(2, e.Hostname, false)
@@ -451,19 +451,4 @@ func dimHash(dim int16, key, value string) int64 {
 	b.WriteByte(31)
 	b.WriteString(value)
 	return hashTextExtended(b.String(), 0)
-}
-
-// cut keeps the first n characters of s, as Postgres's left(s, n).
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	i := 0
-	for j := range s {
-		if i == n {
-			return s[:j]
-		}
-		i++
-	}
-	return s
 }

@@ -97,7 +97,7 @@ func mergeVisits(taken []visit, evs []*event.Event, zones map[int64]*time.Locati
 		p := visit{site: e.SiteID, visitor: e.Visitor, start: e.Time, end: e.Time, engagement: e.DurationMS}
 		if e.IsPageview() {
 			p.pageviews = 1
-			page := cut(e.Path, 1000)
+			page := event.Cut(e.Path, event.RollupValueChars)
 			at := e.Time
 			p.entry, p.entryAt, p.exit, p.exitAt = &page, &at, &page, &at
 		}

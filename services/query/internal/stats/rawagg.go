@@ -1,0 +1,557 @@
+package stats
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/haru-analytics/haru/pkg/event"
+)
+
+// A view that the rollups cannot answer (a filter, a range that does not fall on local
+// days) reads raw events in two statements run side by side:
+//
+//   - visitStatement aggregates the period's visits in Postgres (few rows per visitor);
+//   - eventStream streams the period's filtered events ordered by visitor, and
+//     foldEvents aggregates them here, one visitor at a time: each visitor's distinct
+//     (value, day) pairs are found among its own few events, so no statement groups the
+//     whole period by visitor once per panel.
+//
+// Visitors add each local day's uniques, as the rollups do; hourly series count each
+// hour's. The figures are those of the single statement in rawref_test.go, which the
+// tests keep as the reference.
+
+// Event kinds in the stream.
+const (
+	kindEngagement = 0
+	kindPageview   = 1
+	kindCustom     = 2
+)
+
+// epochDay is the day 0 of the stream's day numbers.
+var epochDay = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// filterConds are the conditions of filters over events e and over visits v.
+func filterConds(a *args, filters []Filter) (ev, visit []string) {
+	for _, fl := range filters {
+		cond := filterSQL(a, fl)
+		if fl.dim.visit {
+			visit = append(visit, cond)
+		} else {
+			ev = append(ev, cond)
+		}
+	}
+	return ev, visit
+}
+
+// visitsOfEvent is the condition that events row e falls in a visit matching conds.
+func visitsOfEvent(conds []string) string {
+	return `EXISTS (SELECT 1 FROM visits v WHERE v.site_id = e.site_id AND v.visitor_id = e.visitor_id
+	              AND v.started_at <= e.ts AND v.ended_at >= e.ts AND ` + strings.Join(conds, " AND ") + `)`
+}
+
+// eventDims are the dimensions of pl read from events rather than visits.
+func eventDims(pl plan) []dimension {
+	var out []dimension
+	for _, d := range pl.dims {
+		if !d.visit {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// needsVisits tells whether pl has a section aggregated from visits.
+func needsVisits(pl plan) bool {
+	if pl.summary || pl.series {
+		return true
+	}
+	for _, d := range pl.dims {
+		if d.visit {
+			return true
+		}
+	}
+	return false
+}
+
+// eventStream is the statement streaming the events of p that pass filters, ordered by
+// visitor: visitor, local day number, kind, UTC hour, then per event dimension of pl its
+// value as the rollups cut it (NULL where they would not count the event), then the
+// props object when a property panel is asked for.
+func eventStream(site int64, p Period, filters []Filter, pl plan) statement {
+	a := args{}
+	s, f, t, tz := a.add(site), a.add(p.From), a.add(p.To), a.add(p.Timezone)
+	evConds, visitConds := filterConds(&a, filters)
+	var sb strings.Builder
+	sb.WriteString(`SELECT e.visitor_id, ((e.ts AT TIME ZONE ` + tz + `)::date - DATE '2000-01-01')::int4,
+	CASE e.name WHEN 'pageview' THEN 1 WHEN 'engagement' THEN 0 ELSE 2 END::int2,
+	extract(epoch FROM date_trunc('hour', e.ts, 'UTC'))::int8`)
+	props := false
+	for _, d := range eventDims(pl) {
+		switch {
+		case d.props || d.prop != "":
+			props = true
+		case d.keep != "":
+			sb.WriteString(",\n\tCASE WHEN " + d.keep + " THEN " + d.expr + " END")
+		default:
+			sb.WriteString(",\n\t" + d.expr)
+		}
+	}
+	if props {
+		sb.WriteString(",\n\tCASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props::text END")
+	}
+	sb.WriteString("\nFROM events e\nWHERE e.site_id = " + s + " AND e.ts >= " + f + " AND e.ts < " + t)
+	for _, c := range evConds {
+		sb.WriteString("\n  AND " + c)
+	}
+	if len(visitConds) > 0 {
+		sb.WriteString("\n  AND " + visitsOfEvent(visitConds))
+	}
+	sb.WriteString("\nORDER BY e.visitor_id")
+	return statement{sb.String(), a}
+}
+
+// visitStatement aggregates the visit sections of pl (visit totals and series, entry and
+// exit pages) from the visits started in p that pass filters: a visit passes an event
+// filter when one of its events does.
+func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
+	a := args{}
+	s, f, t := a.add(site), a.add(p.From), a.add(p.To)
+	fd, td := a.add(p.fromDay()), a.add(p.toDay())
+	evConds, visitConds := filterConds(&a, filters)
+	var sb strings.Builder
+	sb.WriteString("WITH ")
+	if len(evConds) > 0 {
+		sb.WriteString(`ev AS MATERIALIZED (
+	SELECT e.visitor_id, e.ts FROM events e
+	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t + `
+	  AND ` + strings.Join(evConds, "\n\t  AND ") + `
+), `)
+	}
+	sb.WriteString(`vs AS MATERIALIZED (
+	SELECT v.* FROM visits v
+	WHERE v.site_id = ` + s + ` AND v.day >= ` + fd + ` AND v.day <= ` + td + `
+	  AND v.started_at >= ` + f + ` AND v.started_at < ` + t)
+	for _, c := range visitConds {
+		sb.WriteString("\n\t  AND " + c)
+	}
+	if len(evConds) > 0 {
+		sb.WriteString(`
+	  AND EXISTS (SELECT 1 FROM ev e WHERE e.visitor_id = v.visitor_id AND e.ts >= v.started_at AND e.ts <= v.ended_at)`)
+	}
+	sb.WriteString("\n)\n")
+	var parts []string
+	if pl.summary {
+		parts = append(parts, `SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs`)
+	}
+	if pl.series {
+		b := dayBucket(p.Interval, "day")
+		if p.Interval == Hour {
+			b = hourBucket("started_at")
+		}
+		parts = append(parts, `SELECT 'vser', `+b+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
+	}
+	for _, d := range pl.dims {
+		if d.visit {
+			parts = append(parts, `SELECT `+a.add(d.name)+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
+	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2`)
+		}
+	}
+	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))
+	return statement{sb.String(), a}
+}
+
+// rawEvents runs st (an eventStream of pl) and folds its rows into section rows: the
+// summary, the series and every event dimension's rows, unsorted and unpaged.
+func (q *Querier) rawEvents(ctx context.Context, st statement, p Period, pl plan) (_ []sectionRow, err error) {
+	ctx, end := q.span(ctx, st, "raw_events")
+	defer func() { end(err) }()
+	r, err := q.pool.Query(ctx, st.sql, st.args...)
+	if err != nil {
+		return nil, fmt.Errorf("stats events: %w", err)
+	}
+	defer r.Close()
+	fo := newFolder(p, pl)
+	formats := r.FieldDescriptions()
+	for r.Next() {
+		if err := fo.add(r.RawValues(), formats); err != nil {
+			return nil, fmt.Errorf("stats events: %w", err)
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, fmt.Errorf("stats events: %w", err)
+	}
+	fo.flush()
+	return fo.rows(), nil
+}
+
+// folder aggregates an eventStream one visitor at a time.
+type folder struct {
+	p       Period
+	summary bool
+	series  bool
+	hourly  bool
+	dims    []foldDim
+	// propsCol is the column of the props object, -1 without one.
+	propsCol int
+
+	sum     totals
+	buckets map[int32]int // local day number → series bucket
+	labels  []string      // series bucket labels
+	ser     []totals
+	hours   map[int64]*totals
+
+	// The current visitor's events.
+	visitor int64
+	events  []foldEvent
+	vals    []int32 // the events' dimension values, len(dims) per event
+	props   []propPair
+	seen    pairSet
+}
+
+// foldDim is one event dimension's values (interned) and their totals.
+type foldDim struct {
+	d      dimension
+	ids    map[string]int32
+	values []string
+	t      []totals
+	// byKey marks the props panel (rows by property key); prop is the key of prop.<key>.
+	byKey bool
+	prop  string
+	// valueIDs number the property values of the props panel.
+	valueIDs map[string]int32
+}
+
+// valueID numbers property value v.
+func (fd *foldDim) valueID(v string) int32 {
+	id, ok := fd.valueIDs[v]
+	if !ok {
+		id = int32(len(fd.valueIDs))
+		fd.valueIDs[v] = id
+	}
+	return id
+}
+
+func (fd *foldDim) internString(v string) int32 {
+	if id, ok := fd.ids[v]; ok {
+		return id
+	}
+	id := int32(len(fd.values))
+	fd.ids[v] = id
+	fd.values = append(fd.values, v)
+	fd.t = append(fd.t, totals{})
+	return id
+}
+
+func (fd *foldDim) intern(b []byte) int32 {
+	if id, ok := fd.ids[string(b)]; ok {
+		return id
+	}
+	id := int32(len(fd.values))
+	s := string(b)
+	fd.ids[s] = id
+	fd.values = append(fd.values, s)
+	fd.t = append(fd.t, totals{})
+	return id
+}
+
+type foldEvent struct {
+	day        int32
+	kind       int16
+	hour       int64
+	propsStart int32
+	propsEnd   int32
+}
+
+// propPair is one property of an event, cut as the rollups cut it.
+type propPair struct {
+	key, value string
+}
+
+func newFolder(p Period, pl plan) *folder {
+	fo := &folder{p: p, summary: pl.summary, series: pl.series, hourly: p.Interval == Hour, propsCol: -1,
+		buckets: map[int32]int{}, hours: map[int64]*totals{}}
+	col := 4 // the columns before the dimensions'
+	for _, d := range eventDims(pl) {
+		fd := foldDim{d: d, ids: map[string]int32{}, byKey: d.props, prop: d.prop}
+		if fd.byKey {
+			fd.valueIDs = map[string]int32{}
+		}
+		if d.props || d.prop != "" {
+			fo.propsCol = 0
+		} else {
+			col++
+		}
+		fo.dims = append(fo.dims, fd)
+	}
+	if fo.propsCol == 0 {
+		fo.propsCol = col
+	}
+	return fo
+}
+
+// add takes one streamed row.
+func (fo *folder) add(vals [][]byte, fds []pgconn.FieldDescription) error {
+	visitor, err := intOf(vals[0], fds[0])
+	if err != nil {
+		return err
+	}
+	if len(fo.events) > 0 && visitor != fo.visitor {
+		fo.flush()
+	}
+	fo.visitor = visitor
+	day, err := intOf(vals[1], fds[1])
+	if err != nil {
+		return err
+	}
+	kind, err := intOf(vals[2], fds[2])
+	if err != nil {
+		return err
+	}
+	hour, err := intOf(vals[3], fds[3])
+	if err != nil {
+		return err
+	}
+	ev := foldEvent{day: int32(day), kind: int16(kind), hour: hour}
+	col := 4
+	for i := range fo.dims {
+		fd := &fo.dims[i]
+		if fd.byKey || fd.prop != "" {
+			fo.vals = append(fo.vals, -1)
+			continue
+		}
+		if vals[col] == nil {
+			fo.vals = append(fo.vals, -1)
+		} else {
+			fo.vals = append(fo.vals, fd.intern(vals[col]))
+		}
+		col++
+	}
+	ev.propsStart = int32(len(fo.props))
+	if fo.propsCol >= 0 && vals[fo.propsCol] != nil {
+		var m map[string]any
+		if err := json.Unmarshal(vals[fo.propsCol], &m); err != nil {
+			return fmt.Errorf("props: %w", err)
+		}
+		for k, v := range m {
+			s, ok := v.(string)
+			if !ok {
+				b, _ := json.Marshal(v)
+				s = string(b)
+			}
+			fo.props = append(fo.props, propPair{event.Cut(k, event.RollupKeyChars), event.Cut(s, event.RollupValueChars)})
+		}
+	}
+	ev.propsEnd = int32(len(fo.props))
+	fo.events = append(fo.events, ev)
+	return nil
+}
+
+// flush folds the current visitor's events into the totals.
+func (fo *folder) flush() {
+	if len(fo.events) == 0 {
+		return
+	}
+	evs, n := fo.events, len(fo.dims)
+	// Summary: each distinct local day is one visitor.
+	fo.seen.reset(len(evs))
+	for _, e := range evs {
+		pv, ce := kindCounts(e.kind)
+		fo.sum.Pageviews += pv
+		fo.sum.Events += ce
+		if fo.seen.add(pairKey{0, 0, e.day}) {
+			fo.sum.Visitors++
+		}
+	}
+	if fo.series {
+		fo.seen.reset(len(evs))
+		for _, e := range evs {
+			pv, ce := kindCounts(e.kind)
+			var t *totals
+			var fresh bool
+			if fo.hourly {
+				t = fo.hours[e.hour]
+				if t == nil {
+					t = &totals{}
+					fo.hours[e.hour] = t
+				}
+				fresh = fo.seen.add(pairKey{int32(e.hour >> 32), int32(e.hour), 0})
+			} else {
+				t = &fo.ser[fo.bucket(e.day)]
+				fresh = fo.seen.add(pairKey{0, 0, e.day})
+			}
+			t.Pageviews += pv
+			t.Events += ce
+			if fresh {
+				t.Visitors++
+			}
+		}
+	}
+	for i := range fo.dims {
+		fd := &fo.dims[i]
+		fo.seen.reset(len(evs) + len(fo.props))
+		for j, e := range evs {
+			pv, ce := kindCounts(e.kind)
+			switch {
+			case fd.byKey:
+				for _, pp := range fo.props[e.propsStart:e.propsEnd] {
+					k := fd.internString(pp.key)
+					t := &fd.t[k]
+					t.Pageviews += pv
+					t.Events += ce
+					if fo.seen.add(pairKey{k, fd.valueID(pp.value), e.day}) {
+						t.Visitors++
+					}
+				}
+			case fd.prop != "":
+				for _, pp := range fo.props[e.propsStart:e.propsEnd] {
+					if pp.key != fd.prop {
+						continue
+					}
+					v := fd.internString(pp.value)
+					t := &fd.t[v]
+					t.Pageviews += pv
+					t.Events += ce
+					if fo.seen.add(pairKey{v, 0, e.day}) {
+						t.Visitors++
+					}
+				}
+			default:
+				v := fo.vals[j*n+i]
+				if v < 0 {
+					continue
+				}
+				t := &fd.t[v]
+				t.Pageviews += pv
+				t.Events += ce
+				if fo.seen.add(pairKey{v, 0, e.day}) {
+					t.Visitors++
+				}
+			}
+		}
+	}
+	fo.events, fo.vals, fo.props = fo.events[:0], fo.vals[:0], fo.props[:0]
+}
+
+func kindCounts(kind int16) (pv, ce int64) {
+	switch kind {
+	case kindPageview:
+		return 1, 0
+	case kindCustom:
+		return 0, 1
+	}
+	return 0, 0
+}
+
+// bucket is the series bucket of local day number day.
+func (fo *folder) bucket(day int32) int {
+	if b, ok := fo.buckets[day]; ok {
+		return b
+	}
+	d := epochDay.AddDate(0, 0, int(day))
+	switch fo.p.Interval {
+	case Week:
+		d = d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
+	case Month:
+		d = time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	label := d.Format(time.DateOnly)
+	b := -1
+	for i, l := range fo.labels {
+		if l == label {
+			b = i
+		}
+	}
+	if b < 0 {
+		b = len(fo.labels)
+		fo.labels = append(fo.labels, label)
+		fo.ser = append(fo.ser, totals{})
+	}
+	fo.buckets[day] = b
+	return b
+}
+
+// rows are the folded totals as section rows.
+func (fo *folder) rows() []sectionRow {
+	var out []sectionRow
+	if fo.summary {
+		out = append(out, sectionRow{section: "sum", t: fo.sum})
+	}
+	for i, l := range fo.labels {
+		out = append(out, sectionRow{section: "ser", label: l, t: fo.ser[i]})
+	}
+	for h, t := range fo.hours {
+		out = append(out, sectionRow{section: "ser", label: strconv.FormatInt(h, 10), t: *t})
+	}
+	for _, fd := range fo.dims {
+		for i, v := range fd.values {
+			out = append(out, sectionRow{section: fd.d.name, label: v, t: fd.t[i]})
+		}
+	}
+	return out
+}
+
+// pairKey is what one visitor's distinct pairs are told apart by.
+type pairKey struct {
+	a, b, day int32
+}
+
+// pairSet is a set of one visitor's pairs: a visitor has few events, so a short list
+// searched in order, turning into a map for the rare visitor with many.
+type pairSet struct {
+	list []pairKey
+	big  map[pairKey]struct{}
+}
+
+const pairSetListMax = 32
+
+func (s *pairSet) reset(n int) {
+	s.list, s.big = s.list[:0], nil
+	if n > pairSetListMax {
+		s.big = map[pairKey]struct{}{}
+	}
+}
+
+// add adds k and tells whether it was new.
+func (s *pairSet) add(k pairKey) bool {
+	if s.big != nil {
+		if _, ok := s.big[k]; ok {
+			return false
+		}
+		s.big[k] = struct{}{}
+		return true
+	}
+	for _, x := range s.list {
+		if x == k {
+			return false
+		}
+	}
+	s.list = append(s.list, k)
+	return true
+}
+
+// intOf decodes an integer column in either wire format.
+func intOf(b []byte, fd pgconn.FieldDescription) (int64, error) {
+	if b == nil {
+		return 0, fmt.Errorf("column %s is NULL", fd.Name)
+	}
+	if fd.Format == pgtype.TextFormatCode {
+		return strconv.ParseInt(string(b), 10, 64)
+	}
+	switch len(b) {
+	case 2:
+		return int64(int16(binary.BigEndian.Uint16(b))), nil
+	case 4:
+		return int64(int32(binary.BigEndian.Uint32(b))), nil
+	case 8:
+		return int64(binary.BigEndian.Uint64(b)), nil
+	}
+	return 0, fmt.Errorf("column %s: %d bytes for an integer", fd.Name, len(b))
+}
