@@ -136,7 +136,8 @@ func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
 ), `)
 	}
 	sb.WriteString(`vs AS MATERIALIZED (
-	SELECT v.* FROM visits v
+	SELECT v.day, v.started_at, v.ended_at, v.pageviews, v.events, v.engagement_ms, v.entry_page, v.exit_page
+	FROM visits v
 	WHERE v.site_id = ` + s + ` AND v.day >= ` + fd + ` AND v.day <= ` + td + `
 	  AND v.started_at >= ` + f + ` AND v.started_at < ` + t)
 	for _, c := range visitConds {
