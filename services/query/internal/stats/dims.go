@@ -10,7 +10,9 @@ type dimension struct {
 	name string
 	// rollup is the rollup_dims dim, or for entry and exit pages the rollup_visits dim.
 	rollup int
-	// expr is the dimension's value of events row e, cut as the rollups cut it.
+	// expr is the dimension's value of events row e (visits row v), cut as the rollups cut
+	// it, in SQL: the raw path computes event dimensions by col and rule instead, and the
+	// tests check both agree.
 	expr string
 	// keep is an extra condition on e for a row to count under the dimension: the rollups
 	// leave out empty UTM fields and regions, and pageviews as event names.
@@ -20,7 +22,21 @@ type dimension struct {
 	// prop is the property key of prop.<key>; props lists the keys.
 	prop  string
 	props bool
+	// col is the events column the raw path reads and rule how it makes the value of it.
+	col  string
+	rule rawRule
 }
+
+// rawRule is how the raw path makes a dimension's value of its events column, as expr
+// and keep do in SQL.
+type rawRule uint8
+
+const (
+	ruleText     rawRule = iota // the text, cut
+	ruleNonEmpty                // the text, cut; an empty one does not count
+	ruleScreen                  // the screen class of the width
+	ruleEvent                   // the event name; pageviews and engagement do not count
+)
 
 // screenClass is the screen class of events row e, as the writer classes it.
 const screenClass = `CASE WHEN e.screen_w <= 0 THEN ''
@@ -30,23 +46,23 @@ const screenClass = `CASE WHEN e.screen_w <= 0 THEN ''
 	ELSE 'desktop' END`
 
 var dimensions = map[string]dimension{
-	"page":         {rollup: 1, expr: "left(e.path, 1000)"},
+	"page":         {rollup: 1, expr: "left(e.path, 1000)", col: "path"},
 	"entry_page":   {rollup: 1, expr: "v.entry_page", visit: true},
 	"exit_page":    {rollup: 2, expr: "v.exit_page", visit: true},
-	"hostname":     {rollup: 2, expr: "left(e.hostname, 1000)"},
-	"source":       {rollup: 3, expr: "left(e.ref_source, 1000)"},
-	"utm_source":   {rollup: 4, expr: "left(e.utm_source, 1000)", keep: "e.utm_source <> ''"},
-	"utm_medium":   {rollup: 5, expr: "left(e.utm_medium, 1000)", keep: "e.utm_medium <> ''"},
-	"utm_campaign": {rollup: 6, expr: "left(e.utm_campaign, 1000)", keep: "e.utm_campaign <> ''"},
-	"utm_term":     {rollup: 7, expr: "left(e.utm_term, 1000)", keep: "e.utm_term <> ''"},
-	"utm_content":  {rollup: 8, expr: "left(e.utm_content, 1000)", keep: "e.utm_content <> ''"},
-	"country":      {rollup: 9, expr: "left(e.country, 1000)"},
-	"region":       {rollup: 10, expr: "left(e.region, 1000)", keep: "e.region <> ''"},
-	"browser":      {rollup: 11, expr: "left(e.browser, 1000)"},
-	"os":           {rollup: 12, expr: "left(e.os, 1000)"},
-	"device":       {rollup: 13, expr: "left(e.device, 1000)"},
-	"screen":       {rollup: 14, expr: screenClass},
-	"event":        {rollup: 15, expr: "e.name", keep: "e.name NOT IN ('pageview', 'engagement')"},
+	"hostname":     {rollup: 2, expr: "left(e.hostname, 1000)", col: "hostname"},
+	"source":       {rollup: 3, expr: "left(e.ref_source, 1000)", col: "ref_source"},
+	"utm_source":   {rollup: 4, expr: "left(e.utm_source, 1000)", keep: "e.utm_source <> ''", col: "utm_source", rule: ruleNonEmpty},
+	"utm_medium":   {rollup: 5, expr: "left(e.utm_medium, 1000)", keep: "e.utm_medium <> ''", col: "utm_medium", rule: ruleNonEmpty},
+	"utm_campaign": {rollup: 6, expr: "left(e.utm_campaign, 1000)", keep: "e.utm_campaign <> ''", col: "utm_campaign", rule: ruleNonEmpty},
+	"utm_term":     {rollup: 7, expr: "left(e.utm_term, 1000)", keep: "e.utm_term <> ''", col: "utm_term", rule: ruleNonEmpty},
+	"utm_content":  {rollup: 8, expr: "left(e.utm_content, 1000)", keep: "e.utm_content <> ''", col: "utm_content", rule: ruleNonEmpty},
+	"country":      {rollup: 9, expr: "left(e.country, 1000)", col: "country"},
+	"region":       {rollup: 10, expr: "left(e.region, 1000)", keep: "e.region <> ''", col: "region", rule: ruleNonEmpty},
+	"browser":      {rollup: 11, expr: "left(e.browser, 1000)", col: "browser"},
+	"os":           {rollup: 12, expr: "left(e.os, 1000)", col: "os"},
+	"device":       {rollup: 13, expr: "left(e.device, 1000)", col: "device"},
+	"screen":       {rollup: 14, expr: screenClass, col: "screen_w", rule: ruleScreen},
+	"event":        {rollup: 15, expr: "e.name", keep: "e.name NOT IN ('pageview', 'engagement')", col: "name", rule: ruleEvent},
 }
 
 // filterColumn is the plain column a filter compares, so an index on it serves; values

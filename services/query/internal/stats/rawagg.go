@@ -82,30 +82,25 @@ func needsVisits(pl plan) bool {
 }
 
 // eventStream is the statement streaming the events of p that pass filters, ordered by
-// visitor: visitor, local day number, kind, UTC hour, then per event dimension of pl its
-// value as the rollups cut it (NULL where they would not count the event), then the
-// props object when a property panel is asked for.
+// visitor: visitor, time, name, then the column of each event dimension of pl, then the
+// props object when a property panel is asked for. Postgres only finds and sorts the
+// rows; values are cut and classed here.
 func eventStream(site int64, p Period, filters []Filter, pl plan) statement {
 	a := args{}
-	s, f, t, tz := a.add(site), a.add(p.From), a.add(p.To), a.add(p.Timezone)
+	s, f, t := a.add(site), a.add(p.From), a.add(p.To)
 	evConds, visitConds := filterConds(&a, filters)
 	var sb strings.Builder
-	sb.WriteString(`SELECT e.visitor_id, ((e.ts AT TIME ZONE ` + tz + `)::date - DATE '2000-01-01')::int4,
-	CASE e.name WHEN 'pageview' THEN 1 WHEN 'engagement' THEN 0 ELSE 2 END::int2,
-	extract(epoch FROM date_trunc('hour', e.ts, 'UTC'))::int8`)
+	sb.WriteString("SELECT e.visitor_id, e.ts, e.name")
 	props := false
 	for _, d := range eventDims(pl) {
-		switch {
-		case d.props || d.prop != "":
+		if d.props || d.prop != "" {
 			props = true
-		case d.keep != "":
-			sb.WriteString(",\n\tCASE WHEN " + d.keep + " THEN " + d.expr + " END")
-		default:
-			sb.WriteString(",\n\t" + d.expr)
+		} else {
+			sb.WriteString(", e." + d.col)
 		}
 	}
 	if props {
-		sb.WriteString(",\n\tCASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props::text END")
+		sb.WriteString(", CASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props END")
 	}
 	sb.WriteString("\nFROM events e\nWHERE e.site_id = " + s + " AND e.ts >= " + f + " AND e.ts < " + t)
 	for _, c := range evConds {
@@ -196,6 +191,7 @@ func (q *Querier) rawEvents(ctx context.Context, st statement, p Period, pl plan
 // folder aggregates an eventStream one visitor at a time.
 type folder struct {
 	p       Period
+	loc     *time.Location
 	summary bool
 	series  bool
 	hourly  bool
@@ -277,9 +273,9 @@ type propPair struct {
 }
 
 func newFolder(p Period, pl plan) *folder {
-	fo := &folder{p: p, summary: pl.summary, series: pl.series, hourly: p.Interval == Hour, propsCol: -1,
+	fo := &folder{p: p, loc: p.Location(), summary: pl.summary, series: pl.series, hourly: p.Interval == Hour, propsCol: -1,
 		buckets: map[int32]int{}, hours: map[int64]*totals{}}
-	col := 4 // the columns before the dimensions'
+	col := 3 // the columns before the dimensions'
 	for _, d := range eventDims(pl) {
 		fd := foldDim{d: d, ids: map[string]int32{}, byKey: d.props, prop: d.prop}
 		if fd.byKey {
@@ -308,37 +304,36 @@ func (fo *folder) add(vals [][]byte, fds []pgconn.FieldDescription) error {
 		fo.flush()
 	}
 	fo.visitor = visitor
-	day, err := intOf(vals[1], fds[1])
-	if err != nil {
-		return err
+	if vals[1] == nil || len(vals[1]) != 8 || fds[1].Format != pgtype.BinaryFormatCode {
+		return fmt.Errorf("column ts: want a binary timestamptz")
 	}
-	kind, err := intOf(vals[2], fds[2])
-	if err != nil {
-		return err
-	}
-	hour, err := intOf(vals[3], fds[3])
-	if err != nil {
-		return err
-	}
-	ev := foldEvent{day: int32(day), kind: int16(kind), hour: hour}
-	col := 4
+	// A binary timestamptz counts microseconds from 2000-01-01 UTC.
+	ts := time.UnixMicro(epochDay.UnixMicro() + int64(binary.BigEndian.Uint64(vals[1])))
+	y, m, d := ts.In(fo.loc).Date()
+	ev := foldEvent{day: int32(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Sub(epochDay) / (24 * time.Hour)),
+		kind: kindOf(vals[2]), hour: ts.Unix() - ts.Unix()%3600}
+	col := 3
 	for i := range fo.dims {
 		fd := &fo.dims[i]
 		if fd.byKey || fd.prop != "" {
 			fo.vals = append(fo.vals, -1)
 			continue
 		}
-		if vals[col] == nil {
-			fo.vals = append(fo.vals, -1)
-		} else {
-			fo.vals = append(fo.vals, fd.intern(vals[col]))
+		v, err := fd.value(vals[col], fds[col], ev.kind)
+		if err != nil {
+			return err
 		}
+		fo.vals = append(fo.vals, v)
 		col++
 	}
 	ev.propsStart = int32(len(fo.props))
 	if fo.propsCol >= 0 && vals[fo.propsCol] != nil {
+		b := vals[fo.propsCol]
+		if fds[fo.propsCol].Format == pgtype.BinaryFormatCode && len(b) > 0 {
+			b = b[1:] // a binary jsonb is a version byte, then the text
+		}
 		var m map[string]any
-		if err := json.Unmarshal(vals[fo.propsCol], &m); err != nil {
+		if err := json.Unmarshal(b, &m); err != nil {
 			return fmt.Errorf("props: %w", err)
 		}
 		for k, v := range m {
@@ -353,6 +348,43 @@ func (fo *folder) add(vals [][]byte, fds []pgconn.FieldDescription) error {
 	ev.propsEnd = int32(len(fo.props))
 	fo.events = append(fo.events, ev)
 	return nil
+}
+
+// kindOf is the kind of an event named name.
+func kindOf(name []byte) int16 {
+	switch string(name) {
+	case event.PageviewName:
+		return kindPageview
+	case event.EngagementName:
+		return kindEngagement
+	}
+	return kindCustom
+}
+
+// value is the dimension's value (interned) of column b of an event of kind, as the
+// rollups count it; -1 when they do not count the event under the dimension.
+func (fd *foldDim) value(b []byte, desc pgconn.FieldDescription, kind int16) (int32, error) {
+	switch fd.d.rule {
+	case ruleScreen:
+		w, err := intOf(b, desc)
+		if err != nil {
+			return 0, err
+		}
+		return fd.internString(event.ScreenClass(int(w))), nil
+	case ruleEvent:
+		if kind != kindCustom {
+			return -1, nil
+		}
+		return fd.intern(b), nil
+	case ruleNonEmpty:
+		if len(b) == 0 {
+			return -1, nil
+		}
+	}
+	if len(b) > event.RollupValueChars {
+		return fd.internString(event.Cut(string(b), event.RollupValueChars)), nil
+	}
+	return fd.intern(b), nil
 }
 
 // flush folds the current visitor's events into the totals.

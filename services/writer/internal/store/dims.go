@@ -418,26 +418,11 @@ func dimValues(out []dimValue, e *event.Event) []dimValue {
 	add(11, e.Browser, false)
 	add(12, e.OS, false)
 	add(13, e.Device, false)
-	add(14, screenOf(e.ScreenW), false)
+	add(14, event.ScreenClass(e.ScreenW), false)
 	if e.IsInteraction() {
 		add(15, e.Name, false)
 	}
 	return out
-}
-
-// screenOf names the class of a screen width, as the dashboard groups them.
-func screenOf(w int) string {
-	switch {
-	case w <= 0:
-		return ""
-	case w < 576:
-		return "mobile"
-	case w < 992:
-		return "tablet"
-	case w < 1440:
-		return "laptop"
-	}
-	return "desktop"
 }
 
 // dimHash names (dim, key, value) in visitor_days.seen: hashtextextended(dim || chr(31)

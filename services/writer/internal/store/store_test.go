@@ -193,7 +193,7 @@ func recount(t testing.TB, events []event.Event, tz map[int64]string) snapshot {
 			{dim: 4, value: e.UTMSource}, {dim: 5, value: e.UTMMedium}, {dim: 6, value: e.UTMCampaign},
 			{dim: 7, value: e.UTMTerm}, {dim: 8, value: e.UTMContent}, {dim: 9, value: e.Country},
 			{dim: 10, value: e.Region}, {dim: 11, value: e.Browser}, {dim: 12, value: e.OS},
-			{dim: 13, value: e.Device}, {dim: 14, value: screenOf(e.ScreenW)}, {dim: 15, value: e.Name}}
+			{dim: 13, value: e.Device}, {dim: 14, value: event.ScreenClass(e.ScreenW)}, {dim: 15, value: e.Name}}
 		for k, v := range e.Props {
 			vals = append(vals, dk{dim: 16, key: k, value: v})
 		}

@@ -22,3 +22,18 @@ func Cut(s string, n int) string {
 	}
 	return s
 }
+
+// ScreenClass names the class of a screen width, as the dashboard groups them.
+func ScreenClass(w int) string {
+	switch {
+	case w <= 0:
+		return ""
+	case w < 576:
+		return "mobile"
+	case w < 992:
+		return "tablet"
+	case w < 1440:
+		return "laptop"
+	}
+	return "desktop"
+}
