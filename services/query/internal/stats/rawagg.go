@@ -113,6 +113,9 @@ func eventStream(site int64, p Period, filters []Filter, pl plan) statement {
 	return statement{sb.String(), a}
 }
 
+// vsSums are visitSums over the rows of vs.
+const vsSums = `count(*)::int8, coalesce(sum(bounce), 0)::int8, coalesce(sum(dur), 0)::int8`
+
 // visitStatement aggregates the visit sections of pl (visit totals and series, entry and
 // exit pages) from the visits started in p that pass filters: a visit passes an event
 // filter when one of its events does.
@@ -131,7 +134,9 @@ func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
 ), `)
 	}
 	sb.WriteString(`vs AS MATERIALIZED (
-	SELECT v.day, v.started_at, v.ended_at, v.pageviews, v.events, v.engagement_ms, v.entry_page, v.exit_page
+	SELECT v.day, v.started_at, (v.pageviews = 1 AND v.events = 0)::int AS bounce,
+	       floor(extract(epoch FROM v.ended_at - v.started_at) * 1000)::bigint + v.engagement_ms AS dur,
+	       v.entry_page, v.exit_page
 	FROM visits v
 	WHERE v.site_id = ` + s + ` AND v.day >= ` + fd + ` AND v.day <= ` + td + `
 	  AND v.started_at >= ` + f + ` AND v.started_at < ` + t)
@@ -145,18 +150,18 @@ func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	sb.WriteString("\n)\n")
 	var parts []string
 	if pl.summary {
-		parts = append(parts, `SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs`)
+		parts = append(parts, `SELECT 'vsum', '', 0::int8, 0::int8, 0::int8, `+vsSums+` FROM vs`)
 	}
 	if pl.series {
 		b := dayBucket(p.Interval, "day")
 		if p.Interval == Hour {
 			b = hourBucket("started_at")
 		}
-		parts = append(parts, `SELECT 'vser', `+b+`, 0::int8, 0::int8, 0::int8, `+visitSums+` FROM vs GROUP BY 2`)
+		parts = append(parts, `SELECT 'vser', `+b+`, 0::int8, 0::int8, 0::int8, `+vsSums+` FROM vs GROUP BY 2`)
 	}
 	for _, d := range pl.dims {
 		if d.visit {
-			parts = append(parts, `SELECT `+a.add(d.name)+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+visitSums+`
+			parts = append(parts, `SELECT `+a.add(d.name)+`::text, `+d.expr+`, 0::int8, 0::int8, 0::int8, `+vsSums+`
 	FROM vs v WHERE `+d.expr+` IS NOT NULL GROUP BY 2`)
 		}
 	}
