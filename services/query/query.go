@@ -157,9 +157,11 @@ type Service struct {
 	stats    *stats.Querier
 	mirror   *mirror.Mirror
 	hub      *live.Hub
-	metrics  *metrics
-	tracer   trace.Tracer
-	web      *webState
+	// heartbeat paces the comments of idle streams.
+	heartbeat *heartbeat
+	metrics   *metrics
+	tracer    trace.Tracer
+	web       *webState
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -219,6 +221,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	svc.heartbeat = newHeartbeat(cfg.Heartbeat, svc.hub.Closing())
 	if svc.web, err = newWebState(cfg, deps.Clock.Now); err != nil {
 		return nil, err
 	}

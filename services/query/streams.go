@@ -3,6 +3,7 @@ package query
 import (
 	"net"
 	"sync"
+	"time"
 )
 
 // streams remembers the connections of open event streams by what grants them (a
@@ -46,6 +47,49 @@ func (s *streams) end(key string, keep net.Conn) {
 	for _, c := range list {
 		if c != keep {
 			_ = c.Close()
+		}
+	}
+}
+
+// heartbeat is the one ticker every open stream shares: next returns a channel that is
+// closed at the next beat. Ten thousand streams cost one timer and one channel a beat,
+// not a ticker each. It starts with the first stream and stops when stop is closed.
+type heartbeat struct {
+	every time.Duration
+	stop  <-chan struct{}
+	start sync.Once
+
+	mu   sync.Mutex
+	beat chan struct{}
+}
+
+func newHeartbeat(every time.Duration, stop <-chan struct{}) *heartbeat {
+	return &heartbeat{every: every, stop: stop, beat: make(chan struct{})}
+}
+
+// next returns the channel closed at the next beat.
+func (h *heartbeat) next() <-chan struct{} {
+	h.start.Do(func() { go h.run() })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.beat
+}
+
+func (h *heartbeat) run() {
+	if h.every <= 0 {
+		return
+	}
+	tick := time.NewTicker(h.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+			h.mu.Lock()
+			close(h.beat)
+			h.beat = make(chan struct{})
+			h.mu.Unlock()
 		}
 	}
 }

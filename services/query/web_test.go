@@ -34,7 +34,7 @@ type webEnv struct {
 	origin string
 }
 
-func newWebEnv(t *testing.T, publicURL string, options ...func(*Config)) *webEnv {
+func newWebEnv(t testing.TB, publicURL string, options ...func(*Config)) *webEnv {
 	t.Helper()
 	db := pgtest.New(t)
 	ns := natstest.New(t)
