@@ -79,45 +79,55 @@ func (s *Service) handleSites(c *fiber.Ctx) error {
 // head and then each frame whole, as an HTTP/1.1 chunk, straight to the socket. Nothing of
 // the request's handling (Fiber's and fasthttp's buffers, a body pipe and the goroutine
 // that copies it) stays allocated for the hours a dashboard is open: what a stream holds
-// is its goroutine, its connection and its subscription. The stream outlives the handler,
-// so the functions must not use c.
-func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eventConn) error, send func(eventConn, T) error, done func()) {
+// is its goroutine, its connection and its subscription. The app must come from NewApp.
+// The stream outlives the handler, so the functions must not use c.
+func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eventConn) error, send func(eventConn, T) error, done func()) error {
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
 	if c.Method() == fiber.MethodHead {
 		done()
-		return
+		return nil
+	}
+	if !c.App().Server().KeepHijackedConns {
+		done()
+		return errors.New("event stream: the app was not made by NewApp")
 	}
 	c.Response().Header.SetContentLength(-1) // chunked
 	head := slices.Concat(c.Response().Header.Header(), retryChunk)
+	w := eventConn{c.Context().Conn()}
 	c.Context().HijackSetNoResponse(true)
-	c.Context().Hijack(func(conn net.Conn) {
-		defer done()
-		w := eventConn{conn}
-		err := w.send(head)
-		head = nil // a stream lives for hours: keep nothing it has sent
-		if err != nil || start(w) != nil {
-			return
-		}
-		beat := s.heartbeat.next()
-		for {
-			select {
-			case <-s.hub.Closing():
-				_ = w.send(lastChunk)
+	// fasthttp releases the request's buffers and state when the hijack handler returns;
+	// the stream goes on in a goroutine of its own.
+	c.Context().Hijack(func(net.Conn) {
+		go func() {
+			defer w.conn.Close()
+			defer done()
+			err := w.send(head)
+			head = nil // a stream lives for hours: keep nothing it has sent
+			if err != nil || start(w) != nil {
 				return
-			case <-beat:
-				if w.send(pingChunk) != nil {
+			}
+			beat := s.heartbeat.next()
+			for {
+				select {
+				case <-s.hub.Closing():
+					_ = w.send(lastChunk)
 					return
-				}
-				beat = s.heartbeat.next()
-			case v := <-next:
-				if send(w, v) != nil {
-					return
+				case <-beat:
+					if w.send(pingChunk) != nil {
+						return
+					}
+					beat = s.heartbeat.next()
+				case v := <-next:
+					if send(w, v) != nil {
+						return
+					}
 				}
 			}
-		}
+		}()
 	})
+	return nil
 }
 
 // streamWriteTimeout bounds one write to a stream: a viewer that has stopped reading for

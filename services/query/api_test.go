@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -38,7 +37,7 @@ func TestAPIAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := fiber.New(AppConfig(log))
+	app := NewApp(AppConfig(log))
 	svc.Register(app)
 	// A real listener: a live stream takes over its connection, which app.Test's
 	// in-memory one cannot give.

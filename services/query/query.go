@@ -328,7 +328,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	app := fiber.New(AppConfig(deps.Log))
+	app := NewApp(AppConfig(deps.Log))
 	svc.Register(app)
 	err = server.Alone{
 		Log: deps.Log, Run: svc.Run, App: app, HTTPAddr: cfg.HTTPAddr, BeforeShutdown: svc.CloseStreams,
@@ -338,8 +338,17 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	return err
 }
 
-// AppConfig is the Fiber configuration of the query service's routes. Live streams need
-// no write timeout: fasthttp would apply it to the whole streamed response.
+// NewApp returns the Fiber app to register the query service's routes on, configured
+// with cfg (AppConfig, or more). Its server leaves a connection that a live stream takes
+// over to the stream, which closes it, rather than keeping the request's buffers and
+// state for as long as the stream lasts.
+func NewApp(cfg fiber.Config) *fiber.App {
+	app := fiber.New(cfg)
+	app.Server().KeepHijackedConns = true
+	return app
+}
+
+// AppConfig is the Fiber configuration of the query service's routes, for NewApp.
 func AppConfig(log *slog.Logger) fiber.Config {
 	return fiber.Config{
 		DisableStartupMessage: true,

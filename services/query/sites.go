@@ -207,7 +207,7 @@ func (s *Service) handleSiteStatus(c *fiber.Ctx) error {
 		last = state
 		return w.send(eventFrame("status", []byte(`"`+state+`"`)))
 	}
-	streamEvents(s, c, updates, check,
+	return streamEvents(s, c, updates, check,
 		func(w eventConn, _ *nats.Msg) error {
 			if last == "receiving" {
 				return nil
@@ -215,5 +215,4 @@ func (s *Service) handleSiteStatus(c *fiber.Ctx) error {
 			return check(w)
 		},
 		func() { _ = sub.Unsubscribe() })
-	return nil
 }

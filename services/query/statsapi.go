@@ -273,7 +273,7 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	}
 	first := eventFrame("stats", data)
 	sub := s.hub.Add(v.site.ID, v.query.Canonical())
-	streamEvents(s, c, sub.C,
+	return streamEvents(s, c, sub.C,
 		func(w eventConn) error {
 			err := w.send(first)
 			first = nil // a stream lives for hours: keep nothing of its first frame
@@ -281,7 +281,6 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 		},
 		eventConn.send, // the hub's frames are encoded once for every stream of the view
 		sub.Remove)
-	return nil
 }
 
 // renderView is the hub's ComputeFunc: the dashboard of a view (the canonical query
