@@ -100,7 +100,11 @@ func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eve
 	// fasthttp releases the request's buffers and state when the hijack handler returns;
 	// the stream goes on in a goroutine of its own.
 	c.Context().Hijack(func(net.Conn) {
+		counted := s.streams.start()
 		go func() {
+			if counted {
+				defer s.streams.done()
+			}
 			defer w.conn.Close()
 			defer done()
 			err := w.send(head)

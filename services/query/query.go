@@ -159,6 +159,7 @@ type Service struct {
 	hub      *live.Hub
 	// heartbeat paces the comments of idle streams.
 	heartbeat *heartbeat
+	streams   running
 	metrics   *metrics
 	tracer    trace.Tracer
 	web       *webState
@@ -292,9 +293,17 @@ func (s *Service) refreshLive(ctx context.Context) {
 	}
 }
 
-// CloseStreams ends every open live stream; call it before HTTP shutdown, which would
-// otherwise wait for them.
-func (s *Service) CloseStreams() { s.hub.Close() }
+// CloseStreams ends every open event stream and waits, up to 5 s, until each has sent the
+// end of its body and closed its connection (a viewer that reads nothing is let go by its
+// stream's write deadline later). Call it before HTTP shutdown, which does not wait for
+// the connections streams took over.
+func (s *Service) CloseStreams() {
+	const patience = 5 * time.Second
+	s.hub.Close()
+	if !s.streams.wait(patience) {
+		s.log.Warn("event streams still open after closing them", "waited", patience.String())
+	}
+}
 
 // Run is the composition root of the query service running alone.
 func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {

@@ -93,3 +93,43 @@ func (h *heartbeat) run() {
 		}
 	}
 }
+
+// running counts the event streams in progress, so that closing them can wait until each
+// has ended: HTTP shutdown does not wait for the connections streams took over.
+type running struct {
+	mu      sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// start counts a stream in, unless wait has begun (the stream then ends at once anyway,
+// the service closing its streams); the stream calls done if it was counted.
+func (r *running) start() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+func (r *running) done() { r.wg.Done() }
+
+// wait stops counting streams in and waits up to timeout for those counted to end.
+func (r *running) wait(timeout time.Duration) bool {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
+	ended := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}

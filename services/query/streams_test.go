@@ -46,7 +46,7 @@ func liveStreamEnv(tb testing.TB, heartbeat time.Duration) (e *webEnv, site int6
 
 // TestLiveStreamHeartbeatsAndEnd reads a live stream off the wire: a 200 chunked event
 // stream with the retry delay and the first frame, heartbeats while nothing changes, a
-// frame when the site is updated, and a clean end of the body when the service closes
+// frame when the site is updated, and a clean end of the body once the service has closed
 // its streams. The request is counted as a 200 of its route.
 func TestLiveStreamHeartbeatsAndEnd(t *testing.T) {
 	e, site, path := liveStreamEnv(t, 100*time.Millisecond)
@@ -95,6 +95,9 @@ func TestLiveStreamHeartbeatsAndEnd(t *testing.T) {
 	until(": ping")
 
 	e.svc.CloseStreams()
+	if n := e.svc.hub.Len(); n != 0 { // CloseStreams waits for the streams to end
+		t.Fatalf("%d streams subscribed after CloseStreams returned", n)
+	}
 	select {
 	case err := <-ended:
 		if err != nil {
@@ -114,28 +117,8 @@ func TestLiveStreamHeartbeatsAndEnd(t *testing.T) {
 // connections that read nothing more, so almost all of it is the server's side.
 func BenchmarkLiveStreamMemory(b *testing.B) {
 	e, _, path := liveStreamEnv(b, time.Minute)
-	addr := strings.TrimPrefix(e.origin, "http://")
 	open := func() net.Conn {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
-		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("open stream: %v, %v", resp, err)
-		}
-		for { // up to the first frame's end
-			line, err := br.ReadString('\n')
-			if err != nil {
-				b.Fatalf("first frame: %v", err)
-			}
-			if strings.HasPrefix(line, "data: ") {
-				break
-			}
-		}
+		conn, _ := openLiveStream(b, e, path)
 		return conn
 	}
 	// One stream first, so what any stream needs once is in the baseline.
@@ -168,6 +151,70 @@ func BenchmarkLiveStreamMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			f.Close()
+		}
+	}
+}
+
+// BenchmarkLiveFanout: an update of a site whose live view 1000 streams
+// (-fanout-streams) show; an op is one update, from the hub's Publish to the last of the
+// streams reading the new frame. The readers run in this process too.
+func BenchmarkLiveFanout(b *testing.B) {
+	e, site, path := liveStreamEnv(b, time.Minute)
+	frames := make(chan struct{}, *fanoutStreams)
+	for range *fanoutStreams {
+		conn, br := openLiveStream(b, e, path)
+		b.Cleanup(func() { conn.Close() })
+		_ = conn.SetReadDeadline(time.Time{})
+		go func() {
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil && err != bufio.ErrBufferFull {
+					return
+				}
+				if string(line) == "event: stats\n" {
+					frames <- struct{}{}
+				}
+			}
+		}()
+	}
+	b.ResetTimer()
+	for range b.N {
+		e.svc.hub.Publish(site)
+		for range *fanoutStreams {
+			select {
+			case <-frames:
+			case <-time.After(10 * time.Second):
+				b.Fatal("an update did not reach every stream within 10 s")
+			}
+		}
+	}
+}
+
+var fanoutStreams = flag.Int("fanout-streams", 1000, "streams of BenchmarkLiveFanout")
+
+// openLiveStream opens path on e as a bare HTTP/1.1 client and reads up to the end of
+// the first frame.
+func openLiveStream(tb testing.TB, e *webEnv, path string) (net.Conn, *bufio.Reader) {
+	tb.Helper()
+	addr := strings.TrimPrefix(e.origin, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("open stream: %v, %v", resp, err)
+	}
+	for { // up to the first frame's data
+		line, err := br.ReadString('\n')
+		if err != nil {
+			tb.Fatalf("first frame: %v", err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			return conn, br
 		}
 	}
 }
