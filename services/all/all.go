@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"path/filepath"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
@@ -178,7 +177,7 @@ func Run(ctx context.Context, cfg Config, base telemetry.Base, stdout io.Writer)
 	// One port serves the collect endpoint, the dashboard and the API.
 	appCfg := query.AppConfig(log)
 	appCfg.BodyLimit = ingest.AppConfig(log).BodyLimit
-	app := fiber.New(appCfg)
+	app := query.NewApp(appCfg)
 	ing.Register(app)
 	qry.Register(app)
 

@@ -1,9 +1,9 @@
 package query
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,45 +71,105 @@ func (s *Service) handleSites(c *fiber.Ctx) error {
 }
 
 // streamEvents answers c with a Server-Sent Events stream: start writes the first frames,
-// then send writes each value received from next, with a heartbeat comment every
-// Heartbeat, until a write fails (the viewer left), the service closes its streams, or
-// send or start fail. done runs when the stream ends. The stream outlives the handler, so
-// the functions must not use c.
-func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(*bufio.Writer) error, send func(*bufio.Writer, T) error, done func()) {
+// then send writes each value received from next, with a heartbeat comment at every beat
+// of the service's shared heartbeat, until a write fails (the viewer left), the service
+// closes its streams, or send or start fail. done runs when the stream ends.
+//
+// The stream takes over the connection (a hijack): its one goroutine writes the response
+// head and then each frame whole, as an HTTP/1.1 chunk, straight to the socket. Nothing of
+// the request's handling (Fiber's and fasthttp's buffers, a body pipe and the goroutine
+// that copies it) stays allocated for the hours a dashboard is open: what a stream holds
+// is its goroutine, its connection and its subscription. The app must come from NewApp.
+// The stream outlives the handler, so the functions must not use c.
+func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eventConn) error, send func(eventConn, T) error, done func()) error {
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer done()
-		heartbeat := time.NewTicker(s.cfg.Heartbeat)
-		defer heartbeat.Stop()
-		fmt.Fprint(w, "retry: 2000\n\n")
-		if start(w) != nil {
-			return
-		}
-		for {
-			select {
-			case <-s.hub.Closing():
+	if c.Method() == fiber.MethodHead {
+		done()
+		return nil
+	}
+	if !c.App().Server().KeepHijackedConns {
+		done()
+		return errors.New("event stream: the app was not made by NewApp")
+	}
+	c.Response().Header.SetContentLength(-1) // chunked
+	head := slices.Concat(c.Response().Header.Header(), retryChunk)
+	w := eventConn{c.Context().Conn()}
+	c.Context().HijackSetNoResponse(true)
+	// fasthttp releases the request's buffers and state when the hijack handler returns;
+	// the stream goes on in a goroutine of its own.
+	c.Context().Hijack(func(net.Conn) {
+		counted := s.streams.start()
+		go func() {
+			if counted {
+				defer s.streams.done()
+			}
+			defer w.conn.Close()
+			defer done()
+			err := w.send(head)
+			head = nil // a stream lives for hours: keep nothing it has sent
+			if err != nil || start(w) != nil {
 				return
-			case <-heartbeat.C:
-				if _, err := w.WriteString(": ping\n\n"); err != nil || w.Flush() != nil {
+			}
+			beat := s.heartbeat.next()
+			for {
+				select {
+				case <-s.hub.Closing():
+					_ = w.send(lastChunk)
 					return
-				}
-			case v := <-next:
-				if send(w, v) != nil {
-					return
+				case <-beat:
+					if w.send(pingChunk) != nil {
+						return
+					}
+					beat = s.heartbeat.next()
+				case v := <-next:
+					if send(w, v) != nil {
+						return
+					}
 				}
 			}
-		}
+		}()
 	})
+	return nil
 }
 
-// writeFrame writes one Server-Sent Event and flushes it to the client.
-func writeFrame(w *bufio.Writer, name string, data []byte) error {
-	if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data); err != nil {
+// streamWriteTimeout bounds one write to a stream: a viewer that has stopped reading for
+// so long (its socket buffers full) is let go rather than held forever.
+const streamWriteTimeout = 10 * time.Second
+
+// eventConn is the connection of a hijacked event stream.
+type eventConn struct{ conn net.Conn }
+
+// send writes b, whole chunks, to the viewer.
+func (w eventConn) send(b []byte) error {
+	if err := w.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
 		return err
 	}
-	return w.Flush()
+	_, err := w.conn.Write(b)
+	return err
+}
+
+// The fixed chunks of every stream: the reconnection delay, the heartbeat comment and the
+// end of the body. They are shared, never written to.
+var (
+	retryChunk = chunk([]byte("retry: 2000\n\n"))
+	pingChunk  = chunk([]byte(": ping\n\n"))
+	lastChunk  = []byte("0\r\n\r\n")
+)
+
+// eventFrame encodes one Server-Sent Event, as the HTTP/1.1 chunk that carries it: encoded
+// once, the same bytes go to every stream that shows it.
+func eventFrame(name string, data []byte) []byte {
+	return chunk(slices.Concat([]byte("event: "+name+"\ndata: "), data, []byte("\n\n")))
+}
+
+// chunk frames b as one chunk of a chunked HTTP/1.1 body.
+func chunk(b []byte) []byte {
+	out := strconv.AppendInt(make([]byte, 0, len(b)+12), int64(len(b)), 16)
+	out = append(out, "\r\n"...)
+	out = append(out, b...)
+	return append(out, "\r\n"...)
 }
 
 // mapErrors is the one place the query service's errors become HTTP answers. Bad input

@@ -157,9 +157,12 @@ type Service struct {
 	stats    *stats.Querier
 	mirror   *mirror.Mirror
 	hub      *live.Hub
-	metrics  *metrics
-	tracer   trace.Tracer
-	web      *webState
+	// heartbeat paces the comments of idle streams.
+	heartbeat *heartbeat
+	streams   running
+	metrics   *metrics
+	tracer    trace.Tracer
+	web       *webState
 }
 
 // New builds the service and makes sure the site registry bucket exists.
@@ -219,6 +222,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	svc.hub = live.NewHub(svc.renderView, 5*time.Second, func(site int64, view string, err error) {
 		deps.Log.Warn("live view", "site_id", site, "view", view, "err", err)
 	})
+	svc.heartbeat = newHeartbeat(cfg.Heartbeat, svc.hub.Closing())
 	if svc.web, err = newWebState(cfg, deps.Clock.Now); err != nil {
 		return nil, err
 	}
@@ -289,9 +293,17 @@ func (s *Service) refreshLive(ctx context.Context) {
 	}
 }
 
-// CloseStreams ends every open live stream; call it before HTTP shutdown, which would
-// otherwise wait for them.
-func (s *Service) CloseStreams() { s.hub.Close() }
+// CloseStreams ends every open event stream and waits, up to 5 s, until each has sent the
+// end of its body and closed its connection (a viewer that reads nothing is let go by its
+// stream's write deadline later). Call it before HTTP shutdown, which does not wait for
+// the connections streams took over.
+func (s *Service) CloseStreams() {
+	const patience = 5 * time.Second
+	s.hub.Close()
+	if !s.streams.wait(patience) {
+		s.log.Warn("event streams still open after closing them", "waited", patience.String())
+	}
+}
 
 // Run is the composition root of the query service running alone.
 func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
@@ -325,7 +337,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	app := fiber.New(AppConfig(deps.Log))
+	app := NewApp(AppConfig(deps.Log))
 	svc.Register(app)
 	err = server.Alone{
 		Log: deps.Log, Run: svc.Run, App: app, HTTPAddr: cfg.HTTPAddr, BeforeShutdown: svc.CloseStreams,
@@ -335,8 +347,17 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	return err
 }
 
-// AppConfig is the Fiber configuration of the query service's routes. Live streams need
-// no write timeout: fasthttp would apply it to the whole streamed response.
+// NewApp returns the Fiber app to register the query service's routes on, configured
+// with cfg (AppConfig, or more). Its server leaves a connection that a live stream takes
+// over to the stream, which closes it, rather than keeping the request's buffers and
+// state for as long as the stream lasts.
+func NewApp(cfg fiber.Config) *fiber.App {
+	app := fiber.New(cfg)
+	app.Server().KeepHijackedConns = true
+	return app
+}
+
+// AppConfig is the Fiber configuration of the query service's routes, for NewApp.
 func AppConfig(log *slog.Logger) fiber.Config {
 	return fiber.Config{
 		DisableStartupMessage: true,

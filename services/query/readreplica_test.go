@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haru-analytics/haru/pkg/clock"
@@ -67,7 +66,7 @@ func TestStatsReadFromReplica(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		app := fiber.New(AppConfig(log))
+		app := NewApp(AppConfig(log))
 		svc.Register(app)
 		req := httptest.NewRequest(http.MethodGet, "/api/v1/sites/1/aggregate?period=7d&metrics=pageviews", nil)
 		req.Header.Set("Authorization", "Bearer "+key)

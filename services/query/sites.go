@@ -1,7 +1,6 @@
 package query
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -194,7 +193,7 @@ func (s *Service) handleSiteStatus(c *fiber.Ctx) error {
 		return fmt.Errorf("subscribe to site updates: %w", err)
 	}
 	last := ""
-	check := func(w *bufio.Writer) error {
+	check := func(w eventConn) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		has, err := s.accounts.HasEvents(ctx, siteID)
@@ -206,15 +205,14 @@ func (s *Service) handleSiteStatus(c *fiber.Ctx) error {
 			return nil
 		}
 		last = state
-		return writeFrame(w, "status", []byte(`"`+state+`"`))
+		return w.send(eventFrame("status", []byte(`"`+state+`"`)))
 	}
-	streamEvents(s, c, updates, check,
-		func(w *bufio.Writer, _ *nats.Msg) error {
+	return streamEvents(s, c, updates, check,
+		func(w eventConn, _ *nats.Msg) error {
 			if last == "receiving" {
 				return nil
 			}
 			return check(w)
 		},
 		func() { _ = sub.Unsubscribe() })
-	return nil
 }

@@ -61,7 +61,7 @@ func newStatsFixture(t *testing.T, rateLimit int, tracing ...*telemetry.Tracing)
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := fiber.New(AppConfig(log))
+	app := NewApp(AppConfig(log))
 	svc.Register(app)
 	adm, err := NewAdmin(db.Pool)
 	if err != nil {

@@ -1,7 +1,6 @@
 package query
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
@@ -268,24 +267,25 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	first, err := json.Marshal(d)
+	data, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
+	first := eventFrame("stats", data)
 	sub := s.hub.Add(v.site.ID, v.query.Canonical())
-	streamEvents(s, c, sub.C,
-		func(w *bufio.Writer) error {
-			err := writeFrame(w, "stats", first)
+	return streamEvents(s, c, sub.C,
+		func(w eventConn) error {
+			err := w.send(first)
 			first = nil // a stream lives for hours: keep nothing of its first frame
 			return err
 		},
-		func(w *bufio.Writer, payload []byte) error { return writeFrame(w, "stats", payload) },
+		eventConn.send, // the hub's frames are encoded once for every stream of the view
 		sub.Remove)
-	return nil
 }
 
-// renderView is the hub's ComputeFunc: the dashboard JSON of a view (the canonical
-// query string), computed once per update however many streams show it.
+// renderView is the hub's ComputeFunc: the dashboard of a view (the canonical query
+// string) as the "stats" event its streams send, computed and encoded once per update
+// however many streams show it.
 func (s *Service) renderView(ctx context.Context, siteID int64, key string) ([]byte, error) {
 	site, err := s.accounts.SiteByID(ctx, siteID)
 	if err != nil {
@@ -303,5 +303,9 @@ func (s *Service) renderView(ctx context.Context, siteID int64, key string) ([]b
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(d)
+	data, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	return eventFrame("stats", data), nil
 }

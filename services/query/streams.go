@@ -3,6 +3,7 @@ package query
 import (
 	"net"
 	"sync"
+	"time"
 )
 
 // streams remembers the connections of open event streams by what grants them (a
@@ -47,5 +48,88 @@ func (s *streams) end(key string, keep net.Conn) {
 		if c != keep {
 			_ = c.Close()
 		}
+	}
+}
+
+// heartbeat is the one ticker every open stream shares: next returns a channel that is
+// closed at the next beat. Ten thousand streams cost one timer and one channel a beat,
+// not a ticker each. It starts with the first stream and stops when stop is closed.
+type heartbeat struct {
+	every time.Duration
+	stop  <-chan struct{}
+	start sync.Once
+
+	mu   sync.Mutex
+	beat chan struct{}
+}
+
+func newHeartbeat(every time.Duration, stop <-chan struct{}) *heartbeat {
+	return &heartbeat{every: every, stop: stop, beat: make(chan struct{})}
+}
+
+// next returns the channel closed at the next beat.
+func (h *heartbeat) next() <-chan struct{} {
+	h.start.Do(func() { go h.run() })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.beat
+}
+
+func (h *heartbeat) run() {
+	if h.every <= 0 {
+		return
+	}
+	tick := time.NewTicker(h.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+			h.mu.Lock()
+			close(h.beat)
+			h.beat = make(chan struct{})
+			h.mu.Unlock()
+		}
+	}
+}
+
+// running counts the event streams in progress, so that closing them can wait until each
+// has ended: HTTP shutdown does not wait for the connections streams took over.
+type running struct {
+	mu      sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// start counts a stream in, unless wait has begun (the stream then ends at once anyway,
+// the service closing its streams); the stream calls done if it was counted.
+func (r *running) start() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+func (r *running) done() { r.wg.Done() }
+
+// wait stops counting streams in and waits up to timeout for those counted to end.
+func (r *running) wait(timeout time.Duration) bool {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
+	ended := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+		return true
+	case <-time.After(timeout):
+		return false
 	}
 }

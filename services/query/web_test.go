@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -34,7 +33,7 @@ type webEnv struct {
 	origin string
 }
 
-func newWebEnv(t *testing.T, publicURL string, options ...func(*Config)) *webEnv {
+func newWebEnv(t testing.TB, publicURL string, options ...func(*Config)) *webEnv {
 	t.Helper()
 	db := pgtest.New(t)
 	ns := natstest.New(t)
@@ -50,7 +49,7 @@ func newWebEnv(t *testing.T, publicURL string, options ...func(*Config)) *webEnv
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := fiber.New(AppConfig(log))
+	app := NewApp(AppConfig(log))
 	svc.Register(app)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
