@@ -24,58 +24,62 @@ type pastKey struct {
 	from, upto string
 }
 
-type pastEntry struct {
-	rows    []row
+type pastEntry[V any] struct {
+	v       V
+	rows    int
 	expires time.Time
 }
 
-// pastCache holds the complete rows of breakdowns over past days.
-type pastCache struct {
+// pastCache holds what was computed over past days: the complete rows of breakdowns from
+// the rollups, and whole results from raw events; size bounds the rows it keeps.
+type pastCache[K comparable, V any] struct {
 	size int
 	ttl  time.Duration
 
 	mu      sync.Mutex
-	entries map[pastKey]pastEntry
+	entries map[K]pastEntry[V]
 	rows    int
 }
 
-func newPastCache(size int, ttl time.Duration) *pastCache {
-	return &pastCache{size: size, ttl: ttl, entries: map[pastKey]pastEntry{}}
+func newPastCache[K comparable, V any](size int, ttl time.Duration) *pastCache[K, V] {
+	return &pastCache[K, V]{size: size, ttl: ttl, entries: map[K]pastEntry[V]{}}
 }
 
-func (c *pastCache) get(k pastKey, now time.Time) ([]row, bool) {
+func (c *pastCache[K, V]) get(k K, now time.Time) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[k]
 	if !ok || now.After(e.expires) {
-		return nil, false
+		var zero V
+		return zero, false
 	}
-	return e.rows, true
+	return e.v, true
 }
 
-func (c *pastCache) put(k pastKey, rows []row, now time.Time) {
-	if len(rows) > c.size/4 {
-		return // a breakdown that big is read each time rather than crowd out the rest
+// put keeps v, which holds rows rows, under k.
+func (c *pastCache[K, V]) put(k K, v V, rows int, now time.Time) {
+	if rows > c.size/4 {
+		return // a result that big is read each time rather than crowd out the rest
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rows+len(rows) > c.size {
+	if c.rows+rows > c.size {
 		for key, e := range c.entries { // drop the expired, or else everything
 			if now.After(e.expires) {
-				c.rows -= len(e.rows)
+				c.rows -= e.rows
 				delete(c.entries, key)
 			}
 		}
-		if c.rows+len(rows) > c.size {
+		if c.rows+rows > c.size {
 			clear(c.entries)
 			c.rows = 0
 		}
 	}
 	if old, ok := c.entries[k]; ok {
-		c.rows -= len(old.rows)
+		c.rows -= old.rows
 	}
-	c.entries[k] = pastEntry{rows: rows, expires: now.Add(c.ttl)}
-	c.rows += len(rows)
+	c.entries[k] = pastEntry[V]{v: v, rows: rows, expires: now.Add(c.ttl)}
+	c.rows += rows
 }
 
 // minPastDays is the shortest past range worth caching: shorter ones read fast.
@@ -99,7 +103,7 @@ func (q *Querier) rollupRows(ctx context.Context, site int64, p Period, d dimens
 		if past, err = q.panelRows(ctx, site, from, split, d); err != nil {
 			return nil, err
 		}
-		q.past.put(k, past, now)
+		q.past.put(k, past, len(past), now)
 	}
 	if split >= to {
 		return past, nil

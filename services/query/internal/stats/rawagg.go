@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
@@ -118,8 +121,8 @@ const vsSums = `count(*)::int8, coalesce(sum(bounce), 0)::int8, coalesce(sum(dur
 
 // visitStatement aggregates the visit sections of pl (visit totals and series, entry and
 // exit pages) from the visits started in p that pass filters: a visit passes an event
-// filter when one of its events does.
-func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
+// filter when one of its events before evTo (the end of the view p is part of) does.
+func visitStatement(site int64, p Period, evTo time.Time, filters []Filter, pl plan) statement {
 	a := args{}
 	s, f, t := a.add(site), a.add(p.From), a.add(p.To)
 	fd, td := a.add(p.fromDay()), a.add(p.toDay())
@@ -129,7 +132,7 @@ func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	if len(evConds) > 0 {
 		sb.WriteString(`ev AS MATERIALIZED (
 	SELECT e.visitor_id, e.ts FROM events e
-	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + t + `
+	WHERE e.site_id = ` + s + ` AND e.ts >= ` + f + ` AND e.ts < ` + a.add(evTo) + `
 	  AND ` + strings.Join(evConds, "\n\t  AND ") + `
 ), `)
 	}
@@ -167,6 +170,133 @@ func visitStatement(site int64, p Period, filters []Filter, pl plan) statement {
 	}
 	sb.WriteString(strings.Join(parts, "\nUNION ALL\n"))
 	return statement{sb.String(), a}
+}
+
+// rawKey names a result over past days computed from raw events.
+type rawKey struct {
+	site       int64
+	from, to   int64
+	evTo       int64
+	tz         string
+	interval   string
+	filters    string
+	summary    bool
+	series     bool
+	dimensions string
+}
+
+// rawRun answers pl for p from raw events. Past days are settled (see pastCache): the
+// whole result of a period's past days, from a local midnight to today's, is computed
+// once and kept a while, and only today's events are read again, so a filtered view's
+// live refresh and its previous period cost one day's read. Visitors add each day's
+// uniques and a visit counts on the day it started, so the two parts add up; a visit
+// of the past days that an event of today's extends or lets pass a filter shows so when
+// the cache is next refreshed, as with the rollups' past days.
+func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Period, pl plan) (result, error) {
+	whole := pl
+	whole.limit, whole.offset = 0, 0
+	now := time.Now()
+	t := now.In(p.Location())
+	today := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, p.Location())
+	split := p.To
+	if today.Before(split) {
+		split = today
+	}
+	var res result
+	if !isMidnight(p.From, p.Location()) || !split.After(p.From) {
+		var err error
+		if res, err = q.rawCompute(ctx, site, filters, p, p.To, whole); err != nil {
+			return result{}, err
+		}
+	} else {
+		past := p
+		past.To = split
+		k := rawKey{site: site, from: past.From.Unix(), to: past.To.Unix(), evTo: p.To.Unix(), tz: p.Timezone, interval: p.Interval,
+			filters: fmt.Sprint(filters), summary: pl.summary, series: pl.series}
+		for _, d := range pl.dims {
+			k.dimensions += d.name + "\x00"
+		}
+		cached, ok := q.rawPast.get(k, now)
+		if !ok {
+			var err error
+			if cached, err = q.rawCompute(ctx, site, filters, past, p.To, whole); err != nil {
+				return result{}, err
+			}
+			q.rawPast.put(k, cached, cached.size(), now)
+		}
+		res = cached.clone()
+		if split.Before(p.To) {
+			recent := p
+			recent.From = split
+			r, err := q.rawCompute(ctx, site, filters, recent, p.To, whole)
+			if err != nil {
+				return result{}, err
+			}
+			res.add(r)
+		}
+	}
+	for _, d := range pl.dims {
+		rs := res.dims[d.name]
+		sortRows(rs, d.visit)
+		res.dims[d.name] = pageOf(rs, pl.limit, pl.offset)
+	}
+	return res, nil
+}
+
+// rawCompute reads p's raw events and visits for pl side by side: every row of every
+// breakdown, unsorted. Visits started in p pass an event filter by their events before
+// evTo.
+func (q *Querier) rawCompute(ctx context.Context, site int64, filters []Filter, p Period, evTo time.Time, pl plan) (result, error) {
+	var evRows, visitRows []sectionRow
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		evRows, err = q.rawEvents(gctx, eventStream(site, p, filters, pl), p, pl)
+		return err
+	})
+	if needsVisits(pl) {
+		g.Go(func() (err error) {
+			visitRows, err = q.query(gctx, visitStatement(site, p, evTo, filters, pl), true)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return result{}, err
+	}
+	res := result{series: map[string]totals{}, dims: map[string][]row{}}
+	res.merge(evRows)
+	res.merge(visitRows)
+	return res, nil
+}
+
+// size is how many rows r holds.
+func (r result) size() int {
+	n := len(r.series)
+	for _, rs := range r.dims {
+		n += len(rs)
+	}
+	return n
+}
+
+// clone is a copy of r that shares nothing with it.
+func (r result) clone() result {
+	c := result{sum: r.sum, series: maps.Clone(r.series), dims: make(map[string][]row, len(r.dims))}
+	for name, rs := range r.dims {
+		c.dims[name] = slices.Clone(rs)
+	}
+	return c
+}
+
+// add adds o's figures to r, row by row.
+func (r *result) add(o result) {
+	r.sum.add(o.sum)
+	for label, t := range o.series {
+		s := r.series[label]
+		s.add(t)
+		r.series[label] = s
+	}
+	for name, rs := range o.dims {
+		r.dims[name] = mergeRows(r.dims[name], rs, false)
+	}
 }
 
 // rawEvents runs st (an eventStream of pl) and folds its rows into section rows: the

@@ -143,12 +143,30 @@ func (q *Querier) referenceRun(ctx context.Context, site int64, qu Query, p Peri
 	return res, nil
 }
 
+// matchReference answers pl for qu through run and fails the test unless the reference
+// answers the same.
+func matchReference(t *testing.T, q *Querier, site int64, qu Query, pl plan, name string) result {
+	t.Helper()
+	ctx := context.Background()
+	got, err := q.run(ctx, site, qu, qu.Period, pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := q.referenceRun(ctx, site, qu, qu.Period, pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(result{}, row{}, totals{})); diff != "" {
+		t.Errorf("%s: raw path differs from the reference (-reference +raw path):\n%s", name, diff)
+	}
+	return got
+}
+
 // TestRawPathMatchesReference: for random data in several timezones, filtered views and
 // views of part days answer from the raw path exactly what the single reference
 // statement answers: summary, series and every breakdown, paged.
 func TestRawPathMatchesReference(t *testing.T) {
 	db := pgtest.New(t)
-	ctx := context.Background()
 	q, err := New(db.Pool)
 	if err != nil {
 		t.Fatal(err)
@@ -178,22 +196,55 @@ func TestRawPathMatchesReference(t *testing.T) {
 					{summary: true},
 					{dims: dims[:3], limit: 0},
 				} {
-					got, err := q.run(ctx, site, qu, qu.Period, pl)
-					if err != nil {
-						t.Fatal(err)
-					}
-					want, err := q.referenceRun(ctx, site, qu, qu.Period, pl)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if diff := cmp.Diff(want, got, cmp.AllowUnexported(result{}, row{}, totals{})); diff != "" {
-						t.Errorf("%s: raw path differs from the reference (-reference +raw path):\n%s", raw, diff)
-					}
+					got := matchReference(t, q, site, qu, pl, raw)
 					if pl.summary && got.sum.Visits == 0 && !strings.Contains(raw, "prop.plan") {
 						t.Errorf("%s: no visits", raw)
 					}
 				}
 			}
 		})
+	}
+}
+
+// TestRawPastDaysCached: a filtered view's past days are computed once and kept, today's
+// events are read at every view, and the two add up to what the reference answers.
+func TestRawPastDaysCached(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	q, err := New(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := time.LoadLocation("Europe/Paris")
+	now := time.Now().In(loc)
+	if now.Hour() == 0 && now.Minute() < 5 {
+		now = now.Add(5 * time.Minute) // today holds a few minutes at least
+	}
+	site := seedSite(t, q, "Europe/Paris", now, 4000, 21)
+	qu := parse(t, "period=7d&filter=page:is:/pricing", time.Now(), loc)
+	pl := plan{summary: true, series: true, dims: []dimension{dimensions["source"], dimensions["entry_page"]}, limit: 10}
+	pl.dims[0].name, pl.dims[1].name = "source", "entry_page"
+	first := matchReference(t, q, site, qu, pl, "7d filtered")
+	if len(q.rawPast.entries) != 1 {
+		t.Fatalf("%d past results kept, want 1", len(q.rawPast.entries))
+	}
+	// A pageview of /pricing lands today: the next view shows it.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path)
+		VALUES ($1, $2, gen_random_uuid(), 'pageview', 424242, '/pricing')`, site, time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	second := matchReference(t, q, site, qu, pl, "7d filtered, one more pageview")
+	if second.sum.Pageviews != first.sum.Pageviews+1 || second.sum.Visitors != first.sum.Visitors+1 {
+		t.Errorf("after one more pageview today: %+v, before %+v", second.sum, first.sum)
+	}
+	// The previous period lies wholly in the past: computed once, then kept.
+	prev := qu.Period.Previous()
+	for range 2 {
+		if _, err := q.run(ctx, site, qu, prev, plan{summary: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(q.rawPast.entries) != 2 {
+		t.Errorf("%d past results kept after the previous period twice, want 2", len(q.rawPast.entries))
 	}
 }

@@ -28,7 +28,8 @@ type Querier struct {
 	// parallel bounds how many statements of one view run at once.
 	parallel int
 	tracer   trace.Tracer
-	past     *pastCache
+	past     *pastCache[pastKey, []row]
+	rawPast  *pastCache[rawKey, result]
 }
 
 // New returns a Querier over pool.
@@ -38,7 +39,8 @@ func New(pool *pgxpool.Pool) (*Querier, error) {
 	}
 	n := int(pool.Config().MaxConns) / 2
 	return &Querier{pool: pool, parallel: max(2, min(n, 4)), tracer: noop.NewTracerProvider().Tracer(""),
-		past: newPastCache(pastCacheRows, pastCacheTTL)}, nil
+		past:    newPastCache[pastKey, []row](pastCacheRows, pastCacheTTL),
+		rawPast: newPastCache[rawKey, result](pastCacheRows, pastCacheTTL)}, nil
 }
 
 // WithTracer makes q record a span per SQL statement under tp.
@@ -115,38 +117,27 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	// offset) gets its hourly series from raw events.
 	hourly := p.Interval == Hour && pl.series
 	raw := qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour)))
-	var stmts []statement
-	switch {
-	case raw && needsVisits(pl):
-		stmts = []statement{visitStatement(site, p, qu.Filters, pl)}
-	case !raw:
-		// Panels go through the cache of past days, below.
-		stmts = rollupStatements(site, p, plan{summary: pl.summary, series: pl.series})
+	if raw {
+		return q.rawRun(ctx, site, qu.Filters, p, pl)
 	}
+	// Panels go through the cache of past days, below.
+	stmts := rollupStatements(site, p, plan{summary: pl.summary, series: pl.series})
 	res := result{series: map[string]totals{}, dims: map[string][]row{}}
-	rows := make([][]sectionRow, len(stmts)+1)
+	rows := make([][]sectionRow, len(stmts))
 	panels := make([][]row, len(pl.dims))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(q.parallel)
-	if raw {
-		g.Go(func() (err error) {
-			rows[len(stmts)], err = q.rawEvents(gctx, eventStream(site, p, qu.Filters, pl), p, pl)
-			return err
-		})
-	}
 	for i, st := range stmts {
 		g.Go(func() (err error) {
-			rows[i], err = q.query(gctx, st, raw)
+			rows[i], err = q.query(gctx, st, false)
 			return err
 		})
 	}
-	if !raw {
-		for i, d := range pl.dims {
-			g.Go(func() (err error) {
-				panels[i], err = q.rollupRows(gctx, site, p, d)
-				return err
-			})
-		}
+	for i, d := range pl.dims {
+		g.Go(func() (err error) {
+			panels[i], err = q.rollupRows(gctx, site, p, d)
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return result{}, err
@@ -154,15 +145,8 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	for _, rs := range rows {
 		res.merge(rs)
 	}
-	for name, rs := range res.dims {
-		sortRows(rs, dimensionOf(pl.dims, name).visit)
-	}
 	for i, d := range pl.dims {
-		if raw {
-			res.dims[d.name] = pageOf(res.dims[d.name], pl.limit, pl.offset)
-		} else {
-			res.dims[d.name] = pageOf(panels[i], pl.limit, pl.offset)
-		}
+		res.dims[d.name] = pageOf(panels[i], pl.limit, pl.offset)
 	}
 	return res, nil
 }
