@@ -230,7 +230,8 @@ func TestDashboardRows(t *testing.T) {
 BenchmarkDashboard/24h/raw-2       20  1 ns/op  30.5 p50_ms  41.0 p95_ms
 BenchmarkDashboard/30d/rollups-2   20  1 ns/op  20.0 p50_ms  60.0 p95_ms
 BenchmarkDashboard/30d/raw-2       20  1 ns/op  200.0 p50_ms  300.0 p95_ms
-BenchmarkDashboard/30d/filter-2    20  1 ns/op  120.0 p50_ms  240.0 p95_ms
+BenchmarkDashboard/30d/filter-2    20  1 ns/op  700.0 first_ms  120.0 p50_ms  240.0 p95_ms
+BenchmarkDashboard/30d/filter-one-statement-2    20  1 ns/op  2400.0 p50_ms  2600.0 p95_ms
 BenchmarkDashboard/12mo/extra-2    20  5 ns/op
 `
 	bs, err := ParseGoBench(strings.NewReader(out))
@@ -242,7 +243,8 @@ BenchmarkDashboard/12mo/extra-2    20  5 ns/op
 		{Section: "5 dashboard", Measure: "dashboard 24h, 10,000,000 events: p50 / p95 (raw events as baseline)", Result: "3.1 ms / 4.2 ms", Baseline: "30.5 ms / 41.0 ms", Ratio: "0.10x"},
 		{Section: "5 dashboard", Measure: "dashboard 30d, 10,000,000 events: p50 / p95 (raw events as baseline)", Result: "20.0 ms / 60.0 ms", Baseline: "200 ms / 300 ms", Ratio: "0.20x",
 			Goal: "p95 <= 50 ms at 10 M", Verdict: Missed},
-		{Section: "5 dashboard", Measure: "dashboard 30d with one filter, 10,000,000 events: p50 / p95", Result: "120 ms / 240 ms", Goal: "p95 <= 500 ms at 10 M", Verdict: Met},
+		{Section: "5 dashboard", Measure: "dashboard 30d with one filter, 10,000,000 events: p50 / p95 (first view; the former single statement as baseline)",
+			Result: "120 ms / 240 ms (first 700 ms)", Baseline: "2400 ms / 2600 ms", Ratio: "0.092x", Goal: "p95 <= 500 ms at 10 M", Verdict: Met},
 		{Section: "5 dashboard", Measure: "Dashboard/12mo/extra, 10,000,000 events", Result: "5 ns/op"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
