@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
-	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
@@ -185,8 +184,8 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	if !ip.IsValid() {
 		ip = req.ip
 	}
-	agent := s.agents.Parse(userAgent)
-	if reason := bot.Check(bot.Request{UserAgent: userAgent, ParserBot: agent.Bot}); reason != "" {
+	agent := s.agents.Get(userAgent)
+	if reason := agent.botReason; reason != "" {
 		s.metrics.dropped.WithLabelValues(reason).Inc()
 		return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultDropped, Reason: reason}, nil
 	}

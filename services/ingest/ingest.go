@@ -35,6 +35,7 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
+	"github.com/haru-analytics/haru/services/ingest/internal/uacache"
 	"github.com/haru-analytics/haru/tracker"
 )
 
@@ -164,7 +165,7 @@ type Service struct {
 	salts    *salt.Store
 	clientIP *clientip.Resolver
 	zones    *zoneCache
-	agents   *enrich.Agents
+	agents   *uacache.Cache[agentVerdict]
 	regions  *enrich.RegionDB               // nil without HARU_REGION_DB
 	limiter  *ratelimit.Limiter[netip.Addr] // nil when RateLimit is 0
 	// batchLimiter counts batch events per site id; nil when BatchRateLimit is 0.
@@ -253,11 +254,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	agents, err := newAgentCache()
+	if err != nil {
+		return nil, err
+	}
 	enrich.WarmUp()
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
-		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
+		agents: agents, limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
@@ -284,9 +289,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 // Register mounts ingest's routes: every route of the service is here.
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
-	r.Post("/api/collect", s.countStatus, s.traceRequest, s.cors, s.handleCollect)
+	r.Post("/api/collect", s.countStatus(), s.traceRequest, s.cors, s.handleCollect)
 	// Server-side senders only: no CORS, a browser page has no business with a secret.
-	r.Post("/api/batch", s.countStatus, s.traceRequest, s.handleBatch)
+	r.Post("/api/batch", s.countStatus(), s.traceRequest, s.handleBatch)
 	// The tracker is served from the collect origin, which is its default data-api.
 	tracker.Register(r)
 }
