@@ -109,7 +109,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	// 6. Which visitor? A keyed hash under the salt of the site's local date. Every wait
 	// below is bounded by PublishTimeout: the salt store's and the PubAck's own timers.
 	ctx := c.UserContext()
-	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
+	daySalt, err := s.salts.ForDate(ctx, s.zones.get(site.Timezone).localDate(now))
 	if err != nil {
 		s.log.ErrorContext(ctx, "salt unavailable", "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "salt_unavailable", ErrUnavailable)
@@ -118,7 +118,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ev.Visitor = visitor.ID(daySalt, site.ID, ip.String(), userAgent)
+	ev.Visitor = visitor.ID(daySalt, site.ID, ip, userAgent)
 
 	// 7. Describe it.
 	ev.Hostname, ev.Path = page.Host, page.Path
@@ -185,48 +185,107 @@ func (s *Service) publish(ctx context.Context, ev *event.Event) error {
 
 func (s *Service) publishAndWait(ctx context.Context, ev *event.Event) error {
 	start := time.Now()
-	f, err := s.publishAsync(ctx, ev)
+	p, err := s.publishAsync(ctx, ev)
 	if err == nil {
-		err = awaitAck(ctx, f)
+		err = s.awaitAck(ctx, p)
 	}
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	return err
 }
 
-// publishAsync sends ev to the stream and returns the future of its PubAck: no round
-// trip is waited for here, so one connection carries many beacons' publishes at once
-// (up to the JetStream context's pending window). The event id is the message id, so
-// JetStream drops a retried publish within its duplicate window.
-func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (jetstream.PubAckFuture, error) {
-	data, err := event.Encode(ev)
+// pending is a published event awaiting its PubAck.
+type pending struct {
+	f   jetstream.PubAckFuture
+	out *outMsg
+}
+
+// outMsg is one event's message on its way to the stream. The client copies a message
+// into its write buffer as it publishes, but the PubAck future keeps it (to publish
+// again on "no responders"), so an outMsg is reused only once its PubAck has come.
+type outMsg struct {
+	msg nats.Msg
+	// msgID is the Nats-Msg-Id header's one value, set in place for each event.
+	msgID []string
+}
+
+func newOutMsg() any {
+	o := &outMsg{msgID: make([]string, 1)}
+	o.msg.Header = nats.Header{jetstream.MsgIDHeader: o.msgID}
+	o.msg.Data = make([]byte, 0, 1024)
+	return o
+}
+
+// publishAsync sends ev to the stream and returns its pending PubAck: no round trip is
+// waited for here, so one connection carries many beacons' publishes at once (up to the
+// JetStream context's pending window). The event id is the message id, so JetStream
+// drops a retried publish within its duplicate window.
+func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (pending, error) {
+	o := s.outMsgs.Get().(*outMsg)
+	data, err := event.AppendEncode(o.msg.Data[:0], ev)
 	if err != nil {
-		return nil, err
+		s.outMsgs.Put(o)
+		return pending{}, err
 	}
-	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data, Header: nats.Header{
-		jetstream.MsgIDHeader: {ev.ID.String()},
-	}}
+	o.msg.Subject, o.msg.Data, o.msgID[0] = s.subjects.get(ev.SiteID), data, ev.ID.String()
 	if trace.SpanContextFromContext(ctx).IsValid() {
-		// The writer continues the trace from the message headers.
-		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
+		// The writer continues the trace from the message headers. The headers are this
+		// message's own from now on: a traced message is not reused.
+		h := nats.Header{jetstream.MsgIDHeader: {o.msgID[0]}}
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(h))
+		o = &outMsg{msg: nats.Msg{Subject: o.msg.Subject, Data: o.msg.Data, Header: h}}
 	}
-	f, err := s.js.PublishMsgAsync(msg)
+	f, err := s.js.PublishMsgAsync(&o.msg)
 	if err != nil {
-		return nil, fmt.Errorf("publish event: %w", err)
+		return pending{}, fmt.Errorf("publish event: %w", err)
 	}
-	return f, nil
+	return pending{f: f, out: o}, nil
 }
 
 // awaitAck waits for a publish's PubAck until ctx ends. A PubAck that never comes fails
 // the future after PublishTimeout (the JetStream context's async timeout).
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+func (s *Service) awaitAck(ctx context.Context, p pending) error {
 	select {
-	case <-f.Ok():
+	case <-p.f.Ok():
+		if p.out.msgID != nil {
+			s.outMsgs.Put(p.out)
+		}
 		return nil
-	case err := <-f.Err():
+	case err := <-p.f.Err():
 		return fmt.Errorf("publish event: %w", err)
 	case <-ctx.Done():
 		return fmt.Errorf("publish event: no PubAck: %w", ctx.Err())
 	}
+}
+
+// subjectCache keeps each site's event subject, formatted once rather than per beacon.
+type subjectCache struct {
+	names  event.Names
+	mu     sync.RWMutex
+	bySite map[int64]string
+}
+
+// maxSubjects bounds the cache; past it, it starts over (sites come and go).
+const maxSubjects = 1 << 16
+
+func newSubjectCache(names event.Names) *subjectCache {
+	return &subjectCache{names: names, bySite: map[int64]string{}}
+}
+
+func (c *subjectCache) get(site int64) string {
+	c.mu.RLock()
+	subj, ok := c.bySite[site]
+	c.mu.RUnlock()
+	if ok {
+		return subj
+	}
+	subj = c.names.EventSubject(site)
+	c.mu.Lock()
+	if len(c.bySite) >= maxSubjects {
+		clear(c.bySite)
+	}
+	c.bySite[site] = subj
+	c.mu.Unlock()
+	return subj
 }
 
 // traceRequest opens a request's span. It records the route and the status
@@ -277,7 +336,7 @@ func (s *Service) rateLimited(c *fiber.Ctx, wait time.Duration, reason string, e
 
 // drop answers a beacon that will not be stored exactly as a stored one, counting why.
 func (s *Service) drop(c *fiber.Ctx, reason string) error {
-	s.metrics.dropped.WithLabelValues(reason).Inc()
+	s.metrics.droppedWith(reason).Inc()
 	c.Status(fiber.StatusAccepted)
 	return nil
 }
@@ -380,27 +439,58 @@ func newAgentCache() (*uacache.Cache[agentVerdict], error) {
 // zoneCache keeps loaded timezones: time.LoadLocation reads the tz database each call.
 type zoneCache struct {
 	mu    sync.RWMutex
-	zones map[string]*time.Location
+	zones map[string]*zone
 }
 
-func newZoneCache() *zoneCache { return &zoneCache{zones: map[string]*time.Location{}} }
+func newZoneCache() *zoneCache { return &zoneCache{zones: map[string]*zone{}} }
 
 // get returns the named zone, or UTC for a name the tz database does not know.
-func (z *zoneCache) get(name string) *time.Location {
+func (z *zoneCache) get(name string) *zone {
 	z.mu.RLock()
-	loc, ok := z.zones[name]
+	zn, ok := z.zones[name]
 	z.mu.RUnlock()
 	if ok {
-		return loc
+		return zn
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
 		loc = time.UTC
 	}
+	zn = &zone{loc: loc}
 	z.mu.Lock()
-	z.zones[name] = loc
+	z.zones[name] = zn
 	z.mu.Unlock()
-	return loc
+	return zn
+}
+
+// zone is a loaded timezone and the last local date asked of it.
+type zone struct {
+	loc  *time.Location
+	last atomic.Pointer[zoneDay]
+}
+
+// zoneDay is a local date and the day number of the wall clock it belongs to.
+type zoneDay struct {
+	day  int64
+	date string
+}
+
+// localDate is visitor.LocalDate(t, z.loc) without formatting (and allocating) the
+// same date for every beacon: the date is the day of t's wall clock, so it changes
+// only when that day number does, whatever the offset did meanwhile.
+func (z *zone) localDate(t time.Time) string {
+	_, offset := t.In(z.loc).Zone()
+	wall := t.Unix() + int64(offset)
+	day := wall / 86400
+	if wall%86400 < 0 {
+		day-- // floor, for wall clocks before 1970
+	}
+	if d := z.last.Load(); d != nil && d.day == day {
+		return d.date
+	}
+	date := visitor.LocalDate(t, z.loc)
+	z.last.Store(&zoneDay{day: day, date: date})
+	return date
 }
 
 // metrics are ingest's Prometheus series.
@@ -416,6 +506,16 @@ type metrics struct {
 	// use so no series appears before its first answer. A label lookup formats, hashes
 	// and locks on every request; these are a load.
 	byStatus [500]atomic.Pointer[prometheus.Counter]
+	// byReason holds dropped's children for the known reasons; read-only after start.
+	byReason map[string]prometheus.Counter
+}
+
+// droppedWith is the child of haru_ingest_events_dropped_total for reason.
+func (m *metrics) droppedWith(reason string) prometheus.Counter {
+	if c, ok := m.byReason[reason]; ok {
+		return c
+	}
+	return m.dropped.WithLabelValues(reason)
 }
 
 // requestsWith is the child of haru_ingest_requests_total for status.
@@ -461,8 +561,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	// Start every drop reason at zero so a rate() over it exists before the first drop.
+	m.byReason = map[string]prometheus.Counter{}
 	for _, r := range []string{bot.ReasonUserAgent, bot.ReasonPrefetch, dropForeignHost} {
-		m.dropped.WithLabelValues(r)
+		m.byReason[r] = m.dropped.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -172,6 +173,8 @@ type Service struct {
 	batchLimiter *ratelimit.Limiter[int64]
 	idem         jetstream.KeyValue // idempotency keys of batch events
 	metrics      *metrics
+	subjects     *subjectCache
+	outMsgs      sync.Pool // of *outMsg
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -263,6 +266,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
 		agents: agents, limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
+		subjects: newSubjectCache(names), outMsgs: sync.Pool{New: newOutMsg},
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
