@@ -126,7 +126,7 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 		ip:        s.clientIP.ClientIP(peerAddr(c), func() string { return c.Get(s.clientIP.Header()) }),
 	}
 	results := make([]ItemResult, len(items))
-	futures := make([]pending, len(items))
+	futures := make([]*outMsg, len(items))
 	start := time.Now()
 	var keyed sync.WaitGroup
 	for i := range items {
@@ -141,11 +141,11 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	keyed.Wait()
 
 	// 6. Durable or not: 202 only for events with their PubAck.
-	for i, p := range futures {
-		if p.f == nil {
+	for i, o := range futures {
+		if o == nil {
 			continue
 		}
-		err := s.awaitAck(ctx, p)
+		err := s.awaitAck(ctx, o)
 		s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 		if err != nil {
 			s.log.Warn("publish failed", "site_id", site.ID, "err", err)
@@ -172,10 +172,10 @@ type batchRequest struct {
 
 // batchItem checks, describes and publishes one event of a batch. It returns the
 // event's result and, when published, the future of its PubAck.
-func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *collect.Item) (ItemResult, pending) {
+func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *collect.Item) (ItemResult, *outMsg) {
 	if it.Err != nil {
 		s.metrics.rejected.WithLabelValues("bad_payload").Inc()
-		return ItemResult{Index: i, Status: fiber.StatusBadRequest, Result: resultError, Field: it.Err.Field, Error: it.Err.Reason}, pending{}
+		return ItemResult{Index: i, Status: fiber.StatusBadRequest, Result: resultError, Field: it.Err.Field, Error: it.Err.Reason}, nil
 	}
 	userAgent, ip := it.UserAgent, it.IP
 	if userAgent == "" {
@@ -187,26 +187,26 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	agent := s.agents.Get(userAgent)
 	if reason := agent.botReason; reason != "" {
 		s.metrics.droppedWith(reason).Inc()
-		return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultDropped, Reason: reason}, pending{}
+		return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultDropped, Reason: reason}, nil
 	}
 
 	ev, err := event.New(req.now, req.site.ID, it.Name)
 	if err != nil {
 		s.log.Error("mint event", "err", err)
-		return unavailable(i), pending{}
+		return unavailable(i), nil
 	}
 	// A keyed event takes the id and time of its first attempt, from any replica.
 	replayed := false
 	if key := itemKey(req, i, it); key != "" {
 		if replayed, err = s.claim(ctx, req.site.ID, key, &ev); err != nil {
 			s.log.Warn("idempotency bucket", "site_id", req.site.ID, "err", err)
-			return unavailable(i), pending{}
+			return unavailable(i), nil
 		}
 	}
 	daySalt, err := s.salts.ForDate(ctx, s.zones.get(req.site.Timezone).localDate(ev.Time))
 	if err != nil {
 		s.log.Error("salt unavailable", "err", err)
-		return unavailable(i), pending{}
+		return unavailable(i), nil
 	}
 	ev.Visitor = visitor.ID(daySalt, req.site.ID, ip, userAgent)
 
@@ -227,12 +227,12 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	ev.DurationMS = it.DurationMS
 	ev.Props = it.Props
 
-	p, err := s.publishAsync(ctx, &ev)
+	o, err := s.publishAsync(ctx, &ev)
 	if err != nil {
 		s.log.Warn("publish failed", "site_id", req.site.ID, "err", err)
-		return unavailable(i), pending{}
+		return unavailable(i), nil
 	}
-	return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultAccepted, Replayed: replayed}, p
+	return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultAccepted, Replayed: replayed}, o
 }
 
 // claim makes ev the one event of key: the first claim (an atomic Create, so one wins

@@ -185,76 +185,73 @@ func (s *Service) publish(ctx context.Context, ev *event.Event) error {
 
 func (s *Service) publishAndWait(ctx context.Context, ev *event.Event) error {
 	start := time.Now()
-	p, err := s.publishAsync(ctx, ev)
+	o, err := s.publishAsync(ctx, ev)
 	if err == nil {
-		err = s.awaitAck(ctx, p)
+		err = s.awaitAck(ctx, o)
 	}
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	return err
 }
 
-// pending is a published event awaiting its PubAck.
-type pending struct {
-	f   jetstream.PubAckFuture
-	out *outMsg
-}
-
-// outMsg is one event's message on its way to the stream. The client copies a message
-// into its write buffer as it publishes, but the PubAck future keeps it (to publish
-// again on "no responders"), so an outMsg is reused only once its PubAck has come.
+// outMsg is one event's message on its way to the stream, with what the publisher
+// needs to match its PubAck. Each is reused, once the publisher holds it no longer.
 type outMsg struct {
 	msg nats.Msg
-	// msgID is the Nats-Msg-Id header's one value, set in place for each event.
-	msgID []string
+	// header is the message's own: Nats-Msg-Id, its value set in place for each event.
+	header nats.Header
+	msgID  []string
+
+	token uint64     // the publisher's, in the reply subject
+	sent  time.Time  // the last publish: the PubAck deadline counts from it
+	acked chan error // the PubAck's outcome
+	timer *time.Timer
 }
 
 func newOutMsg() any {
-	o := &outMsg{msgID: make([]string, 1)}
-	o.msg.Header = nats.Header{jetstream.MsgIDHeader: o.msgID}
+	o := &outMsg{msgID: make([]string, 1), acked: make(chan error, 1), timer: time.NewTimer(time.Hour)}
+	o.timer.Stop()
+	o.header = nats.Header{jetstream.MsgIDHeader: o.msgID}
 	o.msg.Data = make([]byte, 0, 1024)
 	return o
 }
 
-// publishAsync sends ev to the stream and returns its pending PubAck: no round trip is
-// waited for here, so one connection carries many beacons' publishes at once (up to the
-// JetStream context's pending window). The event id is the message id, so JetStream
-// drops a retried publish within its duplicate window.
-func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (pending, error) {
+// publishAsync sends ev to the stream and returns it awaiting its PubAck: no round trip
+// is waited for here, so one connection carries many beacons' publishes at once (up to
+// publishWindow). The event id is the message id, so JetStream drops a retried publish
+// within its duplicate window.
+func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (*outMsg, error) {
 	o := s.outMsgs.Get().(*outMsg)
 	data, err := event.AppendEncode(o.msg.Data[:0], ev)
 	if err != nil {
 		s.outMsgs.Put(o)
-		return pending{}, err
+		return nil, err
 	}
-	o.msg.Subject, o.msg.Data, o.msgID[0] = s.subjects.get(ev.SiteID), data, ev.ID.String()
+	o.msg.Subject, o.msg.Data, o.msg.Header, o.msgID[0] = s.subjects.get(ev.SiteID), data, o.header, ev.ID.String()
 	if trace.SpanContextFromContext(ctx).IsValid() {
-		// The writer continues the trace from the message headers. The headers are this
-		// message's own from now on: a traced message is not reused.
-		h := nats.Header{jetstream.MsgIDHeader: {o.msgID[0]}}
-		s.propagator.Inject(ctx, telemetry.HeaderCarrier(h))
-		o = &outMsg{msg: nats.Msg{Subject: o.msg.Subject, Data: o.msg.Data, Header: h}}
+		// The writer continues the trace from the message headers: a traced message has
+		// headers of its own.
+		o.msg.Header = nats.Header{jetstream.MsgIDHeader: {o.msgID[0]}}
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(o.msg.Header))
 	}
-	f, err := s.js.PublishMsgAsync(&o.msg)
-	if err != nil {
-		return pending{}, fmt.Errorf("publish event: %w", err)
+	if err := s.pub.publish(o); err != nil {
+		s.outMsgs.Put(o)
+		return nil, fmt.Errorf("publish event: %w", err)
 	}
-	return pending{f: f, out: o}, nil
+	return o, nil
 }
 
-// awaitAck waits for a publish's PubAck until ctx ends. A PubAck that never comes fails
-// the future after PublishTimeout (the JetStream context's async timeout).
-func (s *Service) awaitAck(ctx context.Context, p pending) error {
-	select {
-	case <-p.f.Ok():
-		if p.out.msgID != nil {
-			s.outMsgs.Put(p.out)
+// awaitAck waits for a publish's PubAck until ctx ends or PublishTimeout has passed
+// since the publish. The message is reused afterwards.
+func (s *Service) awaitAck(ctx context.Context, o *outMsg) error {
+	err := s.pub.await(ctx, o)
+	s.outMsgs.Put(o)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish event: no PubAck: %w", err)
 		}
-		return nil
-	case err := <-p.f.Err():
 		return fmt.Errorf("publish event: %w", err)
-	case <-ctx.Done():
-		return fmt.Errorf("publish event: no PubAck: %w", ctx.Err())
 	}
+	return nil
 }
 
 // subjectCache keeps each site's event subject, formatted once rather than per beacon.

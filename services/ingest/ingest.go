@@ -161,7 +161,7 @@ type Service struct {
 	log      *slog.Logger
 	clock    clock.Clock
 	names    event.Names
-	js       jetstream.JetStream
+	pub      *publisher
 	sites    *registry.Registry
 	salts    *salt.Store
 	clientIP *clientip.Resolver
@@ -188,11 +188,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("ingest: nil dependency")
 	}
 	names := cfg.NATS.Names()
-	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
-	// that never comes fails its future after PublishTimeout instead of staying pending.
-	js, err := jetstream.New(deps.NATS,
-		jetstream.WithPublishAsyncMaxPending(publishWindow),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	js, err := jetstream.New(deps.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -257,13 +253,19 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
+	// that never comes fails its publish after PublishTimeout instead of staying pending.
+	pub, err := newPublisher(deps.NATS, cfg.PublishTimeout, publishWindow)
+	if err != nil {
+		return nil, err
+	}
 	agents, err := newAgentCache()
 	if err != nil {
 		return nil, err
 	}
 	enrich.WarmUp()
 	s := &Service{
-		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
+		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, pub: pub,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
 		agents: agents, limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
 		subjects: newSubjectCache(names), outMsgs: sync.Pool{New: newOutMsg},
