@@ -259,11 +259,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	enrich.WarmUp()
 	agents, err := newAgentCache()
 	if err != nil {
 		return nil, err
 	}
-	enrich.WarmUp()
 	s := &Service{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, pub: pub,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
