@@ -61,9 +61,11 @@ func (r *Resolver) ClientIP(peer netip.Addr, header func() string) netip.Addr {
 	if len(r.trusted) == 0 || !r.isTrusted(peer) {
 		return peer
 	}
-	hops := strings.Split(header(), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+	// Walk the hops right to left in place: splitting the header would allocate.
+	hops := header()
+	for {
+		i := strings.LastIndexByte(hops, ',')
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i+1:]))
 		if err != nil {
 			// A garbled hop: what lies left of it cannot be trusted either.
 			break
@@ -73,6 +75,10 @@ func (r *Resolver) ClientIP(peer netip.Addr, header func() string) netip.Addr {
 			return a
 		}
 		peer = a
+		if i < 0 {
+			break
+		}
+		hops = hops[:i]
 	}
 	return peer
 }

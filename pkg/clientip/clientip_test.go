@@ -2,6 +2,7 @@ package clientip
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -73,5 +74,30 @@ func FuzzClientIP(f *testing.F) {
 		if !r.Trusted(p) && got != p.Unmap() {
 			t.Fatalf("untrusted peer %s gave %s", p, got)
 		}
+		if want := splitClientIP(r, p, header); got != want {
+			t.Fatalf("ClientIP(%s, %q) = %s, want %s as by splitting the header", p, header, got, want)
+		}
 	})
+}
+
+// splitClientIP is ClientIP written plainly, splitting the header: the reference the
+// in-place walk must agree with.
+func splitClientIP(r *Resolver, peer netip.Addr, header string) netip.Addr {
+	peer = peer.Unmap()
+	if !r.isTrusted(peer) {
+		return peer
+	}
+	hops := strings.Split(header, ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !r.isTrusted(a) {
+			return a
+		}
+		peer = a
+	}
+	return peer
 }

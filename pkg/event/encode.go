@@ -14,7 +14,7 @@ func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, int64(e.V), 10)
 	b = append(b, `,"id":"`...)
-	b = append(b, e.ID.String()...)
+	b = appendUUID(b, e.ID)
 	b = append(b, `","ts":"`...)
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","site":`...)
@@ -66,6 +66,18 @@ func appendEvent(b []byte, e *Event) []byte {
 		b = append(b, '}')
 	}
 	return append(b, '}')
+}
+
+// appendUUID writes id as uuid.UUID.String does (8-4-4-4-12 lower-case hex) without
+// allocating the string.
+func appendUUID(b []byte, id [16]byte) []byte {
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hex[c>>4], hex[c&0xf])
+	}
+	return b
 }
 
 func appendField(b []byte, name, val string, omitEmpty bool) []byte {

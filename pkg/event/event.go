@@ -93,10 +93,15 @@ func (e *Event) IsInteraction() bool { return e.Name != PageviewName && e.Name !
 
 // Encode returns the wire form of e.
 func Encode(e *Event) ([]byte, error) {
+	return AppendEncode(make([]byte, 0, 512), e)
+}
+
+// AppendEncode appends the wire form of e to dst, so a caller may reuse a buffer.
+func AppendEncode(dst []byte, e *Event) ([]byte, error) {
 	if e.Time.Year() < 0 || e.Time.Year() > 9999 {
-		return nil, fmt.Errorf("encode event: timestamp %s outside years 0..9999", e.Time)
+		return dst, fmt.Errorf("encode event: timestamp %s outside years 0..9999", e.Time)
 	}
-	return appendEvent(make([]byte, 0, 512), e), nil
+	return appendEvent(dst, e), nil
 }
 
 // Decode parses the wire form. Unknown fields are ignored so that an older reader keeps

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
-	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
@@ -127,7 +126,7 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 		ip:        s.clientIP.ClientIP(peerAddr(c), func() string { return c.Get(s.clientIP.Header()) }),
 	}
 	results := make([]ItemResult, len(items))
-	futures := make([]jetstream.PubAckFuture, len(items))
+	futures := make([]*outMsg, len(items))
 	start := time.Now()
 	var keyed sync.WaitGroup
 	for i := range items {
@@ -142,11 +141,11 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	keyed.Wait()
 
 	// 6. Durable or not: 202 only for events with their PubAck.
-	for i, f := range futures {
-		if f == nil {
+	for i, o := range futures {
+		if o == nil {
 			continue
 		}
-		err := awaitAck(ctx, f)
+		err := s.awaitAck(ctx, o)
 		s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 		if err != nil {
 			s.log.Warn("publish failed", "site_id", site.ID, "err", err)
@@ -173,7 +172,7 @@ type batchRequest struct {
 
 // batchItem checks, describes and publishes one event of a batch. It returns the
 // event's result and, when published, the future of its PubAck.
-func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *collect.Item) (ItemResult, jetstream.PubAckFuture) {
+func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *collect.Item) (ItemResult, *outMsg) {
 	if it.Err != nil {
 		s.metrics.rejected.WithLabelValues("bad_payload").Inc()
 		return ItemResult{Index: i, Status: fiber.StatusBadRequest, Result: resultError, Field: it.Err.Field, Error: it.Err.Reason}, nil
@@ -185,9 +184,9 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	if !ip.IsValid() {
 		ip = req.ip
 	}
-	agent := s.agents.Parse(userAgent)
-	if reason := bot.Check(bot.Request{UserAgent: userAgent, ParserBot: agent.Bot}); reason != "" {
-		s.metrics.dropped.WithLabelValues(reason).Inc()
+	agent := s.agents.Get(userAgent)
+	if reason := agent.botReason; reason != "" {
+		s.metrics.droppedWith(reason).Inc()
 		return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultDropped, Reason: reason}, nil
 	}
 
@@ -204,12 +203,12 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 			return unavailable(i), nil
 		}
 	}
-	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(ev.Time, s.zones.get(req.site.Timezone)))
+	daySalt, err := s.salts.ForDate(ctx, s.zones.get(req.site.Timezone).localDate(ev.Time))
 	if err != nil {
 		s.log.Error("salt unavailable", "err", err)
 		return unavailable(i), nil
 	}
-	ev.Visitor = visitor.ID(daySalt, req.site.ID, ip.String(), userAgent)
+	ev.Visitor = visitor.ID(daySalt, req.site.ID, ip, userAgent)
 
 	// The secret proves the sender is the site's owner, so its events need not come
 	// from the site's own host.
@@ -228,12 +227,12 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	ev.DurationMS = it.DurationMS
 	ev.Props = it.Props
 
-	f, err := s.publishAsync(ctx, &ev)
+	o, err := s.publishAsync(ctx, &ev)
 	if err != nil {
 		s.log.Warn("publish failed", "site_id", req.site.ID, "err", err)
 		return unavailable(i), nil
 	}
-	return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultAccepted, Replayed: replayed}, f
+	return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultAccepted, Replayed: replayed}, o
 }
 
 // claim makes ev the one event of key: the first claim (an atomic Create, so one wins

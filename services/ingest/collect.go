@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -26,6 +27,7 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
+	"github.com/haru-analytics/haru/services/ingest/internal/uacache"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
 )
 
@@ -90,13 +92,14 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 
 	// 5. Is it a person on this site? Bots, prefetches and other sites' pages get a 202
 	// (they learn nothing) and are dropped, counted by reason.
+	// The same order as bot.Check: a prefetch first, then the User-Agent's own verdict.
 	userAgent := c.Get(fiber.HeaderUserAgent)
-	agent := s.agents.Parse(userAgent)
-	if reason := bot.Check(bot.Request{
-		UserAgent: userAgent, ParserBot: agent.Bot,
-		Purpose: c.Get("Purpose"), SecPurpose: c.Get("Sec-Purpose"), XMoz: c.Get("X-Moz"),
-	}); reason != "" {
-		return s.drop(c, reason)
+	agent := s.agents.Get(userAgent)
+	if bot.Prefetch(c.Get("Purpose"), c.Get("Sec-Purpose"), c.Get("X-Moz")) {
+		return s.drop(c, bot.ReasonPrefetch)
+	}
+	if agent.botReason != "" {
+		return s.drop(c, agent.botReason)
 	}
 	page := enrich.ParsePage(p.URL, p.Path, p.HashMode)
 	if !s.hostAllowed(site, page.Host, c.Get(fiber.HeaderOrigin)) {
@@ -106,7 +109,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	// 6. Which visitor? A keyed hash under the salt of the site's local date. Every wait
 	// below is bounded by PublishTimeout: the salt store's and the PubAck's own timers.
 	ctx := c.UserContext()
-	daySalt, err := s.salts.ForDate(ctx, visitor.LocalDate(now, s.zones.get(site.Timezone)))
+	daySalt, err := s.salts.ForDate(ctx, s.zones.get(site.Timezone).localDate(now))
 	if err != nil {
 		s.log.ErrorContext(ctx, "salt unavailable", "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "salt_unavailable", ErrUnavailable)
@@ -115,7 +118,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ev.Visitor = visitor.ID(daySalt, site.ID, ip.String(), userAgent)
+	ev.Visitor = visitor.ID(daySalt, site.ID, ip, userAgent)
 
 	// 7. Describe it.
 	ev.Hostname, ev.Path = page.Host, page.Path
@@ -182,48 +185,104 @@ func (s *Service) publish(ctx context.Context, ev *event.Event) error {
 
 func (s *Service) publishAndWait(ctx context.Context, ev *event.Event) error {
 	start := time.Now()
-	f, err := s.publishAsync(ctx, ev)
+	o, err := s.publishAsync(ctx, ev)
 	if err == nil {
-		err = awaitAck(ctx, f)
+		err = s.awaitAck(ctx, o)
 	}
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	return err
 }
 
-// publishAsync sends ev to the stream and returns the future of its PubAck: no round
-// trip is waited for here, so one connection carries many beacons' publishes at once
-// (up to the JetStream context's pending window). The event id is the message id, so
-// JetStream drops a retried publish within its duplicate window.
-func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (jetstream.PubAckFuture, error) {
-	data, err := event.Encode(ev)
-	if err != nil {
-		return nil, err
-	}
-	msg := &nats.Msg{Subject: s.names.EventSubject(ev.SiteID), Data: data, Header: nats.Header{
-		jetstream.MsgIDHeader: {ev.ID.String()},
-	}}
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		// The writer continues the trace from the message headers.
-		s.propagator.Inject(ctx, telemetry.HeaderCarrier(msg.Header))
-	}
-	f, err := s.js.PublishMsgAsync(msg)
-	if err != nil {
-		return nil, fmt.Errorf("publish event: %w", err)
-	}
-	return f, nil
+// outMsg is one event's message on its way to the stream, with what the publisher
+// needs to match its PubAck. Each is reused, once the publisher holds it no longer.
+type outMsg struct {
+	msg nats.Msg
+	// header is the message's own: Nats-Msg-Id, its value set in place for each event.
+	header nats.Header
+	msgID  []string
+
+	token uint64     // the publisher's, in the reply subject
+	sent  time.Time  // the last publish: the PubAck deadline counts from it
+	acked chan error // the PubAck's outcome
+	timer *time.Timer
 }
 
-// awaitAck waits for a publish's PubAck until ctx ends. A PubAck that never comes fails
-// the future after PublishTimeout (the JetStream context's async timeout).
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return fmt.Errorf("publish event: %w", err)
-	case <-ctx.Done():
-		return fmt.Errorf("publish event: no PubAck: %w", ctx.Err())
+func newOutMsg() any {
+	o := &outMsg{msgID: make([]string, 1), acked: make(chan error, 1), timer: time.NewTimer(time.Hour)}
+	o.timer.Stop()
+	o.header = nats.Header{jetstream.MsgIDHeader: o.msgID}
+	o.msg.Data = make([]byte, 0, 1024)
+	return o
+}
+
+// publishAsync sends ev to the stream and returns it awaiting its PubAck: no round trip
+// is waited for here, so one connection carries many beacons' publishes at once (up to
+// publishWindow). The event id is the message id, so JetStream drops a retried publish
+// within its duplicate window.
+func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (*outMsg, error) {
+	o := s.outMsgs.Get().(*outMsg)
+	data, err := event.AppendEncode(o.msg.Data[:0], ev)
+	if err != nil {
+		s.outMsgs.Put(o)
+		return nil, err
 	}
+	o.msg.Subject, o.msg.Data, o.msg.Header, o.msgID[0] = s.subjects.get(ev.SiteID), data, o.header, ev.ID.String()
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The writer continues the trace from the message headers: a traced message has
+		// headers of its own.
+		o.msg.Header = nats.Header{jetstream.MsgIDHeader: {o.msgID[0]}}
+		s.propagator.Inject(ctx, telemetry.HeaderCarrier(o.msg.Header))
+	}
+	if err := s.pub.publish(o); err != nil {
+		s.outMsgs.Put(o)
+		return nil, fmt.Errorf("publish event: %w", err)
+	}
+	return o, nil
+}
+
+// awaitAck waits for a publish's PubAck until ctx ends or PublishTimeout has passed
+// since the publish. The message is reused afterwards.
+func (s *Service) awaitAck(ctx context.Context, o *outMsg) error {
+	err := s.pub.await(ctx, o)
+	s.outMsgs.Put(o)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish event: no PubAck: %w", err)
+		}
+		return fmt.Errorf("publish event: %w", err)
+	}
+	return nil
+}
+
+// subjectCache keeps each site's event subject, formatted once rather than per beacon.
+type subjectCache struct {
+	names  event.Names
+	mu     sync.RWMutex
+	bySite map[int64]string
+}
+
+// maxSubjects bounds the cache; past it, it starts over (sites come and go).
+const maxSubjects = 1 << 16
+
+func newSubjectCache(names event.Names) *subjectCache {
+	return &subjectCache{names: names, bySite: map[int64]string{}}
+}
+
+func (c *subjectCache) get(site int64) string {
+	c.mu.RLock()
+	subj, ok := c.bySite[site]
+	c.mu.RUnlock()
+	if ok {
+		return subj
+	}
+	subj = c.names.EventSubject(site)
+	c.mu.Lock()
+	if len(c.bySite) >= maxSubjects {
+		clear(c.bySite)
+	}
+	c.bySite[site] = subj
+	c.mu.Unlock()
+	return subj
 }
 
 // traceRequest opens a request's span. It records the route and the status
@@ -274,7 +333,7 @@ func (s *Service) rateLimited(c *fiber.Ctx, wait time.Duration, reason string, e
 
 // drop answers a beacon that will not be stored exactly as a stored one, counting why.
 func (s *Service) drop(c *fiber.Ctx, reason string) error {
-	s.metrics.dropped.WithLabelValues(reason).Inc()
+	s.metrics.droppedWith(reason).Inc()
 	c.Status(fiber.StatusAccepted)
 	return nil
 }
@@ -287,22 +346,39 @@ func acceptedContentType(ct string) bool {
 	return mt == "" || strings.EqualFold(mt, fiber.MIMEApplicationJSON) || strings.EqualFold(mt, fiber.MIMETextPlain)
 }
 
-// countStatus counts every collect answer by status. An error escaping the handler is
-// answered later by the app's error handler, so its status is taken from the error.
-func (s *Service) countStatus(c *fiber.Ctx) error {
-	start := time.Now()
-	err := c.Next()
-	status := c.Response().StatusCode()
-	if err != nil {
-		status = fiber.StatusInternalServerError
-		var fe *fiber.Error
-		if errors.As(err, &fe) {
-			status = fe.Code
+// countStatus returns the handler that counts every answer of one route by status. An
+// error escaping the handler is answered later by the app's error handler, so its status
+// is taken from the error.
+func (s *Service) countStatus() fiber.Handler {
+	var route atomic.Pointer[routeSeconds]
+	return func(c *fiber.Ctx) error {
+		start := time.Now()
+		err := c.Next()
+		status := c.Response().StatusCode()
+		if err != nil {
+			status = fiber.StatusInternalServerError
+			var fe *fiber.Error
+			if errors.As(err, &fe) {
+				status = fe.Code
+			}
 		}
+		s.metrics.requestsWith(status).Inc()
+		// The route's histogram child is looked up once, not per request.
+		path := c.Route().Path
+		r := route.Load()
+		if r == nil || r.path != path {
+			r = &routeSeconds{path: path, seconds: s.metrics.requestSeconds.WithLabelValues(path)}
+			route.Store(r)
+		}
+		r.seconds.Observe(time.Since(start).Seconds())
+		return err
 	}
-	s.metrics.requests.WithLabelValues(strconv.Itoa(status)).Inc()
-	s.metrics.requestSeconds.WithLabelValues(c.Route().Path).Observe(time.Since(start).Seconds())
-	return err
+}
+
+// routeSeconds is one route's child of haru_ingest_http_request_seconds.
+type routeSeconds struct {
+	path    string
+	seconds prometheus.Observer
 }
 
 func bearerToken(c *fiber.Ctx) string {
@@ -337,30 +413,81 @@ func (s *Service) preflight(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
+// agentVerdict is what one User-Agent tells ingest: the parsed agent and bot.UserAgent's
+// verdict on it. Both cost microseconds and depend on the string alone, so they are
+// cached per User-Agent.
+type agentVerdict struct {
+	enrich.Agent
+	botReason string // "" for a person
+}
+
+// agentCacheSize is the entries of one generation of the User-Agent cache (two are
+// kept): the browser versions of most of a day's traffic, in under a megabyte.
+const agentCacheSize = 4096
+
+func newAgentCache() (*uacache.Cache[agentVerdict], error) {
+	agents := enrich.NewAgents()
+	return uacache.New(agentCacheSize, func(ua string) agentVerdict {
+		a := agents.Parse(ua)
+		return agentVerdict{Agent: a, botReason: bot.UserAgent(ua, a.Bot)}
+	})
+}
+
 // zoneCache keeps loaded timezones: time.LoadLocation reads the tz database each call.
 type zoneCache struct {
 	mu    sync.RWMutex
-	zones map[string]*time.Location
+	zones map[string]*zone
 }
 
-func newZoneCache() *zoneCache { return &zoneCache{zones: map[string]*time.Location{}} }
+func newZoneCache() *zoneCache { return &zoneCache{zones: map[string]*zone{}} }
 
 // get returns the named zone, or UTC for a name the tz database does not know.
-func (z *zoneCache) get(name string) *time.Location {
+func (z *zoneCache) get(name string) *zone {
 	z.mu.RLock()
-	loc, ok := z.zones[name]
+	zn, ok := z.zones[name]
 	z.mu.RUnlock()
 	if ok {
-		return loc
+		return zn
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
 		loc = time.UTC
 	}
+	zn = &zone{loc: loc}
 	z.mu.Lock()
-	z.zones[name] = loc
+	z.zones[name] = zn
 	z.mu.Unlock()
-	return loc
+	return zn
+}
+
+// zone is a loaded timezone and the last local date asked of it.
+type zone struct {
+	loc  *time.Location
+	last atomic.Pointer[zoneDay]
+}
+
+// zoneDay is a local date and the day number of the wall clock it belongs to.
+type zoneDay struct {
+	day  int64
+	date string
+}
+
+// localDate is visitor.LocalDate(t, z.loc) without formatting (and allocating) the
+// same date for every beacon: the date is the day of t's wall clock, so it changes
+// only when that day number does, whatever the offset did meanwhile.
+func (z *zone) localDate(t time.Time) string {
+	_, offset := t.In(z.loc).Zone()
+	wall := t.Unix() + int64(offset)
+	day := wall / 86400
+	if wall%86400 < 0 {
+		day-- // floor, for wall clocks before 1970
+	}
+	if d := z.last.Load(); d != nil && d.day == day {
+		return d.date
+	}
+	date := visitor.LocalDate(t, z.loc)
+	z.last.Store(&zoneDay{day: day, date: date})
+	return date
 }
 
 // metrics are ingest's Prometheus series.
@@ -371,6 +498,35 @@ type metrics struct {
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
 	requestSeconds *prometheus.HistogramVec
+
+	// byStatus caches requests' child per HTTP status (100..599), each resolved on first
+	// use so no series appears before its first answer. A label lookup formats, hashes
+	// and locks on every request; these are a load.
+	byStatus [500]atomic.Pointer[prometheus.Counter]
+	// byReason holds dropped's children for the known reasons; read-only after start.
+	byReason map[string]prometheus.Counter
+}
+
+// droppedWith is the child of haru_ingest_events_dropped_total for reason.
+func (m *metrics) droppedWith(reason string) prometheus.Counter {
+	if c, ok := m.byReason[reason]; ok {
+		return c
+	}
+	return m.dropped.WithLabelValues(reason)
+}
+
+// requestsWith is the child of haru_ingest_requests_total for status.
+func (m *metrics) requestsWith(status int) prometheus.Counter {
+	i := status - 100
+	if i < 0 || i >= len(m.byStatus) {
+		return m.requests.WithLabelValues(strconv.Itoa(status))
+	}
+	if c := m.byStatus[i].Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(strconv.Itoa(status))
+	m.byStatus[i].Store(&c)
+	return c
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -402,8 +558,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	// Start every drop reason at zero so a rate() over it exists before the first drop.
+	m.byReason = map[string]prometheus.Counter{}
 	for _, r := range []string{bot.ReasonUserAgent, bot.ReasonPrefetch, dropForeignHost} {
-		m.dropped.WithLabelValues(r)
+		m.byReason[r] = m.dropped.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -3,11 +3,14 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/event"
@@ -528,6 +532,66 @@ func BenchmarkCollect(b *testing.B) {
 				return
 			}
 			resp.Body.Close()
+		}
+	})
+}
+
+// BenchmarkCollectHandler is one beacon's whole path as the server runs it: the app's
+// handler on a request context reused per worker (as fasthttp's workers reuse theirs),
+// JetStream PubAck included, from many concurrent clients. Without app.Test's connection,
+// goroutine and HTTP text per request, ns/op and allocs/op are the handler's own plus the
+// embedded JetStream server's; cpu-ns/op is their CPU time, which a busy machine disturbs
+// far less than the wall time. The beacons vary their User-Agent, address and page.
+func BenchmarkCollectHandler(b *testing.B) {
+	h := newHarness(b, testSite, func(c *Config) { c.RateLimit = 0; c.NATS.Stream.MaxBytes = 1 << 30 })
+	handler := h.app.Handler()
+	agents := []string{
+		firefox,
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0.0.0 Safari/537.36",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+		"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
+		"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0.0.0 Safari/537.36 Edg/128.0.0.0",
+	}
+	bodies := []string{
+		`{"u":"https://www.example.com/blog/post?utm_source=news","r":"https://www.google.com/","sw":1920,"sh":1080}`,
+		`{"u":"https://example.com/pricing","p":"/pricing","r":"https://example.com/","sw":390,"sh":844}`,
+		`{"u":"https://example.com/docs/start#install","r":"https://news.ycombinator.com/","sw":1440,"sh":900,"n":"signup","props":{"plan":"pro"}}`,
+	}
+	addrs := make([]string, 64)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("81.2.%d.%d", i, 10+i)
+	}
+	peer := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 40000}
+	var workers atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.ResetTimer()
+	cpu0 := processCPU()
+	defer func() {
+		// CPU of the whole process per beacon: the handler, the NATS client and the
+		// embedded JetStream server with its file store.
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	}()
+	b.RunParallel(func(pb *testing.PB) {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, peer, nil)
+		for i := int(workers.Add(1)) * 7; pb.Next(); i++ {
+			ctx.Request.Reset()
+			ctx.Response.Reset()
+			ctx.Request.Header.SetMethod(fiber.MethodPost)
+			ctx.Request.SetRequestURI("/api/collect")
+			ctx.Request.Header.SetContentType("text/plain;charset=UTF-8")
+			ctx.Request.Header.Set(fiber.HeaderAuthorization, "Bearer "+testToken)
+			ctx.Request.Header.SetUserAgent(agents[i%len(agents)])
+			ctx.Request.Header.Set(fiber.HeaderXForwardedFor, addrs[i%len(addrs)])
+			ctx.Request.Header.Set(fiber.HeaderOrigin, "https://example.com")
+			ctx.Request.SetBodyString(bodies[i%len(bodies)])
+			handler(&ctx)
+			if code := ctx.Response.StatusCode(); code != fiber.StatusAccepted {
+				b.Errorf("collect: status %d: %s", code, ctx.Response.Body())
+				return
+			}
 		}
 	})
 }

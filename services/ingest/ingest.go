@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -35,6 +36,7 @@ import (
 	"github.com/haru-analytics/haru/services/ingest/internal/ratelimit"
 	"github.com/haru-analytics/haru/services/ingest/internal/registry"
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
+	"github.com/haru-analytics/haru/services/ingest/internal/uacache"
 	"github.com/haru-analytics/haru/tracker"
 )
 
@@ -159,18 +161,20 @@ type Service struct {
 	log      *slog.Logger
 	clock    clock.Clock
 	names    event.Names
-	js       jetstream.JetStream
+	pub      *publisher
 	sites    *registry.Registry
 	salts    *salt.Store
 	clientIP *clientip.Resolver
 	zones    *zoneCache
-	agents   *enrich.Agents
+	agents   *uacache.Cache[agentVerdict]
 	regions  *enrich.RegionDB               // nil without HARU_REGION_DB
 	limiter  *ratelimit.Limiter[netip.Addr] // nil when RateLimit is 0
 	// batchLimiter counts batch events per site id; nil when BatchRateLimit is 0.
 	batchLimiter *ratelimit.Limiter[int64]
 	idem         jetstream.KeyValue // idempotency keys of batch events
 	metrics      *metrics
+	subjects     *subjectCache
+	outMsgs      sync.Pool // of *outMsg
 
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -184,11 +188,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("ingest: nil dependency")
 	}
 	names := cfg.NATS.Names()
-	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
-	// that never comes fails its future after PublishTimeout instead of staying pending.
-	js, err := jetstream.New(deps.NATS,
-		jetstream.WithPublishAsyncMaxPending(publishWindow),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	js, err := jetstream.New(deps.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -253,11 +253,22 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Publishes are asynchronous with a bounded window of unacknowledged ones; a PubAck
+	// that never comes fails its publish after PublishTimeout instead of staying pending.
+	pub, err := newPublisher(deps.NATS, cfg.PublishTimeout, publishWindow)
+	if err != nil {
+		return nil, err
+	}
 	enrich.WarmUp()
+	agents, err := newAgentCache()
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
-		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, js: js,
+		cfg: cfg, log: deps.Log, clock: deps.Clock, names: names, pub: pub,
 		sites: sites, salts: salts, clientIP: ipr, zones: newZoneCache(),
-		agents: enrich.NewAgents(), limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
+		agents: agents, limiter: limiter, batchLimiter: batchLimiter, idem: idem, regions: regions, metrics: m,
+		subjects: newSubjectCache(names), outMsgs: sync.Pool{New: newOutMsg},
 	}
 	tracing := deps.Tracing
 	if tracing == nil {
@@ -284,9 +295,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 // Register mounts ingest's routes: every route of the service is here.
 func (s *Service) Register(r fiber.Router) {
 	r.Options("/api/collect", s.preflight)
-	r.Post("/api/collect", s.countStatus, s.traceRequest, s.cors, s.handleCollect)
+	r.Post("/api/collect", s.countStatus(), s.traceRequest, s.cors, s.handleCollect)
 	// Server-side senders only: no CORS, a browser page has no business with a secret.
-	r.Post("/api/batch", s.countStatus, s.traceRequest, s.handleBatch)
+	r.Post("/api/batch", s.countStatus(), s.traceRequest, s.handleBatch)
 	// The tracker is served from the collect origin, which is its default data-api.
 	tracker.Register(r)
 }

@@ -36,23 +36,36 @@ type Request struct {
 
 // Check returns why r is not a person, or "" when it may be one.
 func Check(r Request) string {
-	if isPrefetch(r.Purpose) || isPrefetch(r.SecPurpose) || isPrefetch(r.XMoz) {
+	if Prefetch(r.Purpose, r.SecPurpose, r.XMoz) {
 		return ReasonPrefetch
 	}
+	return UserAgent(r.UserAgent, r.ParserBot)
+}
+
+// Prefetch reports whether a beacon's Purpose, Sec-Purpose or X-Moz header marks it as
+// a speculative prefetch (ReasonPrefetch). Check asks it first.
+func Prefetch(purpose, secPurpose, xMoz string) bool {
+	return isPrefetch(purpose) || isPrefetch(secPurpose) || isPrefetch(xMoz)
+}
+
+// UserAgent is Check's verdict on the User-Agent alone (parserBot is the UA parser's
+// bot flag): ReasonUserAgent or "". It depends on nothing else, so it may be cached per
+// User-Agent.
+func UserAgent(ua string, parserBot bool) string {
 	for _, t := range tools {
-		if hasPrefixFold(r.UserAgent, t) {
+		if hasPrefixFold(ua, t) {
 			return ""
 		}
 	}
-	if r.ParserBot {
+	if parserBot {
 		return ReasonUserAgent
 	}
 	// Lower the User-Agent once, on the stack for any ordinary length, then let the
 	// vectorised bytes.Contains scan it for each mark.
 	var buf [512]byte
-	ua := appendLower(buf[:0], r.UserAgent)
+	lowered := appendLower(buf[:0], ua)
 	for _, m := range uaMarkBytes {
-		if bytes.Contains(ua, m) {
+		if bytes.Contains(lowered, m) {
 			return ReasonUserAgent
 		}
 	}

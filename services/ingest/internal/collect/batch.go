@@ -50,7 +50,7 @@ func ParseBatch(body []byte) ([]Item, error) {
 			if s.peek() != '"' {
 				return nil, s.syntax("", "a quoted key")
 			}
-			key, err := s.str("", 256)
+			key, err := s.key()
 			if err != nil {
 				return nil, err
 			}

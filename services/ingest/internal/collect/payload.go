@@ -175,7 +175,7 @@ func (s *scanner) object(p *Payload) error {
 		if s.peek() != '"' {
 			return s.syntax("", "a quoted key")
 		}
-		key, err := s.str("", 256)
+		key, err := s.key()
 		if err != nil {
 			return err
 		}
@@ -277,9 +277,37 @@ func (s *scanner) text(field string, max int) (string, error) {
 	return s.str(field, max)
 }
 
+// knownKeys are the object keys the payload and batch items know, so reading a key
+// need not allocate its text.
+var knownKeys = []string{"p", "r", "u", "n", "sw", "sh", "d", "h", "props", "ip", "ua", "key", "events"}
+
+// key reads an object key like str, returning a known key's text without allocating.
+func (s *scanner) key() (string, error) {
+	raw, err := s.strBytes("", 256)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range knownKeys {
+		if string(raw) == k {
+			return k, nil
+		}
+	}
+	return string(raw), nil
+}
+
 // str reads a JSON string at s.i (which is '"'), refusing invalid UTF-8, NUL (raw or
 // escaped) and anything longer than max bytes once decoded.
 func (s *scanner) str(field string, max int) (string, error) {
+	b, err := s.strBytes(field, max)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// strBytes is str's text as bytes: those of s.b itself when the string has no escapes
+// (nearly every beacon), so they are valid only as long as s.b is unchanged.
+func (s *scanner) strBytes(field string, max int) ([]byte, error) {
 	s.i++
 	start := s.i
 	// Fast path: no escapes, which is nearly every beacon.
@@ -289,23 +317,23 @@ func (s *scanner) str(field string, max int) (string, error) {
 			raw := s.b[start:s.i]
 			s.i++
 			if len(raw) > max {
-				return "", fieldErr(field, "too long: %d bytes, at most %d", len(raw), max)
+				return nil, fieldErr(field, "too long: %d bytes, at most %d", len(raw), max)
 			}
 			if !utf8.Valid(raw) {
-				return "", fieldErr(field, "contains invalid UTF-8")
+				return nil, fieldErr(field, "contains invalid UTF-8")
 			}
-			return string(raw), nil
+			return raw, nil
 		}
 		if c == '\\' {
 			break
 		}
 		if c < 0x20 {
-			return "", s.ctl(field, c)
+			return nil, s.ctl(field, c)
 		}
 		s.i++
 	}
 	if s.i >= len(s.b) {
-		return "", fieldErr(field, "invalid JSON: unterminated string")
+		return nil, fieldErr(field, "invalid JSON: unterminated string")
 	}
 	buf := make([]byte, 0, s.i-start+16)
 	buf = append(buf, s.b[start:s.i]...)
@@ -315,14 +343,14 @@ func (s *scanner) str(field string, max int) (string, error) {
 		case c == '"':
 			s.i++
 			if len(buf) > max {
-				return "", fieldErr(field, "too long: %d bytes, at most %d", len(buf), max)
+				return nil, fieldErr(field, "too long: %d bytes, at most %d", len(buf), max)
 			}
 			if !utf8.Valid(buf) {
-				return "", fieldErr(field, "contains invalid UTF-8")
+				return nil, fieldErr(field, "contains invalid UTF-8")
 			}
-			return string(buf), nil
+			return buf, nil
 		case c < 0x20:
-			return "", s.ctl(field, c)
+			return nil, s.ctl(field, c)
 		case c != '\\':
 			buf = append(buf, c)
 			s.i++
@@ -330,7 +358,7 @@ func (s *scanner) str(field string, max int) (string, error) {
 		}
 		if len(buf) > max {
 			// Stop decoding early: no need to walk 16 KiB of escapes to say it is too long.
-			return "", fieldErr(field, "too long: more than %d bytes", max)
+			return nil, fieldErr(field, "too long: more than %d bytes", max)
 		}
 		s.i++
 		if s.i >= len(s.b) {
@@ -354,32 +382,32 @@ func (s *scanner) str(field string, max int) (string, error) {
 		case 'u':
 			r, ok := s.hex4()
 			if !ok {
-				return "", fieldErr(field, "invalid JSON: bad \\u escape")
+				return nil, fieldErr(field, "invalid JSON: bad \\u escape")
 			}
 			if r == 0 {
-				return "", fieldErr(field, "contains NUL, which cannot be stored")
+				return nil, fieldErr(field, "contains NUL, which cannot be stored")
 			}
 			if utf16.IsSurrogate(r) {
 				// A lone surrogate has no UTF-8 form: only a high+low pair is text.
 				if r >= 0xDC00 || s.i+1 >= len(s.b) || s.b[s.i] != '\\' || s.b[s.i+1] != 'u' {
-					return "", fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
+					return nil, fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
 				}
 				s.i += 2
 				r2, ok := s.hex4()
 				if !ok {
-					return "", fieldErr(field, "invalid JSON: bad \\u escape")
+					return nil, fieldErr(field, "invalid JSON: bad \\u escape")
 				}
 				r = utf16.DecodeRune(r, r2)
 				if r == utf8.RuneError {
-					return "", fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
+					return nil, fieldErr(field, "contains invalid UTF-8 (lone surrogate)")
 				}
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
-			return "", fieldErr(field, "invalid JSON: bad escape \\%c", e)
+			return nil, fieldErr(field, "invalid JSON: bad escape \\%c", e)
 		}
 	}
-	return "", fieldErr(field, "invalid JSON: unterminated string")
+	return nil, fieldErr(field, "invalid JSON: unterminated string")
 }
 
 func (s *scanner) ctl(field string, c byte) error {

@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -216,6 +217,42 @@ func FuzzRefSource(f *testing.F) {
 			t.Fatalf("RefSource(%q) = %q", ref, got)
 		}
 	})
+}
+
+// FuzzSearchBrand holds the in-place label walk to the plain version that splits the host.
+func FuzzSearchBrand(f *testing.F) {
+	for _, s := range []string{"www.google.com", "google.co.uk", "google.", "google..com", "google.a.b.c", "x.bing.comm", "yahoo", "duckduckgo.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if got, want := searchBrand(host), splitSearchBrand(host); got != want {
+			t.Fatalf("searchBrand(%q) = %q, want %q", host, got, want)
+		}
+	})
+}
+
+func splitSearchBrand(host string) string {
+	labels := strings.Split(host, ".")
+	for i, l := range labels {
+		name, ok := searchBrands[l]
+		if !ok {
+			continue
+		}
+		suffix := labels[i+1:]
+		if len(suffix) == 0 || len(suffix) > 2 {
+			continue
+		}
+		short := true
+		for _, s := range suffix {
+			if len(s) > 3 {
+				short = false
+			}
+		}
+		if short {
+			return name
+		}
+	}
+	return ""
 }
 
 // FuzzParsePage checks page URL parsing never panics and yields storable fields.

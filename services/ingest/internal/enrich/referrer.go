@@ -96,26 +96,26 @@ func refHost(ref string) string {
 	return Host(ref)
 }
 
+// searchBrand names the search engine whose brand is a label of host followed by one or
+// two short labels (google.com, google.co.uk), walking the labels in place.
 func searchBrand(host string) string {
-	labels := strings.Split(host, ".")
-	for i, l := range labels {
-		name, ok := searchBrands[l]
-		if !ok {
-			continue
-		}
-		suffix := labels[i+1:]
-		if len(suffix) == 0 || len(suffix) > 2 {
-			continue
-		}
-		short := true
-		for _, s := range suffix {
-			if len(s) > 3 {
-				short = false
-			}
-		}
-		if short {
+	for rest := host; ; {
+		label, after, more := strings.Cut(rest, ".")
+		if name, ok := searchBrands[label]; ok && more && shortSuffix(after) {
 			return name
 		}
+		if !more {
+			return ""
+		}
+		rest = after
 	}
-	return ""
+}
+
+// shortSuffix reports whether s is one or two labels of at most three bytes each.
+func shortSuffix(s string) bool {
+	first, second, two := strings.Cut(s, ".")
+	if len(first) > 3 {
+		return false
+	}
+	return !two || len(second) <= 3 && !strings.Contains(second, ".")
 }

@@ -1,8 +1,13 @@
 package visitor
 
 import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dchest/siphash"
 
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
 )
@@ -10,18 +15,18 @@ import (
 func TestID(t *testing.T) {
 	var s1, s2 salt.Salt
 	s1[0], s2[0] = 1, 2
-	base := ID(s1, 7, "81.2.69.160", "Firefox")
+	base := ID(s1, 7, netip.MustParseAddr("81.2.69.160"), "Firefox")
 	tests := []struct {
 		name string
 		id   int64
 		same bool
 	}{
-		{"same inputs", ID(s1, 7, "81.2.69.160", "Firefox"), true},
-		{"other salt (day)", ID(s2, 7, "81.2.69.160", "Firefox"), false},
-		{"other site", ID(s1, 8, "81.2.69.160", "Firefox"), false},
-		{"other ip", ID(s1, 7, "81.2.69.161", "Firefox"), false},
-		{"other agent", ID(s1, 7, "81.2.69.160", "Chrome"), false},
-		{"field boundary", ID(s1, 7, "81.2.69.160F", "irefox"), false},
+		{"same inputs", ID(s1, 7, netip.MustParseAddr("81.2.69.160"), "Firefox"), true},
+		{"other salt (day)", ID(s2, 7, netip.MustParseAddr("81.2.69.160"), "Firefox"), false},
+		{"other site", ID(s1, 8, netip.MustParseAddr("81.2.69.160"), "Firefox"), false},
+		{"other ip", ID(s1, 7, netip.MustParseAddr("81.2.69.161"), "Firefox"), false},
+		{"other agent", ID(s1, 7, netip.MustParseAddr("81.2.69.160"), "Chrome"), false},
+		{"field boundary", ID(s1, 7, netip.MustParseAddr("81.2.69.16"), "0Firefox"), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -29,6 +34,43 @@ func TestID(t *testing.T) {
 				t.Fatalf("equal to base = %v, want %v", got, tt.same)
 			}
 		})
+	}
+}
+
+// TestIDStable pins ids to the values the first implementation gave: a change of the
+// hash input would give every visitor a new id in the middle of a day.
+func TestIDStable(t *testing.T) {
+	var s salt.Salt
+	for i := range s {
+		s[i] = byte(i*7 + 1)
+	}
+	tests := []struct {
+		site int64
+		ip   netip.Addr
+		ua   string
+		want int64
+	}{
+		{7, netip.MustParseAddr("81.2.69.160"), "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0", 2083278998089185790},
+		{123456789, netip.MustParseAddr("2001:db8::1"), "", 748519814820480007},
+		{1, netip.Addr{}, "x", 4861393424965767550},
+	}
+	for _, tt := range tests {
+		if got := ID(s, tt.site, tt.ip, tt.ua); got != tt.want {
+			t.Fatalf("ID(%d, %s, %q) = %d, want %d", tt.site, tt.ip, tt.ua, got, tt.want)
+		}
+	}
+	// Longer than the stack buffer, and a zoned address: still the first input.
+	for _, ua := range []string{strings.Repeat("long agent ", 100), "Mozilla/5.0"} {
+		for _, ip := range []string{"81.2.69.160", "fe80::1%eth0", "::ffff:1.2.3.4"} {
+			a := netip.MustParseAddr(ip)
+			want := int64(siphash.Hash(
+				binary.LittleEndian.Uint64(s[0:8])^binary.LittleEndian.Uint64(s[16:24]),
+				binary.LittleEndian.Uint64(s[8:16])^binary.LittleEndian.Uint64(s[24:32]),
+				[]byte("42\x00"+a.String()+"\x00"+ua)))
+			if got := ID(s, 42, a, ua); got != want {
+				t.Fatalf("ID(42, %s, %d-byte agent) = %d, want %d", ip, len(ua), got, want)
+			}
+		}
 	}
 }
 
@@ -57,6 +99,6 @@ func BenchmarkID(b *testing.B) {
 	var s salt.Salt
 	b.ReportAllocs()
 	for b.Loop() {
-		ID(s, 7, "81.2.69.160", "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0")
+		ID(s, 7, netip.MustParseAddr("81.2.69.160"), "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0")
 	}
 }
