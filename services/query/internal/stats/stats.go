@@ -210,14 +210,6 @@ type sectionRow struct {
 	t              totals
 }
 
-func dimensionOf(dims []dimension, name string) dimension {
-	for _, d := range dims {
-		if d.name == name {
-			return d
-		}
-	}
-	return dimension{}
-}
 
 // Metric is a figure of the period and, when compared, of the previous one.
 type Metric struct {
