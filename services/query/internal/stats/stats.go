@@ -210,7 +210,6 @@ type sectionRow struct {
 	t              totals
 }
 
-
 // Metric is a figure of the period and, when compared, of the previous one.
 type Metric struct {
 	Value    float64  `json:"value"`
