@@ -169,11 +169,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // referenceDashboard computes what Dashboard reads from raw events (the view and the
 // previous period's summary, side by side) through rawStatement.
 func (q *Querier) referenceDashboard(ctx context.Context, site SiteInfo, qu Query, now time.Time) (Dashboard, error) {
-	var dims []dimension
-	for _, name := range dashboardPanels {
-		dim, _ := lookupDimension("dimension", name, true)
-		dims = append(dims, dim)
-	}
+	dims := dashboardDims()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		_, err := q.referenceRun(gctx, site.ID, qu, qu.Period, plan{summary: true, series: true, dims: dims, limit: qu.Limit})

@@ -89,8 +89,7 @@ const minPastDays = 3
 // past days' from the cache when it holds them, the rest read now.
 func (q *Querier) rollupRows(ctx context.Context, site int64, p Period, d dimension) ([]row, error) {
 	now := time.Now()
-	t := now.In(p.Location())
-	today := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, p.Location())
+	today := p.today(now)
 	from, to := p.fromDay(), p.toDay()
 	split := min(to, today.Format(time.DateOnly))
 	if split <= from || !today.AddDate(0, 0, -minPastDays).After(p.From) {
@@ -130,6 +129,13 @@ func (q *Querier) panelRows(ctx context.Context, site int64, from, to string, d 
 
 // mergeRows adds two breakdowns' rows by value and ranks the sum.
 func mergeRows(a, b []row, visit bool) []row {
+	out := sumRows(a, b)
+	sortRows(out, visit)
+	return out
+}
+
+// sumRows adds two breakdowns' rows by value, in a new slice, unranked.
+func sumRows(a, b []row) []row {
 	at := make(map[string]int, len(a)+len(b))
 	out := slices.Clone(a)
 	for i, r := range out {
@@ -143,7 +149,6 @@ func mergeRows(a, b []row, visit bool) []row {
 		at[r.value] = len(out)
 		out = append(out, r)
 	}
-	sortRows(out, visit)
 	return out
 }
 

@@ -139,6 +139,12 @@ func (p Period) DayAligned() bool {
 	return isMidnight(p.From, p.Location()) && isMidnight(p.To, p.Location())
 }
 
+// today is the start of the local day of now in p's timezone.
+func (p Period) today(now time.Time) time.Time {
+	t := now.In(p.Location())
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, p.Location())
+}
+
 func isMidnight(t time.Time, loc *time.Location) bool {
 	t = t.In(loc)
 	return t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0

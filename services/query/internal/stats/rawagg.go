@@ -71,6 +71,9 @@ func eventDims(pl plan) []dimension {
 	return out
 }
 
+// fromProps tells whether d's values come from the events' properties.
+func (d dimension) fromProps() bool { return d.props || d.prop != "" }
+
 // needsVisits tells whether pl has a section aggregated from visits.
 func needsVisits(pl plan) bool {
 	if pl.summary || pl.series {
@@ -96,7 +99,7 @@ func eventStream(site int64, p Period, filters []Filter, pl plan) statement {
 	sb.WriteString("SELECT e.visitor_id, e.ts, e.name")
 	props := false
 	for _, d := range eventDims(pl) {
-		if d.props || d.prop != "" {
+		if d.fromProps() {
 			props = true
 		} else {
 			sb.WriteString(", e." + d.col)
@@ -185,6 +188,15 @@ type rawKey struct {
 	dimensions string
 }
 
+// filtersKey names filters in a rawKey, as Canonical does.
+func filtersKey(filters []Filter) string {
+	var b strings.Builder
+	for _, f := range filters {
+		b.WriteString(f.Dimension + ":" + f.Op + ":" + f.Value + "\x00")
+	}
+	return b.String()
+}
+
 // rawRun answers pl for p from raw events. Past days are settled (see pastCache): the
 // whole result of a period's past days, from a local midnight to today's, is computed
 // once and kept a while, and only today's events are read again, so a filtered view's
@@ -196,8 +208,7 @@ func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Pe
 	whole := pl
 	whole.limit, whole.offset = 0, 0
 	now := time.Now()
-	t := now.In(p.Location())
-	today := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, p.Location())
+	today := p.today(now)
 	split := p.To
 	if today.Before(split) {
 		split = today
@@ -212,7 +223,7 @@ func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Pe
 		past := p
 		past.To = split
 		k := rawKey{site: site, from: past.From.Unix(), to: past.To.Unix(), evTo: p.To.Unix(), tz: p.Timezone, interval: p.Interval,
-			filters: fmt.Sprint(filters), summary: pl.summary, series: pl.series}
+			filters: filtersKey(filters), summary: pl.summary, series: pl.series}
 		for _, d := range pl.dims {
 			k.dimensions += d.name + "\x00"
 		}
@@ -286,7 +297,7 @@ func (r result) clone() result {
 	return c
 }
 
-// add adds o's figures to r, row by row.
+// add adds o's figures to r, row by row (unsorted).
 func (r *result) add(o result) {
 	r.sum.add(o.sum)
 	for label, t := range o.series {
@@ -295,7 +306,7 @@ func (r *result) add(o result) {
 		r.series[label] = s
 	}
 	for name, rs := range o.dims {
-		r.dims[name] = mergeRows(r.dims[name], rs, false)
+		r.dims[name] = sumRows(r.dims[name], rs)
 	}
 }
 
@@ -326,19 +337,17 @@ func (q *Querier) rawEvents(ctx context.Context, st statement, p Period, pl plan
 // folder aggregates an eventStream one visitor at a time.
 type folder struct {
 	p       Period
-	loc     *time.Location
 	summary bool
 	series  bool
-	hourly  bool
 	dims    []foldDim
 	// propsCol is the column of the props object, -1 without one.
 	propsCol int
 
-	sum     totals
-	buckets map[int32]int // local day number → series bucket
-	labels  []string      // series bucket labels
-	ser     []totals
-	hours   map[int64]*totals
+	sum totals
+	// ser holds the series by bucket: the Unix time of its UTC hour for hourly series,
+	// else the day number of its first local day; bucketDay caches the latter by day.
+	ser       map[int64]*totals
+	bucketDay map[int32]int32
 
 	// The current visitor's events.
 	visitor int64
@@ -354,10 +363,7 @@ type foldDim struct {
 	ids    map[string]int32
 	values []string
 	t      []totals
-	// byKey marks the props panel (rows by property key); prop is the key of prop.<key>.
-	byKey bool
-	prop  string
-	// valueIDs number the property values of the props panel.
+	// valueIDs number the property values of the props panel (d.props: rows by key).
 	valueIDs map[string]int32
 }
 
@@ -382,16 +388,12 @@ func (fd *foldDim) internString(v string) int32 {
 	return id
 }
 
+// intern is internString(string(b)), with no string made for a value seen before.
 func (fd *foldDim) intern(b []byte) int32 {
 	if id, ok := fd.ids[string(b)]; ok {
 		return id
 	}
-	id := int32(len(fd.values))
-	s := string(b)
-	fd.ids[s] = id
-	fd.values = append(fd.values, s)
-	fd.t = append(fd.t, totals{})
-	return id
+	return fd.internString(string(b))
 }
 
 type foldEvent struct {
@@ -408,23 +410,23 @@ type propPair struct {
 }
 
 func newFolder(p Period, pl plan) *folder {
-	fo := &folder{p: p, loc: p.Location(), summary: pl.summary, series: pl.series, hourly: p.Interval == Hour, propsCol: -1,
-		buckets: map[int32]int{}, hours: map[int64]*totals{}}
-	col := 3 // the columns before the dimensions'
+	fo := &folder{p: p, summary: pl.summary, series: pl.series, propsCol: -1,
+		ser: map[int64]*totals{}, bucketDay: map[int32]int32{}}
+	col, props := 3, false // the columns before the dimensions'
 	for _, d := range eventDims(pl) {
-		fd := foldDim{d: d, ids: map[string]int32{}, byKey: d.props, prop: d.prop}
-		if fd.byKey {
+		fd := foldDim{d: d, ids: map[string]int32{}}
+		if d.props {
 			fd.valueIDs = map[string]int32{}
 		}
-		if d.props || d.prop != "" {
-			fo.propsCol = 0
+		if d.fromProps() {
+			props = true
 		} else {
 			col++
 		}
 		fo.dims = append(fo.dims, fd)
 	}
-	if fo.propsCol == 0 {
-		fo.propsCol = col
+	if props {
+		fo.propsCol = col // after the plain dimensions' columns
 	}
 	return fo
 }
@@ -444,13 +446,13 @@ func (fo *folder) add(vals [][]byte, fds []pgconn.FieldDescription) error {
 	}
 	// A binary timestamptz counts microseconds from 2000-01-01 UTC.
 	ts := time.UnixMicro(epochDay.UnixMicro() + int64(binary.BigEndian.Uint64(vals[1])))
-	y, m, d := ts.In(fo.loc).Date()
-	ev := foldEvent{day: int32(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Sub(epochDay) / (24 * time.Hour)),
+	y, m, d := ts.In(fo.p.Location()).Date()
+	ev := foldEvent{day: dayNumber(time.Date(y, m, d, 0, 0, 0, 0, time.UTC)),
 		kind: kindOf(vals[2]), hour: ts.Unix() - ts.Unix()%3600}
 	col := 3
 	for i := range fo.dims {
 		fd := &fo.dims[i]
-		if fd.byKey || fd.prop != "" {
+		if fd.d.fromProps() {
 			fo.vals = append(fo.vals, -1)
 			continue
 		}
@@ -542,22 +544,19 @@ func (fo *folder) flush() {
 		fo.seen.reset(len(evs))
 		for _, e := range evs {
 			pv, ce := kindCounts(e.kind)
-			var t *totals
-			var fresh bool
-			if fo.hourly {
-				t = fo.hours[e.hour]
-				if t == nil {
-					t = &totals{}
-					fo.hours[e.hour] = t
-				}
-				fresh = fo.seen.add(pairKey{int32(e.hour >> 32), int32(e.hour), 0})
-			} else {
-				t = &fo.ser[fo.bucket(e.day)]
-				fresh = fo.seen.add(pairKey{0, 0, e.day})
+			// Visitors count once per bucket and local day, or per hour.
+			k, seen := fo.bucket(e), pairKey{0, 0, e.day}
+			if fo.p.Interval == Hour {
+				seen = pairKey{int32(e.hour >> 32), int32(e.hour), 0}
+			}
+			t := fo.ser[k]
+			if t == nil {
+				t = &totals{}
+				fo.ser[k] = t
 			}
 			t.Pageviews += pv
 			t.Events += ce
-			if fresh {
+			if fo.seen.add(seen) {
 				t.Visitors++
 			}
 		}
@@ -568,7 +567,7 @@ func (fo *folder) flush() {
 		for j, e := range evs {
 			pv, ce := kindCounts(e.kind)
 			switch {
-			case fd.byKey:
+			case fd.d.props:
 				for _, pp := range fo.props[e.propsStart:e.propsEnd] {
 					k := fd.internString(pp.key)
 					t := &fd.t[k]
@@ -578,9 +577,9 @@ func (fo *folder) flush() {
 						t.Visitors++
 					}
 				}
-			case fd.prop != "":
+			case fd.d.prop != "":
 				for _, pp := range fo.props[e.propsStart:e.propsEnd] {
-					if pp.key != fd.prop {
+					if pp.key != fd.d.prop {
 						continue
 					}
 					v := fd.internString(pp.value)
@@ -618,33 +617,30 @@ func kindCounts(kind int16) (pv, ce int64) {
 	return 0, 0
 }
 
-// bucket is the series bucket of local day number day.
-func (fo *folder) bucket(day int32) int {
-	if b, ok := fo.buckets[day]; ok {
-		return b
+// bucket is the series bucket of e: the Unix time of its UTC hour for hourly series,
+// else the day number of the first local day of its day, week or month.
+func (fo *folder) bucket(e foldEvent) int64 {
+	if fo.p.Interval == Hour {
+		return e.hour
 	}
-	d := epochDay.AddDate(0, 0, int(day))
-	switch fo.p.Interval {
-	case Week:
-		d = d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
-	case Month:
-		d = time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
-	}
-	label := d.Format(time.DateOnly)
-	b := -1
-	for i, l := range fo.labels {
-		if l == label {
-			b = i
+	first, ok := fo.bucketDay[e.day]
+	if !ok {
+		d := dayOf(e.day)
+		switch fo.p.Interval {
+		case Week:
+			d = d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
+		case Month:
+			d = time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
 		}
+		first = dayNumber(d)
+		fo.bucketDay[e.day] = first
 	}
-	if b < 0 {
-		b = len(fo.labels)
-		fo.labels = append(fo.labels, label)
-		fo.ser = append(fo.ser, totals{})
-	}
-	fo.buckets[day] = b
-	return b
+	return int64(first)
 }
+
+// dayOf is the date of day number n; dayNumber the number of date d (UTC midnight).
+func dayOf(n int32) time.Time     { return epochDay.AddDate(0, 0, int(n)) }
+func dayNumber(d time.Time) int32 { return int32(d.Sub(epochDay) / (24 * time.Hour)) }
 
 // rows are the folded totals as section rows.
 func (fo *folder) rows() []sectionRow {
@@ -652,11 +648,12 @@ func (fo *folder) rows() []sectionRow {
 	if fo.summary {
 		out = append(out, sectionRow{section: "sum", t: fo.sum})
 	}
-	for i, l := range fo.labels {
-		out = append(out, sectionRow{section: "ser", label: l, t: fo.ser[i]})
-	}
-	for h, t := range fo.hours {
-		out = append(out, sectionRow{section: "ser", label: strconv.FormatInt(h, 10), t: *t})
+	for k, t := range fo.ser {
+		label := strconv.FormatInt(k, 10) // as the SQL names an hour's bucket
+		if fo.p.Interval != Hour {
+			label = dayOf(int32(k)).Format(time.DateOnly)
+		}
+		out = append(out, sectionRow{section: "ser", label: label, t: *t})
 	}
 	for _, fd := range fo.dims {
 		for i, v := range fd.values {

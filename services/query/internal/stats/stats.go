@@ -300,11 +300,7 @@ func (q *Querier) Dashboard(ctx context.Context, site SiteInfo, qu Query, now ti
 	if d.Filters == nil {
 		d.Filters = []Filter{}
 	}
-	var dims []dimension
-	for _, name := range dashboardPanels {
-		dim, _ := lookupDimension("dimension", name, true)
-		dims = append(dims, dim)
-	}
+	dims := dashboardDims()
 	pl := plan{summary: true, series: true, dims: dims, limit: qu.Limit, offset: (qu.Page - 1) * qu.Limit}
 	var cur, prev result
 	g, gctx := errgroup.WithContext(ctx)
@@ -330,6 +326,16 @@ func (q *Querier) Dashboard(ctx context.Context, site SiteInfo, qu Query, now ti
 		d.Panels[dim.name] = rowsOf(dim, cur.dims[dim.name], nil)
 	}
 	return d, nil
+}
+
+// dashboardDims are the dimensions of the dashboard's panels.
+func dashboardDims() []dimension {
+	dims := make([]dimension, 0, len(dashboardPanels))
+	for _, name := range dashboardPanels {
+		dim, _ := lookupDimension("dimension", name, true)
+		dims = append(dims, dim)
+	}
+	return dims
 }
 
 // Aggregate is the summary of a view, compared with the previous period when asked.
