@@ -361,8 +361,12 @@ func NewApp(cfg fiber.Config) *fiber.App {
 func AppConfig(log *slog.Logger) fiber.Config {
 	return fiber.Config{
 		DisableStartupMessage: true,
-		ReadTimeout:           10 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		ErrorHandler:          server.ErrorHandler(log),
+		// Values read from a request (a dimension, a filter, an email) are kept after
+		// the answer, as cache keys and streams' views: they must be copies, not views
+		// of buffers the server reuses.
+		Immutable:    true,
+		ReadTimeout:  10 * time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorHandler: server.ErrorHandler(log),
 	}
 }
