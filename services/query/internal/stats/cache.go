@@ -87,8 +87,7 @@ const minPastDays = 3
 
 // rollupRows are every row of breakdown d over the whole local days of p, ranked: the
 // past days' from the cache when it holds them, the rest read now.
-func (q *Querier) rollupRows(ctx context.Context, site int64, p Period, d dimension) ([]row, error) {
-	now := time.Now()
+func (q *Querier) rollupRows(ctx context.Context, site int64, p Period, d dimension, now time.Time) ([]row, error) {
 	today := p.today(now)
 	from, to := p.fromDay(), p.toDay()
 	split := min(to, today.Format(time.DateOnly))

@@ -66,6 +66,8 @@ type Query struct {
 	// rollups are measured against.
 	Raw bool
 	dim dimension
+	// now is the time the period was read at; it tells today from the settled past days.
+	now time.Time
 }
 
 // Limits of a query.
@@ -84,7 +86,7 @@ func ParseQuery(v url.Values, now, first time.Time, loc *time.Location, defaultL
 	if err != nil {
 		return Query{}, err
 	}
-	q := Query{Period: p, Compare: compareDefault, Limit: defaultLimit, Page: 1}
+	q := Query{Period: p, Compare: compareDefault, Limit: defaultLimit, Page: 1, now: now}
 	if len(v["filter"]) > maxFilters {
 		return Query{}, fieldErr("filter", "at most %d filters", maxFilters)
 	}
@@ -130,6 +132,14 @@ func ParseQuery(v url.Values, now, first time.Time, loc *time.Location, defaultL
 		q.Page = n
 	}
 	return q, nil
+}
+
+// at is the time q was read at, else the current time.
+func (q Query) at() time.Time {
+	if q.now.IsZero() {
+		return time.Now()
+	}
+	return q.now
 }
 
 // WithDimension sets the dimension of a breakdown, "" being refused.

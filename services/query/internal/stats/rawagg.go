@@ -204,10 +204,9 @@ func filtersKey(filters []Filter) string {
 // uniques and a visit counts on the day it started, so the two parts add up; a visit
 // of the past days that an event of today's extends or lets pass a filter shows so when
 // the cache is next refreshed, as with the rollups' past days.
-func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Period, pl plan) (result, error) {
+func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Period, pl plan, now time.Time) (result, error) {
 	whole := pl
 	whole.limit, whole.offset = 0, 0
-	now := time.Now()
 	today := p.today(now)
 	split := p.To
 	if today.Before(split) {

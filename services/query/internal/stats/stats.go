@@ -118,7 +118,7 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	hourly := p.Interval == Hour && pl.series
 	raw := qu.Raw || len(qu.Filters) > 0 || !p.DayAligned() || (hourly && !p.From.Equal(p.From.Truncate(time.Hour)))
 	if raw {
-		return q.rawRun(ctx, site, qu.Filters, p, pl)
+		return q.rawRun(ctx, site, qu.Filters, p, pl, qu.at())
 	}
 	// Panels go through the cache of past days, below.
 	stmts := rollupStatements(site, p, plan{summary: pl.summary, series: pl.series})
@@ -135,7 +135,7 @@ func (q *Querier) run(ctx context.Context, site int64, qu Query, p Period, pl pl
 	}
 	for i, d := range pl.dims {
 		g.Go(func() (err error) {
-			panels[i], err = q.rollupRows(gctx, site, p, d)
+			panels[i], err = q.rollupRows(gctx, site, p, d, qu.at())
 			return err
 		})
 	}
