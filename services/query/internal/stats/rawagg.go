@@ -226,23 +226,32 @@ func (q *Querier) rawRun(ctx context.Context, site int64, filters []Filter, p Pe
 		for _, d := range pl.dims {
 			k.dimensions += d.name + "\x00"
 		}
+		// The past days (when not cached) and today are read side by side.
+		var recent result
+		g, gctx := errgroup.WithContext(ctx)
 		cached, ok := q.rawPast.get(k, now)
 		if !ok {
-			var err error
-			if cached, err = q.rawCompute(ctx, site, filters, past, p.To, whole); err != nil {
-				return result{}, err
-			}
-			q.rawPast.put(k, cached, cached.size(), now)
+			g.Go(func() (err error) {
+				if cached, err = q.rawCompute(gctx, site, filters, past, p.To, whole); err == nil {
+					q.rawPast.put(k, cached, cached.size(), now)
+				}
+				return err
+			})
+		}
+		if split.Before(p.To) {
+			g.Go(func() (err error) {
+				part := p
+				part.From = split
+				recent, err = q.rawCompute(gctx, site, filters, part, p.To, whole)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return result{}, err
 		}
 		res = cached.clone()
 		if split.Before(p.To) {
-			recent := p
-			recent.From = split
-			r, err := q.rawCompute(ctx, site, filters, recent, p.To, whole)
-			if err != nil {
-				return result{}, err
-			}
-			res.add(r)
+			res.add(recent)
 		}
 	}
 	for _, d := range pl.dims {
