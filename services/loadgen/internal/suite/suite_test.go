@@ -292,7 +292,7 @@ func TestRatio(t *testing.T) {
 	for _, c := range []struct {
 		a, b float64
 		want string
-	}{{1, 2, "0.50x"}, {165, 38593, "0.004x"}, {3, 0, ""}, {41, 40, "1.02x"}} {
+	}{{1, 2, "0.50x"}, {165, 38593, "0.0043x"}, {5.5, 18989, "0.00029x"}, {0.06, 1, "0.06x"}, {3, 0, ""}, {41, 40, "1.02x"}} {
 		if got := ratio(c.a, c.b); got != c.want {
 			t.Errorf("ratio(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
 		}

@@ -3,6 +3,7 @@ package suite
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -162,7 +163,8 @@ func ratio(a, b float64) string {
 	case b == 0:
 		return ""
 	case a/b < 0.1:
-		return fmt.Sprintf("%.3fx", a/b)
+		// Two significant digits, so a ratio of 0.0003 does not read as 0.
+		return strconv.FormatFloat(a/b, 'g', 2, 64) + "x"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
