@@ -92,14 +92,13 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 
 	// 5. Is it a person on this site? Bots, prefetches and other sites' pages get a 202
 	// (they learn nothing) and are dropped, counted by reason.
-	// The same order as bot.Check: a prefetch first, then the User-Agent's own verdict.
 	userAgent := c.Get(fiber.HeaderUserAgent)
 	agent := s.agents.Get(userAgent)
-	if bot.Prefetch(c.Get("Purpose"), c.Get("Sec-Purpose"), c.Get("X-Moz")) {
-		return s.drop(c, bot.ReasonPrefetch)
-	}
-	if agent.botReason != "" {
-		return s.drop(c, agent.botReason)
+	if reason := bot.Check(bot.Request{
+		Agent:   agent.botReason,
+		Purpose: c.Get("Purpose"), SecPurpose: c.Get("Sec-Purpose"), XMoz: c.Get("X-Moz"),
+	}); reason != "" {
+		return s.drop(c, reason)
 	}
 	page := enrich.ParsePage(p.URL, p.Path, p.HashMode)
 	if !s.hostAllowed(site, page.Host, c.Get(fiber.HeaderOrigin)) {

@@ -27,28 +27,23 @@ var tools = []string{"curl/", "wget/", "go-http-client/"}
 
 // Request is what the check reads from a beacon's request.
 type Request struct {
-	UserAgent string
-	// ParserBot is the UA parser's bot flag.
-	ParserBot bool
+	// Agent is UserAgent's verdict on the beacon's User-Agent: it depends on that string
+	// alone, so a caller may keep it per User-Agent.
+	Agent string
 	// Purpose, SecPurpose and XMoz are the headers browsers set on prefetches.
 	Purpose, SecPurpose, XMoz string
 }
 
-// Check returns why r is not a person, or "" when it may be one.
+// Check returns why r is not a person, or "" when it may be one: a prefetch first, then
+// the User-Agent's verdict.
 func Check(r Request) string {
-	if Prefetch(r.Purpose, r.SecPurpose, r.XMoz) {
+	if isPrefetch(r.Purpose) || isPrefetch(r.SecPurpose) || isPrefetch(r.XMoz) {
 		return ReasonPrefetch
 	}
-	return UserAgent(r.UserAgent, r.ParserBot)
+	return r.Agent
 }
 
-// Prefetch reports whether a beacon's Purpose, Sec-Purpose or X-Moz header marks it as
-// a speculative prefetch (ReasonPrefetch). Check asks it first.
-func Prefetch(purpose, secPurpose, xMoz string) bool {
-	return isPrefetch(purpose) || isPrefetch(secPurpose) || isPrefetch(xMoz)
-}
-
-// UserAgent is Check's verdict on the User-Agent alone (parserBot is the UA parser's
+// UserAgent is the verdict on a User-Agent alone (parserBot is the UA parser's
 // bot flag): ReasonUserAgent or "". It depends on nothing else, so it may be cached per
 // User-Agent.
 func UserAgent(ua string, parserBot bool) string {

@@ -36,7 +36,7 @@ func FuzzUserAgent(f *testing.F) {
 		if !classes[device] {
 			t.Fatalf("Device(%q, %d) = %q: not a device class", got.Device, screenW, device)
 		}
-		bot.Check(bot.Request{UserAgent: ua, ParserBot: got.Bot, Purpose: purpose, SecPurpose: purpose, XMoz: purpose})
+		bot.Check(bot.Request{Agent: bot.UserAgent(ua, got.Bot), Purpose: purpose, SecPurpose: purpose, XMoz: purpose})
 	})
 }
 
