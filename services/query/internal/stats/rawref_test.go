@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
 // rawStatement is the reference the raw path is tested against: it answers pl from raw
@@ -166,11 +164,7 @@ func matchReference(t *testing.T, q *Querier, site int64, qu Query, pl plan, nam
 // views of part days answer from the raw path exactly what the single reference
 // statement answers: summary, series and every breakdown, paged.
 func TestRawPathMatchesReference(t *testing.T) {
-	db := pgtest.New(t)
-	q, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newTestQuerier(t)
 	var dims []dimension
 	for _, name := range append(append([]string{}, dimensionNames...), "props", "prop.plan", "prop.variant") {
 		d, err := lookupDimension("dimension", name, true)
@@ -209,12 +203,8 @@ func TestRawPathMatchesReference(t *testing.T) {
 // TestRawPastDaysCached: a filtered view's past days are computed once and kept, today's
 // events are read at every view, and the two add up to what the reference answers.
 func TestRawPastDaysCached(t *testing.T) {
-	db := pgtest.New(t)
 	ctx := context.Background()
-	q, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newTestQuerier(t)
 	loc, _ := time.LoadLocation("Europe/Paris")
 	now := time.Now().In(loc)
 	if now.Hour() == 0 && now.Minute() < 5 {
@@ -229,7 +219,7 @@ func TestRawPastDaysCached(t *testing.T) {
 		t.Fatalf("%d past results kept, want 1", len(q.rawPast.entries))
 	}
 	// A pageview of /pricing lands today: the next view shows it.
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path)
+	if _, err := q.pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path)
 		VALUES ($1, $2, gen_random_uuid(), 'pageview', 424242, '/pricing')`, site, time.Now().Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}

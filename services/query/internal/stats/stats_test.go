@@ -16,6 +16,16 @@ import (
 
 // seedSite loads about n random events over the 70 days before now into a new site of tz
 // and builds its rollups through the writer's rebuild path.
+// newTestQuerier is a Querier over a fresh test database.
+func newTestQuerier(t *testing.T) *Querier {
+	t.Helper()
+	q, err := New(pgtest.New(t).Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
 func seedSite(t *testing.T, q *Querier, tz string, now time.Time, n int, s uint64) int64 {
 	t.Helper()
 	ctx := context.Background()
@@ -55,12 +65,8 @@ func parse(t *testing.T, raw string, now time.Time, loc *time.Location) Query {
 // of whole days answers the same from the rollups as from raw events, panel by panel,
 // and every breakdown dimension too.
 func TestRollupsMatchRawEvents(t *testing.T) {
-	db := pgtest.New(t)
 	ctx := context.Background()
-	q, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newTestQuerier(t)
 	views := []string{"period=today", "period=yesterday", "period=7d", "period=30d",
 		"period=month", "period=last_month", "period=30d&interval=week", "period=7d&interval=hour",
 		"period=custom&from=2026-10-20&to=2026-11-03", "period=custom&from=2026-10-01&to=2026-11-27&interval=month",
@@ -136,12 +142,8 @@ func jsonOf(t *testing.T, v any) any {
 // TestFilters: a filter keeps only matching events, is_not their complement, and two
 // filters combine with AND.
 func TestFilters(t *testing.T) {
-	db := pgtest.New(t)
 	ctx := context.Background()
-	q, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newTestQuerier(t)
 	loc, _ := time.LoadLocation("Europe/Paris")
 	now := time.Date(2026, 11, 27, 15, 4, 0, 0, loc)
 	site := seedSite(t, q, "Europe/Paris", now, 6000, 7)
@@ -188,19 +190,15 @@ func replaceOp(f string) string {
 
 // TestOnline counts distinct visitors of the last five minutes and decays without traffic.
 func TestOnline(t *testing.T) {
-	db := pgtest.New(t)
 	ctx := context.Background()
-	q, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := pgtest.NewSite(t, db.Pool, "UTC")
+	q := newTestQuerier(t)
+	site := pgtest.NewSite(t, q.pool, "UTC")
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	if _, err := db.Pool.Exec(ctx, `SELECT ensure_event_partitions($1, $1)`, now); err != nil {
+	if _, err := q.pool.Exec(ctx, `SELECT ensure_event_partitions($1, $1)`, now); err != nil {
 		t.Fatal(err)
 	}
 	for i, ago := range []time.Duration{10 * time.Second, time.Minute, 4 * time.Minute, 6 * time.Minute} {
-		if _, err := db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id) VALUES ($1, $2, gen_random_uuid(), 'pageview', $3)`,
+		if _, err := q.pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id) VALUES ($1, $2, gen_random_uuid(), 'pageview', $3)`,
 			site, now.Add(-ago), i%3); err != nil {
 			t.Fatal(err)
 		}
