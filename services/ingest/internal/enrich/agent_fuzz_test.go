@@ -36,7 +36,13 @@ func FuzzUserAgent(f *testing.F) {
 		if !classes[device] {
 			t.Fatalf("Device(%q, %d) = %q: not a device class", got.Device, screenW, device)
 		}
-		bot.Check(bot.Request{Agent: bot.UserAgent(ua, got.Bot), Purpose: purpose, SecPurpose: purpose, XMoz: purpose})
+		verdict := bot.UserAgent(ua, got.Bot)
+		if verdict != "" && verdict != bot.ReasonUserAgent {
+			t.Fatalf("UserAgent(%q) = %q: not a drop reason", ua, verdict)
+		}
+		if r := bot.Check(bot.Request{Agent: verdict, Purpose: purpose, SecPurpose: purpose, XMoz: purpose}); r != verdict && r != bot.ReasonPrefetch {
+			t.Fatalf("Check(%q, purpose %q) = %q: neither the User-Agent's verdict nor a prefetch", ua, purpose, r)
+		}
 	})
 }
 
