@@ -63,10 +63,15 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	if w.lockVisitors {
 		b.Queue(s.q.lockVisitors, p.locks)
 	}
+	// The visits' new rows are computed while Postgres still reads the rest.
+	planned := make(chan visitPlan, 1)
 	if len(v.keys) > 0 {
 		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
 			var err error
 			st.taken, err = scanVisits(rows)
+			if err == nil {
+				go func() { planned <- planVisits(st.taken, w.visits, w.zones) }()
+			}
 			return err
 		})
 	}
@@ -114,25 +119,39 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 		b.Queue(s.q.writeHourly, hours.args()...)
 	}
 	if len(v.keys) > 0 {
-		merged := mergeVisits(st.taken, w.visits, w.zones)
-		gone, changed, fresh := replaceVisits(st.taken, merged)
-		if len(gone) > 0 {
-			b.Queue(s.q.deleteVisits, visitKeyArgs(gone)...)
+		p := <-planned
+		if len(p.gone) > 0 {
+			b.Queue(s.q.deleteVisits, visitKeyArgs(p.gone)...)
 		}
-		if len(changed) > 0 {
-			b.Queue(s.q.updateVisits, visitArgs(changed)...)
+		if len(p.changed) > 0 {
+			b.Queue(s.q.updateVisits, visitArgs(p.changed)...)
 		}
-		if len(fresh) > 0 {
-			b.Queue(s.q.writeVisits, visitArgs(fresh)...)
+		if len(p.fresh) > 0 {
+			b.Queue(s.q.writeVisits, visitArgs(p.fresh)...)
 		}
-		if delta := visitDeltas(st.taken, merged); len(delta.site) > 0 {
-			b.Queue(s.q.writeVisitRollups, delta.args()...)
-			if drop := delta.decreased(); len(drop.site) > 0 {
+		if len(p.delta.site) > 0 {
+			b.Queue(s.q.writeVisitRollups, p.delta.args()...)
+			if drop := p.delta.decreased(); len(drop.site) > 0 {
 				b.Queue(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
 			}
 		}
 	}
 	return s.run(ctx, tx, "write rollups", b)
+}
+
+// visitPlan is how a batch changes visits: the stored visits taken that merged away
+// (gone) or changed in place, the ones to insert, and the net change to rollup_visits.
+type visitPlan struct {
+	gone, changed, fresh []visit
+	delta                visitRows
+}
+
+func planVisits(taken []visit, evs []*event.Event, zones map[int64]*time.Location) visitPlan {
+	merged := mergeVisits(taken, evs, zones)
+	var p visitPlan
+	p.gone, p.changed, p.fresh = replaceVisits(taken, merged)
+	p.delta = visitDeltas(taken, merged)
+	return p
 }
 
 // run sends b as one pipelined round trip.

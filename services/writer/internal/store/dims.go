@@ -182,8 +182,9 @@ func (r *dimRows) args() []any {
 	return []any{r.site, r.day, r.dim, r.key, r.value, r.pageviews, r.events, r.visitors}
 }
 
-// seenRows are visitor_days rows to store, those already stored (update) apart from
-// new ones (insert): row i's hashes are hashes[lo[i]-1:hi[i]].
+// seenRows are the first sightings to store in visitor_days, for rows already stored
+// (update, which appends them) apart from new ones (insert): row i's hashes are
+// hashes[lo[i]-1:hi[i]].
 type seenRows struct {
 	update, insert seenArrays
 }
@@ -194,14 +195,14 @@ type seenArrays struct {
 	lo, hi []int32
 }
 
-func (r *seenRows) add(vd visitorDay, stored bool, old, added []int64) {
+func (r *seenRows) add(vd visitorDay, stored bool, added []int64) {
 	a := &r.insert
 	if stored {
 		a = &r.update
 	}
 	a.keys = append(a.keys, vd)
 	a.lo = append(a.lo, int32(len(a.hashes)+1))
-	a.hashes = append(append(a.hashes, old...), added...)
+	a.hashes = append(a.hashes, added...)
 	a.hi = append(a.hi, int32(len(a.hashes)))
 }
 
@@ -325,7 +326,7 @@ func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
 			}
 		}
 		if len(added) > 0 {
-			seen.add(vd, st.stored[i], old, added)
+			seen.add(vd, st.stored[i], added)
 		}
 	}
 	keys := make([]dimKey, 0, len(counts))
