@@ -104,39 +104,56 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 		return err
 	}
 
-	b = &pgx.Batch{}
-	dims, hours, seen := d.aggregate(p.tally, st)
-	if len(seen.update.keys) > 0 {
-		b.Queue(s.q.updateSeen, seen.update.args()...)
+	return s.writeRollups(ctx, tx, d, p.tally, st, planned, len(v.keys) > 0)
+}
+
+// writeRollups writes what apply computed in one pipeline: the visits' rows go out
+// first, planned while the reads ran, and Postgres writes them while Go aggregates the
+// dimensions and first sightings.
+func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, d *days, t *tally, st readState, planned <-chan visitPlan, visits bool) (err error) {
+	ctx, span := s.tracer.Start(ctx, "write rollups")
+	defer func() { endSpan(span, err) }()
+	pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisits, s.q.writeVisitRollups,
+		s.q.dropEmptyVisitRollups, s.q.updateSeen, s.q.insertSeen, s.q.writeDims, s.q.writeHourly)
+	if err != nil {
+		return fmt.Errorf("write rollups: %w", err)
 	}
-	if len(seen.insert.keys) > 0 {
-		b.Queue(s.q.insertSeen, seen.insert.args()...)
-	}
-	if len(dims.site) > 0 {
-		b.Queue(s.q.writeDims, dims.args()...)
-	}
-	if len(hours.site) > 0 {
-		b.Queue(s.q.writeHourly, hours.args()...)
-	}
-	if len(v.keys) > 0 {
+	if visits {
 		p := <-planned
 		if len(p.gone) > 0 {
-			b.Queue(s.q.deleteVisits, visitKeyArgs(p.gone)...)
+			pl.send(s.q.deleteVisits, visitKeyArgs(p.gone)...)
 		}
 		if len(p.changed) > 0 {
-			b.Queue(s.q.updateVisits, visitArgs(p.changed)...)
+			pl.send(s.q.updateVisits, visitArgs(p.changed)...)
 		}
 		if len(p.fresh) > 0 {
-			b.Queue(s.q.writeVisits, visitArgs(p.fresh)...)
+			pl.send(s.q.writeVisits, visitArgs(p.fresh)...)
 		}
 		if len(p.delta.site) > 0 {
-			b.Queue(s.q.writeVisitRollups, p.delta.args()...)
+			pl.send(s.q.writeVisitRollups, p.delta.args()...)
 			if drop := p.delta.decreased(); len(drop.site) > 0 {
-				b.Queue(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
+				pl.send(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
 			}
 		}
+		pl.flush()
 	}
-	return s.run(ctx, tx, "write rollups", b)
+	dims, hours, seen := d.aggregate(t, st)
+	if len(seen.update.keys) > 0 {
+		pl.send(s.q.updateSeen, seen.update.args()...)
+	}
+	if len(seen.insert.keys) > 0 {
+		pl.send(s.q.insertSeen, seen.insert.args()...)
+	}
+	if len(dims.site) > 0 {
+		pl.send(s.q.writeDims, dims.args()...)
+	}
+	if len(hours.site) > 0 {
+		pl.send(s.q.writeHourly, hours.args()...)
+	}
+	if err := pl.close(); err != nil {
+		return fmt.Errorf("write rollups: %w", err)
+	}
+	return nil
 }
 
 // visitPlan is how a batch changes visits: the stored visits taken that merged away
