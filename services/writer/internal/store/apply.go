@@ -18,9 +18,6 @@ import (
 type work struct {
 	zones               map[int64]*time.Location
 	dims, hours, visits []*event.Event
-	// lockVisitors takes the per-visitor locks; a rebuild holds its site exclusively
-	// instead.
-	lockVisitors bool
 	// pre, when set, is prepare(w) computed ahead (while the events insert ran).
 	pre *prepared
 }
@@ -30,22 +27,18 @@ type prepared struct {
 	days  *days
 	tally *tally
 	spans visitSpans
-	locks []int32
 }
 
 func prepare(w work) *prepared {
 	d := newDays(w)
-	p := &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits)}
-	if w.lockVisitors {
-		p.locks = lockKeys(w.dims, w.hours, w.visits)
-	}
-	return p
+	return &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits)}
 }
 
 // apply updates visitor_days, rollup_dims, rollup_hourly, visits and
-// rollup_visits for w in tx: one pipelined round trip reads what the rollups depend on
+// rollup_visits for w in tx, whose visitors the caller holds (a writer by their locks, a
+// rebuild by its site's): one pipelined round trip reads what the rollups depend on
 // (first sightings, stored visits, property values), Go computes every change, and one
-// pipelined round trip writes them as pre-aggregated rows.
+// pipeline writes them as pre-aggregated rows.
 func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	ctx, span := s.tracer.Start(ctx, "rollups")
 	defer span.End()
@@ -53,24 +46,35 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	if p == nil {
 		p = prepare(w)
 	}
+	st, vp, err := s.readState(ctx, tx, w, p)
+	if err != nil {
+		return err
+	}
+	return s.writeRollups(ctx, tx, p, st, vp)
+}
+
+// noJoinsOverTables are the settings of every transaction that reads or writes
+// rollups: each statement joins a batch's keys to big tables, by index lookups per key,
+// never a hash join over a whole table, however the table's statistics drift.
+var noJoinsOverTables = []string{`SET LOCAL enable_hashjoin = off`, `SET LOCAL enable_mergejoin = off`}
+
+// readState reads in tx, in one pipelined round trip, the state the rollups of p depend
+// on. The visits' changes are
+// planned as soon as the stored visits arrive, while Postgres still reads the rest.
+func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (readState, visitPlan, error) {
 	d, v := p.days, p.spans
 	st := readState{}
 	b := &pgx.Batch{}
-	// Every statement here joins a batch's keys to big tables: index lookups per key,
-	// never a hash join over a whole table, however the table's statistics drift.
-	b.Queue(`SET LOCAL enable_hashjoin = off`)
-	b.Queue(`SET LOCAL enable_mergejoin = off`)
-	if w.lockVisitors {
-		b.Queue(s.q.lockVisitors, p.locks)
+	for _, q := range noJoinsOverTables {
+		b.Queue(q)
 	}
-	// The visits' new rows are computed while Postgres still reads the rest.
-	planned := make(chan visitPlan, 1)
+	var vp visitPlan
 	if len(v.keys) > 0 {
 		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
 			var err error
 			st.taken, err = scanVisits(rows)
 			if err == nil {
-				go func() { planned <- planVisits(st.taken, w.visits, w.zones) }()
+				vp = planVisits(st.taken, w.visits, w.zones)
 			}
 			return err
 		})
@@ -101,16 +105,15 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 		})
 	}
 	if err := s.run(ctx, tx, "read rollup state", b); err != nil {
-		return err
+		return readState{}, visitPlan{}, err
 	}
-
-	return s.writeRollups(ctx, tx, d, p.tally, st, planned, len(v.keys) > 0)
+	return st, vp, nil
 }
 
 // writeRollups writes what apply computed in one pipeline: the visits' rows go out
 // first, planned while the reads ran, and Postgres writes them while Go aggregates the
 // dimensions and first sightings.
-func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, d *days, t *tally, st readState, planned <-chan visitPlan, visits bool) (err error) {
+func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st readState, vp visitPlan) (err error) {
 	ctx, span := s.tracer.Start(ctx, "write rollups")
 	defer func() { endSpan(span, err) }()
 	pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisits, s.q.writeVisitRollups,
@@ -118,26 +121,25 @@ func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, d *days, t *tally, 
 	if err != nil {
 		return fmt.Errorf("write rollups: %w", err)
 	}
-	if visits {
-		p := <-planned
-		if len(p.gone) > 0 {
-			pl.send(s.q.deleteVisits, visitKeyArgs(p.gone)...)
+	if len(p.spans.keys) > 0 {
+		if len(vp.gone) > 0 {
+			pl.send(s.q.deleteVisits, visitKeyArgs(vp.gone)...)
 		}
-		if len(p.changed) > 0 {
-			pl.send(s.q.updateVisits, visitArgs(p.changed)...)
+		if len(vp.changed) > 0 {
+			pl.send(s.q.updateVisits, visitArgs(vp.changed)...)
 		}
-		if len(p.fresh) > 0 {
-			pl.send(s.q.writeVisits, visitArgs(p.fresh)...)
+		if len(vp.fresh) > 0 {
+			pl.send(s.q.writeVisits, visitArgs(vp.fresh)...)
 		}
-		if len(p.delta.site) > 0 {
-			pl.send(s.q.writeVisitRollups, p.delta.args()...)
-			if drop := p.delta.decreased(); len(drop.site) > 0 {
+		if len(vp.delta.site) > 0 {
+			pl.send(s.q.writeVisitRollups, vp.delta.args()...)
+			if drop := vp.delta.decreased(); len(drop.site) > 0 {
 				pl.send(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
 			}
 		}
 		pl.flush()
 	}
-	dims, hours, seen := d.aggregate(t, st)
+	dims, hours, seen := p.days.aggregate(p.tally, st)
 	if len(seen.update.keys) > 0 {
 		pl.send(s.q.updateSeen, seen.update.args()...)
 	}

@@ -67,6 +67,10 @@ type Store struct {
 	q      queries
 	tracer trace.Tracer
 	zones  *zones
+	// pairs bounds the batches writing at once to half the pool: each holds two
+	// connections (see sideRead). Nil for a pool of one, whose batches read in their
+	// own transaction.
+	pairs chan struct{}
 }
 
 // Option configures a Store.
@@ -83,6 +87,9 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 		return nil, errors.New("store: nil pool")
 	}
 	s := &Store{pool: pool, q: loadQueries(), tracer: noop.NewTracerProvider().Tracer(""), zones: newZones()}
+	if n := pool.Config().MaxConns / 2; n >= 1 {
+		s.pairs = make(chan struct{}, n)
+	}
 	for _, o := range opts {
 		o(s)
 	}

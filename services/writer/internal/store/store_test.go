@@ -20,6 +20,7 @@ import (
 	"github.com/haru-analytics/haru/migrations"
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/pgtest"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 func newEvent(t testing.TB, ts time.Time, site int64, name string, visitor int64) event.Event {
@@ -326,8 +327,36 @@ func TestWriteIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestRollupsMatchRecount writes with batches that read on a second connection while
+// their events insert, and with a pool of one connection, whose batches do everything in
+// their own transaction.
 func TestRollupsMatchRecount(t *testing.T) {
-	st, pool := newStore(t)
+	t.Run("two connections per batch", func(t *testing.T) {
+		st, pool := newStore(t)
+		if st.pairs == nil {
+			t.Fatal("a pool of 8 writes with one connection per batch")
+		}
+		testRollupsMatchRecount(t, st, pool)
+	})
+	t.Run("a pool of one connection", func(t *testing.T) {
+		db := pgtest.New(t)
+		pool, err := pgutil.Open(context.Background(), db.URL, 1, "pgtest-one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		st, err := New(pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.pairs != nil {
+			t.Fatal("a pool of one connection would wait for a second one")
+		}
+		testRollupsMatchRecount(t, st, pool)
+	})
+}
+
+func testRollupsMatchRecount(t *testing.T, st *Store, pool *pgxpool.Pool) {
 	sites, tz := newSites(t, pool, "UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham")
 	gone := pgtest.NewSite(t, pool, "UTC")
 	if _, err := pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {

@@ -28,6 +28,13 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 		return Result{}, err
 	}
 	batch = distinct(batch)
+	if s.pairs != nil {
+		// A batch holds two connections at once: bounding the batches in flight to half
+		// the pool keeps them from each holding one and waiting for another.
+		s.pairs <- struct{}{}
+		defer func() { <-s.pairs }()
+	}
+	var side *sideRead
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		zones, err := s.lockSites(ctx, tx, batch)
 		if err != nil {
@@ -39,14 +46,25 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 				known = append(known, &batch[i])
 			}
 		}
-		// The rollups' Go work for every event goes on while Postgres inserts them; it
-		// is kept when all were new, the usual case.
-		ahead := make(chan *prepared, 1)
-		go func() {
-			ahead <- prepare(work{zones: zones, dims: known, hours: known, visits: known, lockVisitors: true})
-		}()
+		if len(known) == 0 {
+			return nil
+		}
+		// The visitors' locks come first, before any event row: every writer takes
+		// its locks in this order (site, visitors, events), so writers given the same
+		// events (a redelivery) queue at the visitors instead of deadlocking.
+		all := work{zones: zones, dims: known, hours: known, visits: known}
+		locks := lockKeys(known)
+		if s.pairs == nil {
+			return s.insertAndApply(ctx, tx, all, locks, &res)
+		}
+		// While Postgres inserts the events, the rollups' Go work for all of them goes
+		// on, and so do their reads, on a second connection whose transaction holds the
+		// visitors' locks until this one ends.
+		side = s.startSideRead(ctx, all, locks)
+		if err := side.waitLocked(); err != nil {
+			return err
+		}
 		inserted, err := s.insertEvents(ctx, tx, known)
-		pre := <-ahead
 		if err != nil {
 			return err
 		}
@@ -54,17 +72,42 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 		if len(inserted) == 0 {
 			return nil
 		}
-		w := work{zones: zones, dims: inserted, hours: inserted, visits: inserted, lockVisitors: true}
-		if len(inserted) == len(known) {
-			w.pre = pre
+		if len(inserted) < len(known) {
+			// Some were stored before: read again for the new ones alone.
+			side.reread(ctx, s, work{zones: zones, dims: inserted, hours: inserted, visits: inserted})
 		}
-		return s.apply(ctx, tx, w)
+		return s.applyRead(ctx, tx, side)
 	})
+	side.release()
 	if err != nil {
 		return Result{}, err
 	}
 	span.SetAttributes(attribute.Int("haru.batch.inserted", res.Inserted))
 	return res, nil
+}
+
+// insertAndApply is the write in tx alone, for a pool of one connection: the visitors'
+// locks, the events, then the rollups, whose Go work runs while the events insert.
+func (s *Store) insertAndApply(ctx context.Context, tx pgx.Tx, all work, locks []int32, res *Result) error {
+	if _, err := tx.Exec(ctx, s.q.lockVisitors, locks); err != nil {
+		return fmt.Errorf("lock visitors: %w", err)
+	}
+	ahead := make(chan *prepared, 1)
+	go func() { ahead <- prepare(all) }()
+	inserted, err := s.insertEvents(ctx, tx, all.dims)
+	pre := <-ahead
+	if err != nil {
+		return err
+	}
+	*res = summarize(inserted)
+	if len(inserted) == 0 {
+		return nil
+	}
+	w := work{zones: all.zones, dims: inserted, hours: inserted, visits: inserted}
+	if len(inserted) == len(all.dims) {
+		w.pre = pre
+	}
+	return s.apply(ctx, tx, w)
 }
 
 func endSpan(span trace.Span, err error) {
@@ -118,12 +161,17 @@ func (s *Store) lockSites(ctx context.Context, tx pgx.Tx, batch []event.Event) (
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	b := &pgx.Batch{}
+	for _, q := range noJoinsOverTables {
+		b.Queue(q)
+	}
 	b.Queue(s.q.lockSites, ids)
 	b.Queue(`SELECT id, timezone FROM sites WHERE id = ANY($1)`, ids)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("lock sites: %w", err)
+	for range len(noJoinsOverTables) + 1 {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("lock sites: %w", err)
+		}
 	}
 	rows, err := br.Query()
 	if err != nil {
