@@ -3,11 +3,15 @@ package store
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
@@ -84,4 +88,43 @@ func TestPipeline(t *testing.T) {
 			t.Fatalf("rows %d (%v), want 0", n, err)
 		}
 	})
+}
+
+// TestSideReadLockTimeout holds every visitor lock bucket from another session: the
+// batch fails after the side read's lock timeout, not a data error (so it is retried,
+// never dead-lettered), gives both connections back, and succeeds once the locks are
+// free, counted once.
+func TestSideReadLockTimeout(t *testing.T) {
+	defer func(old string) { sideLockTimeout = old }(sideLockTimeout)
+	sideLockTimeout = "300ms"
+	st, pool := newStore(t)
+	sites, tz := newSites(t, pool, "UTC")
+	r := rand.New(rand.NewPCG(9, 10))
+	events := randomEvents(t, r, sites, 200, time.Date(2026, 4, 2, 12, 0, 0, 0, time.UTC), 1)
+	ctx := context.Background()
+
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_xact_lock(1751220854, k) FROM generate_series(0, $1 - 1) k`, visitorLockBuckets); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Write(ctx, append([]event.Event{}, events...))
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" || IsDataError(err) {
+		t.Fatalf("write with the visitors locked elsewhere: %v; want lock_not_available, not a data error", err)
+	}
+	if n := pool.Stat().AcquiredConns(); n != 1 {
+		t.Fatalf("%d connections held after the failed write, want 1 (the lock holder's)", n)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := write(t, st, append([]event.Event{}, events...)); res.Inserted != len(events) {
+		t.Fatalf("retry inserted %d, want %d", res.Inserted, len(events))
+	}
+	if diff := cmp.Diff(recount(t, events, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("rollups differ from a recount (-want +got):\n%s", diff)
+	}
 }

@@ -10,7 +10,7 @@ import (
 
 // sideLockTimeout bounds how long a side read waits for visitors' locks, so a writer
 // never hangs on a lock whatever goes wrong elsewhere; the batch is then retried.
-const sideLockTimeout = "30s"
+var sideLockTimeout = "30s"
 
 // sideRead is a batch's rollup reads, done on a second connection while the first
 // inserts the batch's events. Its transaction takes the visitors' locks before the first
