@@ -20,7 +20,8 @@ import (
 
 // writeTx stores batch and its rollups in one transaction: the events go in as one
 // set-based insert, and the rollups are computed in Go from the rows that insert
-// reports as new, then written as pre-aggregated rows in one pipelined round trip.
+// reports as new, then written as pre-aggregated rows through one pipeline. What the
+// rollups depend on is read beside the insert, on a second connection (sideRead).
 func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, err error) {
 	ctx, span := s.tracer.Start(ctx, "store write batch", trace.WithAttributes(attribute.Int("haru.batch.events", len(batch))))
 	defer func() { endSpan(span, err) }()
@@ -31,8 +32,12 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 	if s.pairs != nil {
 		// A batch holds two connections at once: bounding the batches in flight to half
 		// the pool keeps them from each holding one and waiting for another.
-		s.pairs <- struct{}{}
-		defer func() { <-s.pairs }()
+		select {
+		case s.pairs <- struct{}{}:
+			defer func() { <-s.pairs }()
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
 	}
 	var side *sideRead
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
