@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -106,16 +108,43 @@ type Deps struct {
 
 // Service is a running writer.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	clock    clock.Clock
-	nc       *nats.Conn
-	names    event.Names
+	cfg     Config
+	log     *slog.Logger
+	clock   clock.Clock
+	nc      *nats.Conn
+	names   event.Names
+	js      jetstream.JetStream
+	store   *store.Store
+	metrics *metrics
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+
+	// The consumer is declared again if a pull finds it gone; its ack wait, read back
+	// from the server, paces the in-progress signals of a long write.
+	mu       sync.Mutex
 	consumer jetstream.Consumer
-	store    *store.Store
-	metrics  *metrics
-	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
+	ackWait  atomic.Int64
+}
+
+func (s *Service) cons() jetstream.Consumer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.consumer
+}
+
+func (s *Service) setCons(c jetstream.Consumer) {
+	s.mu.Lock()
+	s.consumer = c
+	s.mu.Unlock()
+	s.noteAckWait(c.CachedInfo())
+}
+
+// noteAckWait keeps the consumer's ack wait as the server has it: an operator may change
+// it under a running writer.
+func (s *Service) noteAckWait(info *jetstream.ConsumerInfo) {
+	if info != nil && info.Config.AckWait > 0 {
+		s.ackWait.Store(int64(info.Config.AckWait))
+	}
 }
 
 // New sets up the stream and the shared durable consumer and returns the writer.
@@ -157,8 +186,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		}
 		return nil
 	})
-	return &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, names: names,
-		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}, nil
+	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
+		store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
+	svc.ackWait.Store(int64(AckWait))
+	svc.setCons(cons)
+	return svc, nil
 }
 
 // Ack timing. A batch's messages are redelivered to another writer AckWait after this one
@@ -189,33 +221,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.ensureAhead(ctx); err != nil {
 		return err
 	}
-	iter, err := s.consumer.Messages(jetstream.PullMaxMessages(s.cfg.BatchSize))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
 	msgs := make(chan jetstream.Msg, s.cfg.BatchSize)
 	pumpDone := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
 	go func() {
 		defer close(pumpDone)
 		defer close(msgs)
-		for {
-			msg, err := iter.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					s.log.Error("consume stopped", "err", err)
-				}
-				return
-			}
-			msgs <- msg
-		}
+		s.pump(gctx, msgs)
 	}()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		// Stop pulling when asked; the loop below drains what was already pulled.
-		<-gctx.Done()
-		iter.Drain()
-		return nil
-	})
 	g.Go(func() error { return s.partitionsAhead(gctx) })
 	g.Go(func() error { return s.watchPending(gctx) })
 	g.Go(func() error {
@@ -224,9 +237,64 @@ func (s *Service) Run(ctx context.Context) error {
 		s.batchLoop(context.WithoutCancel(ctx), msgs)
 		return nil
 	})
-	err = g.Wait()
+	err := g.Wait()
 	<-pumpDone
+	// The last batch's acks are buffered on the connection: send them before returning,
+	// so a writer that stops does not hand its last batch to another as a redelivery.
+	if ferr := s.nc.FlushTimeout(5 * time.Second); ferr != nil {
+		s.log.Warn("flush acks", "err", ferr)
+	}
 	return err
+}
+
+// pump feeds msgs from the consumer until ctx ends, then drains what was pulled. A pull
+// that fails (the consumer lost with its stream's leader, deleted by an operator) is
+// taken up again with backoff: a writer that stopped consuming but kept running would
+// leave the backlog growing with every health check green.
+func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
+	backoff := 100 * time.Millisecond
+	for {
+		err := s.consumeOnce(ctx, msgs, func() { backoff = 100 * time.Millisecond })
+		if ctx.Err() != nil || s.nc.IsClosed() {
+			return
+		}
+		s.metrics.consumeRestarts.Inc()
+		s.log.Error("consume interrupted; resuming", "err", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		// The consumer may be gone: declare it again (a no-op when it exists).
+		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.names.Stream, ConsumerConfig(s.cfg))
+		if err != nil {
+			s.log.Warn("declare consumer", "err", err)
+			continue
+		}
+		s.setCons(cons)
+	}
+}
+
+// consumeOnce runs one Messages iterator until it fails or ctx ends; got is called for
+// each message.
+func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg, got func()) error {
+	iter, err := s.cons().Messages(jetstream.PullMaxMessages(s.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	// Stop pulling when asked; what was already pulled still comes out of Next.
+	stop := context.AfterFunc(ctx, iter.Drain)
+	defer stop()
+	defer iter.Stop()
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			return err
+		}
+		got()
+		msgs <- msg
+	}
 }
 
 // batchLoop collects messages into batches closed by size or age and writes each.
@@ -293,7 +361,7 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 			attribute.Int("messaging.batch.message_count", len(msgs))))
 	defer span.End()
 	wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
-	stop := keepInProgress(good, AckWait/3)
+	stop := keepInProgress(good, time.Duration(s.ackWait.Load())/3)
 	res, err := s.store.Write(wctx, events)
 	stop()
 	cancel()
@@ -463,9 +531,10 @@ func (s *Service) watchPending(ctx context.Context) error {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		info, err := s.consumer.Info(ctx)
+		info, err := s.cons().Info(ctx)
 		if err == nil {
 			s.metrics.pending.Set(float64(info.NumPending))
+			s.noteAckWait(info)
 		} else if ctx.Err() == nil {
 			s.log.Debug("read consumer info", "err", err)
 		}
@@ -524,15 +593,16 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 
 // metrics are the writer's Prometheus series.
 type metrics struct {
-	batchSize     prometheus.Histogram
-	commitSeconds prometheus.Histogram
-	rowsWritten   prometheus.Counter
-	skipped       prometheus.Counter
-	terminated    prometheus.Counter
-	batchErrors   prometheus.Counter
-	redelivered   prometheus.Counter
-	deadLettered  prometheus.Counter
-	pending       prometheus.Gauge
+	batchSize       prometheus.Histogram
+	commitSeconds   prometheus.Histogram
+	rowsWritten     prometheus.Counter
+	skipped         prometheus.Counter
+	terminated      prometheus.Counter
+	batchErrors     prometheus.Counter
+	redelivered     prometheus.Counter
+	deadLettered    prometheus.Counter
+	pending         prometheus.Gauge
+	consumeRestarts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -566,8 +636,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "haru_writer_consumer_pending_messages", Help: "Messages in the stream not yet delivered to a writer.",
 		}),
+		consumeRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_consume_restarts_total", Help: "Pulls from the consumer that failed and were taken up again.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors, m.redelivered, m.deadLettered, m.pending} {
+	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors, m.redelivered, m.deadLettered, m.pending, m.consumeRestarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register writer metrics: %w", err)
 		}

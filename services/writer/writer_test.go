@@ -168,12 +168,20 @@ func TestServiceStoresPublishedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("consumer: %v", err)
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatalf("consumer info: %v", err)
-	}
-	if info.NumPending != 0 || info.NumAckPending != 0 {
-		t.Fatalf("consumer pending %d, ack pending %d; want 0 and 0", info.NumPending, info.NumAckPending)
+	// Run has flushed its acks; the server applies them asynchronously.
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatalf("consumer info: %v", err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer pending %d, ack pending %d; want 0 and 0", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -307,5 +315,103 @@ func TestKeepInProgress(t *testing.T) {
 	}
 	if md, err := m.Metadata(); err != nil || md.NumDelivered != 2 {
 		t.Fatalf("redelivery metadata %+v, %v; want the second delivery", md, err)
+	}
+}
+
+// TestConsumeResumes: a writer whose consumer disappears under it (deleted by an
+// operator, lost with a node) declares it again and goes on storing, exactly once.
+func TestConsumeResumes(t *testing.T) {
+	h := newHarness(t, nil)
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+
+	sent := 0
+	publish := func(n int) {
+		for range n {
+			e, err := event.New(h.clock.Now().Add(time.Duration(sent)*time.Second), site, "pageview")
+			if err != nil {
+				t.Fatalf("event: %v", err)
+			}
+			e.Visitor, e.Path = int64(sent%3), "/"
+			b, err := event.Encode(&e)
+			if err != nil {
+				t.Fatalf("encode: %v", err)
+			}
+			h.publish(t, e.ID.String(), b, site)
+			sent++
+		}
+	}
+	waitStored := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var n int64
+			if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&n); err != nil {
+				t.Fatalf("count: %v", err)
+			}
+			if n == want {
+				return
+			}
+			if n > want || time.Now().After(deadline) {
+				t.Fatalf("%d events stored, want %d", n, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	publish(10)
+	waitStored(10)
+	if err := h.js.DeleteConsumer(context.Background(), h.names.Stream, event.ConsumerName); err != nil {
+		t.Fatalf("delete consumer: %v", err)
+	}
+	publish(10)
+	waitStored(20)
+	if n := testutil.ToFloat64(h.svc.metrics.consumeRestarts); n < 1 {
+		t.Fatalf("consume restarts %v, want at least 1", n)
+	}
+	// The consumer declared again delivers the stream from its start: the first ten
+	// come back as duplicates and change nothing.
+	var pv int64
+	if err := h.pool.QueryRow(context.Background(), `SELECT sum(pageviews) FROM rollup_dims WHERE site_id = $1 AND dim = 0`, site).Scan(&pv); err != nil || pv != 20 {
+		t.Fatalf("rolled-up pageviews %d (err %v), want 20", pv, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// TestInProgressFollowsAckWait: the interval of the in-progress signals follows the
+// consumer's ack wait as the server has it, changed under a running writer.
+func TestInProgressFollowsAckWait(t *testing.T) {
+	h := newHarness(t, nil)
+	if got := time.Duration(h.svc.ackWait.Load()); got != AckWait {
+		t.Fatalf("ack wait %v at start, want %v", got, AckWait)
+	}
+	ctx := context.Background()
+	cons, err := h.js.Consumer(ctx, h.names.Stream, event.ConsumerName)
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	cfg := cons.CachedInfo().Config
+	cfg.AckWait = 3 * time.Second
+	if _, err := h.js.UpdateConsumer(ctx, h.names.Stream, cfg); err != nil {
+		t.Fatalf("update consumer: %v", err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(rctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Duration(h.svc.ackWait.Load()) != 3*time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("ack wait %v, want 3s", time.Duration(h.svc.ackWait.Load()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
 	}
 }
