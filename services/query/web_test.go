@@ -530,7 +530,7 @@ func insertData(t *testing.T, e *webEnv, site int64) {
 	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path) VALUES ($1, now(), gen_random_uuid(), 'pageview', 1, '/')`, site); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO visitor_days (site_id, day, visitor_id, seen, added) VALUES ($1, current_date, 1, '{}', '{}')`, site); err != nil {
+	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO visitor_days (site_id, day, visitor_id, seen) VALUES ($1, current_date, 1, '{}')`, site); err != nil {
 		t.Fatal(err)
 	}
 }

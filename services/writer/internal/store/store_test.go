@@ -757,6 +757,17 @@ func TestHourSightingsMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// 000009 dropped a column 000003 writes: undo it around the two.
+	readMig := func(name string) string {
+		b, err := fs.ReadFile(migrations.FS, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.down.sql")); err != nil {
+		t.Fatalf("down 000009: %v", err)
+	}
 	// Back to the 000002 state: hour_visitors holds the hours, visitor_days no hour.
 	if _, err := pool.Exec(ctx, string(down)); err != nil {
 		t.Fatalf("down: %v", err)
@@ -770,6 +781,9 @@ func TestHourSightingsMigrate(t *testing.T) {
 	}
 	if _, err := pool.Exec(ctx, string(up)); err != nil {
 		t.Fatalf("up: %v", err)
+	}
+	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.up.sql")); err != nil {
+		t.Fatalf("up 000009: %v", err)
 	}
 	after := randomEvents(t, r, sites, 600, end, 2)
 	write(t, st, after)

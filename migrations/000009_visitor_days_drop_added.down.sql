@@ -1,0 +1,1 @@
+ALTER TABLE visitor_days ADD COLUMN added bigint[] NOT NULL DEFAULT '{}';
