@@ -89,14 +89,30 @@ func TestFaultSameEventTwice(t *testing.T) {
 	// A writer that took a message and died: play it by fetching from the writers'
 	// consumer while the real writer is stopped, and never acking.
 	r.writer.Kill()
-	e2 := newEvent("/redelivered")
-	r.publishEvent(ctx, js, e2)
-	st.sent.Add(1)
-	st.accepted.Add(1)
 	cons, err := js.Consumer(ctx, r.names.Stream, event.ConsumerName)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Until the server has seen the killed writer's connection close, its pull request
+	// still waits there and would take the next message, out of reach for the ack wait.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumWaiting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed writer's pull request still waits after 10s: %d waiting", info.NumWaiting)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e2 := newEvent("/redelivered")
+	r.publishEvent(ctx, js, e2)
+	st.sent.Add(1)
+	st.accepted.Add(1)
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
