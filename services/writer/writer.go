@@ -124,6 +124,9 @@ type Service struct {
 	mu       sync.Mutex
 	consumer jetstream.Consumer
 	ackWait  atomic.Int64
+	// pullErr is why pulling failed, until a pull runs again: the writer is not ready
+	// meanwhile.
+	pullErr atomic.Pointer[error]
 }
 
 func (s *Service) cons() jetstream.Consumer {
@@ -179,17 +182,23 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err := telemetry.RegisterPool(deps.Metrics, "writer", deps.Pool); err != nil {
 		return nil, err
 	}
+	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
+		store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
+	svc.ackWait.Store(int64(AckWait))
+	svc.setCons(cons)
 	deps.Health.Add("writer_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
+	deps.Health.Add("writer_consuming", func(context.Context) error {
+		if err := svc.pullErr.Load(); err != nil {
+			return fmt.Errorf("pulling from the consumer: %w", *err)
+		}
+		return nil
+	})
 	deps.Health.Add("writer_nats", func(context.Context) error {
 		if !deps.NATS.IsConnected() {
 			return errors.New("not connected")
 		}
 		return nil
 	})
-	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
-		store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
-	svc.ackWait.Store(int64(AckWait))
-	svc.setCons(cons)
 	return svc, nil
 }
 
@@ -259,6 +268,8 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 			return
 		}
 		s.metrics.consumeRestarts.Inc()
+		failed := err
+		s.pullErr.Store(&failed)
 		s.log.Error("consume interrupted; resuming", "err", err, "retry_in", backoff.String())
 		select {
 		case <-ctx.Done():
@@ -269,6 +280,8 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 		// The consumer may be gone: declare it again (a no-op when it exists).
 		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.names.Stream, ConsumerConfig(s.cfg))
 		if err != nil {
+			failed := fmt.Errorf("declare consumer: %w", err)
+			s.pullErr.Store(&failed)
 			s.log.Warn("declare consumer", "err", err)
 			continue
 		}
@@ -276,13 +289,20 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 	}
 }
 
+// pullHeartbeat is the heartbeat asked of the server for each pull; its library default
+// (half the 30 s pull expiry) would leave a stalled pull unnoticed for 30 s.
+const pullHeartbeat = 5 * time.Second
+
 // consumeOnce runs one Messages iterator until it fails or ctx ends; got is called for
 // each message.
 func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg, got func()) error {
-	iter, err := s.cons().Messages(jetstream.PullMaxMessages(s.cfg.BatchSize))
+	// A pull whose heartbeats stop (its consumer lost with a node or deleted with its
+	// stream, which no status message announces) ends after two missed beats.
+	iter, err := s.cons().Messages(jetstream.PullMaxMessages(s.cfg.BatchSize), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
+	s.pullErr.Store(nil)
 	// Stop pulling when asked; what was already pulled still comes out of Next.
 	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,13 +24,15 @@ import (
 )
 
 type harness struct {
-	svc   *Service
-	reg   *prometheus.Registry
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	names event.Names
-	pool  *pgxpool.Pool
-	clock *clock.Fake
+	svc    *Service
+	reg    *prometheus.Registry
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	names  event.Names
+	pool   *pgxpool.Pool
+	clock  *clock.Fake
+	health *telemetry.Health
+	cfg    Config
 }
 
 func newHarness(t testing.TB, mutate func(*Config), tracing ...*telemetry.Tracing) *harness {
@@ -52,8 +55,9 @@ func newHarness(t testing.TB, mutate func(*Config), tracing ...*telemetry.Tracin
 	}
 	reg := prometheus.NewRegistry()
 	clk := clock.NewFake(time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC))
+	health := telemetry.NewHealth()
 	svc, err := New(context.Background(), cfg, Deps{
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg, Health: telemetry.NewHealth(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg, Health: health,
 		Clock: clk, NATS: nc, Pool: db.Pool, Tracing: firstOrNil(tracing),
 	})
 	if err != nil {
@@ -63,7 +67,7 @@ func newHarness(t testing.TB, mutate func(*Config), tracing ...*telemetry.Tracin
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	return &harness{svc: svc, reg: reg, nc: nc, js: js, names: cfg.NATS.Names(), pool: db.Pool, clock: clk}
+	return &harness{svc: svc, reg: reg, nc: nc, js: js, names: cfg.NATS.Names(), pool: db.Pool, clock: clk, health: health, cfg: cfg}
 }
 
 func firstOrNil(t []*telemetry.Tracing) *telemetry.Tracing {
@@ -410,6 +414,45 @@ func TestInProgressFollowsAckWait(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// TestNotReadyWhileNotConsuming: a writer that cannot pull (its stream deleted under it)
+// says so on its readiness check until it pulls again.
+func TestNotReadyWhileNotConsuming(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+	waitReady := func(want bool) error {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := h.health.Ready(context.Background())
+			if (err == nil) == want {
+				return err
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("readiness %v, want ready %v", err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitReady(true)
+	if err := h.js.DeleteStream(context.Background(), h.names.Stream); err != nil {
+		t.Fatalf("delete stream: %v", err)
+	}
+	if err := waitReady(false); !strings.Contains(err.Error(), "writer_consuming") {
+		t.Fatalf("readiness %v, want it to name writer_consuming", err)
+	}
+	if _, err := natsutil.EnsureStream(context.Background(), h.js, h.names, h.cfg.NATS.Stream); err != nil {
+		t.Fatalf("stream again: %v", err)
+	}
+	waitReady(true)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
