@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -119,27 +118,14 @@ type Service struct {
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 
-	// The consumer is declared again if a pull finds it gone; its ack wait, read back
-	// from the server, paces the in-progress signals of a long write.
-	mu       sync.Mutex
+	// consumer's handle names the consumer, so it still serves after a pull that found
+	// the consumer gone declared it again. Its ack wait, read back from the server, paces
+	// the in-progress signals of a long write.
 	consumer jetstream.Consumer
 	ackWait  atomic.Int64
 	// pullErr is why pulling failed, until a pull runs again: the writer is not ready
 	// meanwhile.
 	pullErr atomic.Pointer[error]
-}
-
-func (s *Service) cons() jetstream.Consumer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.consumer
-}
-
-func (s *Service) setCons(c jetstream.Consumer) {
-	s.mu.Lock()
-	s.consumer = c
-	s.mu.Unlock()
-	s.noteAckWait(c.CachedInfo())
 }
 
 // noteAckWait keeps the consumer's ack wait as the server has it: an operator may change
@@ -183,9 +169,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
-		store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
+		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
 	svc.ackWait.Store(int64(AckWait))
-	svc.setCons(cons)
+	svc.noteAckWait(cons.CachedInfo())
 	deps.Health.Add("writer_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
 	deps.Health.Add("writer_consuming", func(context.Context) error {
 		if err := svc.pullErr.Load(); err != nil {
@@ -263,9 +249,12 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 	backoff := 100 * time.Millisecond
 	for {
-		err := s.consumeOnce(ctx, msgs, func() { backoff = 100 * time.Millisecond })
+		n, err := s.consumeOnce(ctx, msgs)
 		if ctx.Err() != nil || s.nc.IsClosed() {
 			return
+		}
+		if n > 0 {
+			backoff = 100 * time.Millisecond
 		}
 		s.metrics.consumeRestarts.Inc()
 		failed := err
@@ -285,7 +274,7 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 			s.log.Warn("declare consumer", "err", err)
 			continue
 		}
-		s.setCons(cons)
+		s.noteAckWait(cons.CachedInfo())
 	}
 }
 
@@ -293,14 +282,14 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 // (half the 30 s pull expiry) would leave a stalled pull unnoticed for 30 s.
 const pullHeartbeat = 5 * time.Second
 
-// consumeOnce runs one Messages iterator until it fails or ctx ends; got is called for
-// each message.
-func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg, got func()) error {
+// consumeOnce runs one Messages iterator until it fails or ctx ends, and returns how many
+// messages it passed on.
+func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg) (n int, err error) {
 	// A pull whose heartbeats stop (its consumer lost with a node or deleted with its
 	// stream, which no status message announces) ends after two missed beats.
-	iter, err := s.cons().Messages(jetstream.PullMaxMessages(s.cfg.BatchSize), jetstream.PullHeartbeat(pullHeartbeat))
+	iter, err := s.consumer.Messages(jetstream.PullMaxMessages(s.cfg.BatchSize), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
-		return fmt.Errorf("consume: %w", err)
+		return 0, fmt.Errorf("consume: %w", err)
 	}
 	s.pullErr.Store(nil)
 	// Stop pulling when asked; what was already pulled still comes out of Next.
@@ -310,9 +299,9 @@ func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg, go
 	for {
 		msg, err := iter.Next()
 		if err != nil {
-			return err
+			return n, err
 		}
-		got()
+		n++
 		msgs <- msg
 	}
 }
@@ -551,7 +540,7 @@ func (s *Service) watchPending(ctx context.Context) error {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		info, err := s.cons().Info(ctx)
+		info, err := s.consumer.Info(ctx)
 		if err == nil {
 			s.metrics.pending.Set(float64(info.NumPending))
 			s.noteAckWait(info)

@@ -749,15 +749,6 @@ func TestHourSightingsMigrate(t *testing.T) {
 	end := time.Date(2026, 8, 2, 0, 0, 0, 0, time.UTC)
 	before := randomEvents(t, r, sites, 600, end, 2)
 	write(t, st, before)
-	up, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.up.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down, err := fs.ReadFile(migrations.FS, "000003_hour_sightings.down.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 000009 dropped a column 000003 writes: undo it around the two.
 	readMig := func(name string) string {
 		b, err := fs.ReadFile(migrations.FS, name)
 		if err != nil {
@@ -765,11 +756,13 @@ func TestHourSightingsMigrate(t *testing.T) {
 		}
 		return string(b)
 	}
+	up, down := readMig("000003_hour_sightings.up.sql"), readMig("000003_hour_sightings.down.sql")
+	// 000009 dropped a column 000003 writes: undo it around the two.
 	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.down.sql")); err != nil {
 		t.Fatalf("down 000009: %v", err)
 	}
 	// Back to the 000002 state: hour_visitors holds the hours, visitor_days no hour.
-	if _, err := pool.Exec(ctx, string(down)); err != nil {
+	if _, err := pool.Exec(ctx, down); err != nil {
 		t.Fatalf("down: %v", err)
 	}
 	var hours []int64
@@ -779,7 +772,7 @@ func TestHourSightingsMigrate(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE visitor_days SET seen = ARRAY(SELECT unnest(seen) EXCEPT SELECT unnest($1::bigint[]))`, hours); err != nil {
 		t.Fatalf("strip hours: %v", err)
 	}
-	if _, err := pool.Exec(ctx, string(up)); err != nil {
+	if _, err := pool.Exec(ctx, up); err != nil {
 		t.Fatalf("up: %v", err)
 	}
 	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.up.sql")); err != nil {
