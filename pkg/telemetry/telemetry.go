@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/pprof"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -73,9 +74,11 @@ func (h *Health) Ready(ctx context.Context) error {
 }
 
 // OpsApp returns the ops listener's routes: /metrics from gatherer, /healthz (the
-// process is alive) and /readyz (every check passes).
+// process is alive), /readyz (every check passes) and Go's profiles under /debug/pprof/
+// (the ops listener is for operators alone: it binds to loopback by default).
 func OpsApp(gatherer prometheus.Gatherer, health *Health) *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(pprof.New())
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok\n") })
 	app.Get("/readyz", func(c *fiber.Ctx) error {

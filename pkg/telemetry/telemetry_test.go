@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,5 +100,43 @@ func TestPoolCollector(t *testing.T) {
 		if !strings.HasPrefix(name, "haru_writer_db_pool_") {
 			t.Errorf("series %s: want the haru_writer_db_pool_ prefix", name)
 		}
+	}
+}
+
+func TestOpsApp(t *testing.T) {
+	h := NewHealth()
+	failing := errors.New("stream gone")
+	var broken atomic.Bool
+	h.Add("check", func(context.Context) error {
+		if broken.Load() {
+			return failing
+		}
+		return nil
+	})
+	app := OpsApp(NewRegistry(), h)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := app.Test(httptest.NewRequest(http.MethodGet, path, nil), 10_000)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{"/healthz", "ok"},
+		{"/readyz", "ready"},
+		{"/metrics", "go_goroutines"},
+		{"/debug/pprof/", "heap"},
+		{"/debug/pprof/heap?debug=1", "heap profile"},
+	} {
+		if code, body := get(tt.path); code != http.StatusOK || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s = %d %.80q, want 200 with %q", tt.path, code, body, tt.want)
+		}
+	}
+	broken.Store(true)
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "check: stream gone") {
+		t.Errorf("GET /readyz while failing = %d %q", code, body)
 	}
 }

@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"io"
+	"runtime/debug"
 
 	"github.com/haru-analytics/haru/pkg/clock"
 	"github.com/haru-analytics/haru/pkg/telemetry"
@@ -14,6 +15,9 @@ func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) err
 	cfg, err := ConfigFromEnv(getenv)
 	if err != nil {
 		return err
+	}
+	if cfg.MemoryLimit > 0 && getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	base, err := telemetry.NewServiceBase(ctx, stdout, cfg.LogLevel, getenv, "writer")
 	if err != nil {

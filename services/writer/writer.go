@@ -33,6 +33,9 @@ import (
 	"github.com/haru-analytics/haru/services/writer/internal/store"
 )
 
+// DefaultBatchSize is HARU_BATCH_SIZE's default (see store.DefaultBatchSize).
+const DefaultBatchSize = store.DefaultBatchSize
+
 // Config is the writer's configuration.
 type Config struct {
 	NATS        natsutil.Config
@@ -50,6 +53,11 @@ type Config struct {
 	// Migrate applies pending migrations at start.
 	Migrate  bool
 	LogLevel string
+	// MemoryLimit is the Go runtime's soft memory limit for the writer running alone (0:
+	// none); GOMEMLIMIT, when set, wins. A batch of 10,000 events holds about 80 MiB live at
+	// its peak (the messages, and the statements' encoded arrays): without a limit the
+	// collector lets the heap grow to twice that between cycles.
+	MemoryLimit int64
 }
 
 // ConfigFromEnv reads the HARU_* variables of the writer.
@@ -59,12 +67,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		NATS:          natsutil.ConfigFromEnv(env),
 		DatabaseURL:   env.String("HARU_DATABASE_URL", pgutil.DefaultURL),
 		OpsAddr:       env.String("HARU_OPS_ADDR", "127.0.0.1:4021"),
-		BatchSize:     env.Int("HARU_BATCH_SIZE", 5000),
+		BatchSize:     env.Int("HARU_BATCH_SIZE", store.DefaultBatchSize),
 		BatchAge:      env.Duration("HARU_BATCH_AGE", 200*time.Millisecond),
 		DBMaxConns:    env.Int("HARU_DB_MAX_CONNS", 4),
 		RetentionDays: env.Int("HARU_RETENTION_DAYS", 0),
 		Migrate:       env.Bool("HARU_MIGRATE", true),
 		LogLevel:      env.String("HARU_LOG_LEVEL", "info"),
+		MemoryLimit:   env.Int64("HARU_MEMORY_LIMIT", 96<<20),
 	}
 	return cfg, env.Err()
 }
@@ -86,6 +95,9 @@ func (c Config) Validate(requireNATS bool) error {
 	}
 	if c.RetentionDays < 0 {
 		errs = append(errs, fmt.Errorf("HARU_RETENTION_DAYS %d: want 0 (forever) or more", c.RetentionDays))
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 64<<20 {
+		errs = append(errs, fmt.Errorf("HARU_MEMORY_LIMIT %d: want 0 (none) or at least 64MiB", c.MemoryLimit))
 	}
 	if c.DBMaxConns < 1 {
 		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 1", c.DBMaxConns))
@@ -216,7 +228,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.ensureAhead(ctx); err != nil {
 		return err
 	}
-	msgs := make(chan jetstream.Msg, s.cfg.BatchSize)
+	// The pull's own buffer (a batch's worth) is the queue: the channel only hands each
+	// message over, so no more than two batches are held at once.
+	msgs := make(chan jetstream.Msg, 1)
 	pumpDone := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	go func() {

@@ -256,6 +256,9 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, false},
 		{"retention set", func(c *Config) { c.RetentionDays = 400 }, false},
 		{"negative retention", func(c *Config) { c.RetentionDays = -1 }, true},
+		{"memory limit", func(c *Config) { c.MemoryLimit = 96 << 20 }, false},
+		{"memory limit too small", func(c *Config) { c.MemoryLimit = 16 << 20 }, true},
+		{"batch too large", func(c *Config) { c.BatchSize = 50001 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -265,6 +268,25 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want error %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := ConfigFromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BatchSize != DefaultBatchSize || cfg.MemoryLimit != 96<<20 || cfg.BatchAge != 200*time.Millisecond {
+		t.Fatalf("defaults: batch %d, memory limit %d, age %s", cfg.BatchSize, cfg.MemoryLimit, cfg.BatchAge)
+	}
+	if c := ConsumerConfig(cfg); c.MaxAckPending != 4*DefaultBatchSize {
+		t.Fatalf("MaxAckPending %d, want four batches", c.MaxAckPending)
+	}
+	cfg, err = ConfigFromEnv(func(k string) string {
+		return map[string]string{"HARU_BATCH_SIZE": "2500", "HARU_MEMORY_LIMIT": "0"}[k]
+	})
+	if err != nil || cfg.BatchSize != 2500 || cfg.MemoryLimit != 0 {
+		t.Fatalf("set: %+v, %v", cfg, err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/haru-analytics/haru/services/loadgen/internal/load"
 	"github.com/haru-analytics/haru/services/loadgen/internal/rig"
 	"github.com/haru-analytics/haru/services/loadgen/internal/traffic"
+	"github.com/haru-analytics/haru/services/writer"
 )
 
 // Sample is the backlog at a moment of a step.
@@ -36,7 +37,7 @@ type Step struct {
 // Judge thresholds: a step is flat when the generator delivered the rate, nearly every
 // beacon was accepted, and the backlog's upper envelope neither grew by more than
 // slopeShare of the rate per second nor ended above backlogSeconds of traffic plus
-// batchSlack. The writer works in batches (up to 5,000 events, several in flight), so the
+// batchSlack. The writer works in batches (one written while the next is pulled), so the
 // backlog is a sawtooth: its peaks per envelope window are what must stay level.
 const (
 	sentShare      = 0.95
@@ -44,7 +45,7 @@ const (
 	slopeShare     = 0.05
 	minSlope       = 100
 	backlogSeconds = 2
-	batchSlack     = 10000
+	batchSlack     = 2 * writer.DefaultBatchSize
 	envelopeWindow = 2 * time.Second
 )
 

@@ -36,7 +36,7 @@ func copyRows(batch []event.Event) pgx.CopyFromSource {
 	})
 }
 
-// BenchmarkWrite compares, on 5000-event batches, the full write (events and every
+// BenchmarkWrite compares, on batches of DefaultBatchSize, the full write (events and every
 // rollup, visits and first sightings), the idempotent insert into events alone, and a
 // raw COPY into events. The three take turns within each iteration, so a machine whose
 // load drifts during the run weighs on all three alike; each reports its own rate, and
@@ -49,24 +49,49 @@ func copyRows(batch []event.Event) pgx.CopyFromSource {
 //   - sessions: visits of a few pageviews and engagements minutes apart, which continue
 //     across batches, by visitors who mostly come once a day.
 //
-//     go test -run '^$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
+//     go test -run '^$' -bench 'BenchmarkWrite$' -benchtime 30x ./services/writer/internal/store/
 func BenchmarkWrite(b *testing.B) {
-	b.Run("spread", func(b *testing.B) {
-		r := rand.New(rand.NewPCG(5, 6))
-		benchWrite(b, func(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
-			return benchEvents(b, r, sites, n, end)
-		})
-	})
-	b.Run("sessions", func(b *testing.B) {
-		s := newSessions(rand.New(rand.NewPCG(7, 8)))
-		benchWrite(b, func(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
-			return s.events(b, sites, n, end)
-		})
-	})
+	for _, shape := range shapes {
+		b.Run(shape.name, func(b *testing.B) { benchWrite(b, DefaultBatchSize, shape.gen()) })
+	}
 }
 
-func benchWrite(b *testing.B, gen func(b *testing.B, sites []int64, n int, end time.Time) []event.Event) {
-	const size = 5000
+// BenchmarkWriteSizes runs BenchmarkWrite's comparison at several batch sizes: the
+// rollups cost less per event in larger batches, the events insert about the same.
+//
+//	go test -run '^$' -bench BenchmarkWriteSizes -benchtime 10x ./services/writer/internal/store/
+//
+// An iteration is one batch of each kind, so -benchtime 10x writes ten batches per size.
+func BenchmarkWriteSizes(b *testing.B) {
+	for _, shape := range shapes {
+		for _, size := range []int{2500, 5000, 10000, 20000} {
+			b.Run(fmt.Sprintf("%s/batch=%d", shape.name, size), func(b *testing.B) { benchWrite(b, size, shape.gen()) })
+		}
+	}
+}
+
+type generator func(b *testing.B, sites []int64, n int, end time.Time) []event.Event
+
+// shapes are the traffic shapes the write benchmarks run.
+var shapes = []struct {
+	name string
+	gen  func() generator
+}{
+	{"spread", func() generator {
+		r := rand.New(rand.NewPCG(5, 6))
+		return func(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
+			return benchEvents(b, r, sites, n, end)
+		}
+	}},
+	{"sessions", func() generator {
+		s := newSessions(rand.New(rand.NewPCG(7, 8)))
+		return func(b *testing.B, sites []int64, n int, end time.Time) []event.Event {
+			return s.events(b, sites, n, end)
+		}
+	}},
+}
+
+func benchWrite(b *testing.B, size int, gen generator) {
 	st, pool := newStore(b)
 	sites := []int64{pgtest.NewSite(b, pool, "UTC"), pgtest.NewSite(b, pool, "Europe/Berlin"), pgtest.NewSite(b, pool, "America/New_York")}
 	end := time.Date(2026, 5, 20, 0, 0, 0, 0, time.UTC)
@@ -123,6 +148,7 @@ func benchWrite(b *testing.B, gen func(b *testing.B, sites []int64, n int, end t
 		b.ReportMetric(rates[i], tt.name+"_events/s")
 	}
 	b.ReportMetric(rates[0]/rates[1], "ratio")
+	b.ReportMetric(float64(size), "batch_events")
 }
 
 // sessions generates visits as they arrive: each event either continues an open visit a

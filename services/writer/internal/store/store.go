@@ -61,6 +61,13 @@ func loadQueries() queries {
 	}
 }
 
+// DefaultBatchSize is how many events a writer batch holds at most by default. The
+// rollups' rows grow slower than the events they count (a batch's pageviews of one page
+// and day are one row), so the larger the batch, the less each event costs them:
+// BenchmarkWriteSizes measures it. Memory bounds it: a batch is held twice at once
+// (written, and pulled ahead), at about 4 KiB an event.
+const DefaultBatchSize = 10000
+
 // Store writes event batches.
 type Store struct {
 	pool   *pgxpool.Pool
