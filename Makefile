@@ -115,7 +115,7 @@ bench-ingest-process:
 
 # The writer's full batch write beside an idempotent events-only insert and a raw COPY.
 bench-writer:
-	$(GO) test -run '^$$' -bench BenchmarkWrite -benchtime 30x ./services/writer/internal/store/
+	$(GO) test -run '^$$' -bench 'BenchmarkWrite$$' -benchtime 30x ./services/writer/internal/store/
 
 # The whole dashboard (every panel) from rollups beside the same figures from raw events,
 # 24h / 30d / 12mo, unfiltered and with one filter, on a seeded private database.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"reflect"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,4 +180,12 @@ func MaskURL(raw string) string {
 		return strings.Replace(u.String(), "%2A%2A%2A", "***", 1)
 	}
 	return raw
+}
+
+// SetMemoryLimit sets the Go runtime's soft memory limit of a service running alone to
+// limit bytes, unless limit is 0 or GOMEMLIMIT is set (the operator's own setting wins).
+func SetMemoryLimit(limit int64, getenv func(string) string) {
+	if limit > 0 && getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(limit)
+	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +55,22 @@ func TestPrintMasks(t *testing.T) {
 		if !strings.Contains(out+"\n", want) {
 			t.Fatalf("Print output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(before)
+	SetMemoryLimit(96<<20, func(string) string { return "" })
+	if got := debug.SetMemoryLimit(-1); got != 96<<20 {
+		t.Fatalf("limit %d, want 96 MiB", got)
+	}
+	SetMemoryLimit(200<<20, func(k string) string { return map[string]string{"GOMEMLIMIT": "1GiB"}[k] })
+	if got := debug.SetMemoryLimit(-1); got != 96<<20 {
+		t.Fatalf("limit %d with GOMEMLIMIT set, want it left at 96 MiB", got)
+	}
+	SetMemoryLimit(0, func(string) string { return "" })
+	if got := debug.SetMemoryLimit(-1); got != 96<<20 {
+		t.Fatalf("limit %d after 0, want it left at 96 MiB", got)
 	}
 }

@@ -3,9 +3,9 @@ package ingest
 import (
 	"context"
 	"io"
-	"runtime/debug"
 
 	"github.com/haru-analytics/haru/pkg/clock"
+	"github.com/haru-analytics/haru/pkg/config"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 )
 
@@ -16,9 +16,7 @@ func Main(ctx context.Context, getenv func(string) string, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
-	if cfg.MemoryLimit > 0 && getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cfg.MemoryLimit)
-	}
+	config.SetMemoryLimit(cfg.MemoryLimit, getenv)
 	base, err := telemetry.NewServiceBase(ctx, stdout, cfg.LogLevel, getenv, "ingest")
 	if err != nil {
 		return err

@@ -54,9 +54,9 @@ type Config struct {
 	Migrate  bool
 	LogLevel string
 	// MemoryLimit is the Go runtime's soft memory limit for the writer running alone (0:
-	// none); GOMEMLIMIT, when set, wins. A batch of 10,000 events holds about 80 MiB live at
-	// its peak (the messages, and the statements' encoded arrays): without a limit the
-	// collector lets the heap grow to twice that between cycles.
+	// none); GOMEMLIMIT, when set, wins. Mid-write, a heap profile showed about 4 KiB in use
+	// per event held (its message, and the statements' encoded arrays), two batches held
+	// at once: without a limit the collector lets the heap grow to twice that.
 	MemoryLimit int64
 }
 
