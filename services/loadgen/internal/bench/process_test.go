@@ -134,6 +134,7 @@ func BenchmarkIngestProcess(b *testing.B) {
 	b.ReportMetric(full.AcceptedPS, "accepted/s")
 	b.ReportMetric(full.P99, "p99-ms")
 	b.ReportMetric(steady.P99, "steady-p99-ms")
+	b.ReportMetric(*procSteady, "steady-rate/s")
 	b.ReportMetric(float64(rss)/1024, "ingest-peak-RSS-MiB")
 	b.ReportMetric(cpuPerBeacon, "ingest-cpu-µs/beacon")
 	b.ReportMetric(natsPerBeacon, "nats-cpu-µs/beacon")

@@ -251,8 +251,8 @@ func ingestRows(ctx context.Context, o Options, p plan, log io.Writer) []Row {
 			Goal: "p99 <= 15 ms", Verdict: atMost(rep.Ingest.P99, 15)},
 	}
 	if rep.Steady != nil {
-		r := Row{Section: section, Measure: fmt.Sprintf("latency p50 / p99 at %.0f/s", rep.Steady.Rate),
-			Result: ms(rep.Steady.P50) + " / " + ms(rep.Steady.P99), Goal: "p99 <= 15 ms", Verdict: atMost(rep.Steady.P99, 15)}
+		r := Row{Section: section, Measure: fmt.Sprintf("latency p50 / p99 at a steady %s (one heap with the embedded JetStream and the generator)", perSec(rep.Steady.Rate)),
+			Result: ms(rep.Steady.P50) + " / " + ms(rep.Steady.P99), Goal: "p99 <= 5 ms", Verdict: atMost(rep.Steady.P99, 5)}
 		if rep.BareSteady != nil {
 			r.Baseline = ms(rep.BareSteady.P50) + " / " + ms(rep.BareSteady.P99)
 		}
@@ -288,9 +288,13 @@ func IngestProcessRows(b Bench) []Row {
 	m := b.Metrics
 	var rows []Row
 	if rate, ok := m["accepted/s"]; ok {
-		rows = append(rows, Row{Section: section, Measure: "ingest as its own process against its own nats-server: accepted beacons/s, p99 at full speed, p99 at 5,000/s",
-			Result: fmt.Sprintf("%s, %s, %s", perSec(rate), ms(m["p99-ms"]), ms(m["steady-p99-ms"])), Goal: ">= 40,000/s, p99 <= 15 ms",
+		rows = append(rows, Row{Section: section, Measure: "ingest as its own process against its own nats-server: accepted beacons/s, p99 at full speed",
+			Result: fmt.Sprintf("%s, %s", perSec(rate), ms(m["p99-ms"])), Goal: ">= 40,000/s, p99 <= 15 ms",
 			Verdict: both(atLeast(rate, 40000), atMost(m["p99-ms"], 15))})
+	}
+	if p99, ok := m["steady-p99-ms"]; ok {
+		rows = append(rows, Row{Section: section, Measure: fmt.Sprintf("ingest as its own process: latency p99 at a steady %s", perSec(m["steady-rate/s"])),
+			Result: ms(p99), Goal: "p99 <= 5 ms", Verdict: atMost(p99, 5)})
 	}
 	ing, ok1 := m["ingest-cpu-µs/beacon"]
 	nats, ok2 := m["nats-cpu-µs/beacon"]

@@ -268,23 +268,31 @@ func TestCommitsBetween(t *testing.T) {
 }
 
 func TestIngestProcessRows(t *testing.T) {
-	out := "BenchmarkIngestProcess-2   1   12000000000 ns/op   13500 accepted/s   25.0 p99-ms   9.5 steady-p99-ms   55.2 ingest-peak-RSS-MiB   35.0 ingest-cpu-µs/beacon   15.0 nats-cpu-µs/beacon\n"
+	out := "BenchmarkIngestProcess-2   1   12000000000 ns/op   13500 accepted/s   25.0 p99-ms   4.5 steady-p99-ms   5000 steady-rate/s   55.2 ingest-peak-RSS-MiB   35.0 ingest-cpu-µs/beacon   15.0 nats-cpu-µs/beacon\n"
 	bs, err := ParseGoBench(strings.NewReader(out))
 	if err != nil || len(bs) != 1 {
 		t.Fatalf("parse: %v %v", bs, err)
 	}
 	got := IngestProcessRows(bs[0])
-	if len(got) != 3 {
+	if len(got) != 4 {
 		t.Fatalf("rows: %+v", got)
 	}
-	if got[0].Result != "13,500/s, 25.0 ms, 9.5 ms" || got[0].Verdict != Missed {
+	if got[0].Result != "13,500/s, 25.0 ms" || got[0].Verdict != Missed {
 		t.Errorf("rate row %+v", got[0])
 	}
-	if got[1].Result != "35.0 + 15.0 µs: 40,000/s" {
-		t.Errorf("cpu row %+v", got[1])
+	if !strings.Contains(got[1].Measure, "5,000/s") || got[1].Result != "4.5 ms" || got[1].Verdict != Met {
+		t.Errorf("steady row %+v", got[1])
 	}
-	if got[2].Section != "7 RSS" || got[2].Result != "55.2 MiB" || got[2].Verdict != Met {
-		t.Errorf("rss row %+v", got[2])
+	if got[2].Result != "35.0 + 15.0 µs: 40,000/s" {
+		t.Errorf("cpu row %+v", got[2])
+	}
+	if got[3].Section != "7 RSS" || got[3].Result != "55.2 MiB" || got[3].Verdict != Met {
+		t.Errorf("rss row %+v", got[3])
+	}
+	// A steady p99 over 5 ms misses the goal.
+	slow, _ := ParseGoBench(strings.NewReader(strings.Replace(out, "4.5 steady", "5.5 steady", 1)))
+	if got := IngestProcessRows(slow[0]); got[1].Verdict != Missed {
+		t.Errorf("slow steady row %+v", got[1])
 	}
 }
 
