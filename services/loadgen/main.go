@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		cpuprofile = fs.String("cpuprofile", "", "with -bench: write a CPU profile of the full-speed ingest run to this file")
 		mode       = fs.String("mode", "quick", "with -bench suite: quick (a few minutes) or full")
 		out        = fs.String("out", "", "with -bench suite: write the table as markdown to this file")
-		only       = fs.String("only", "", "with -bench suite: comma-separated sections to run (ingest, writer, pipeline, dashboard, fanout); empty runs all")
+		only       = fs.String("only", "", "with -bench suite: comma-separated sections to run ("+strings.Join(suite.Sections, ", ")+"; writer includes drain); empty runs all")
 		dashBench  = fs.String("dashboard-bench", "", "with -bench suite: the dashboard benchmark, \"<package> <bench regexp>\" run with go test -bench (default "+suite.DefaultDashboardBench+")")
 		haruBin    = fs.String("haru-bin", "", "with -bench suite: the haru binary (default: built from this module)")
 		viewers    = fs.Int("viewers", 0, "with -bench suite: SSE viewers (default 10000)")

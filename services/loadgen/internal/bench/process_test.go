@@ -19,6 +19,7 @@ import (
 	"github.com/haru-analytics/haru/pkg/natsutil"
 	"github.com/haru-analytics/haru/pkg/proctest"
 	"github.com/haru-analytics/haru/services/loadgen/internal/load"
+	"github.com/haru-analytics/haru/services/loadgen/internal/rig"
 	"github.com/haru-analytics/haru/services/loadgen/internal/traffic"
 )
 
@@ -161,20 +162,12 @@ func pidOf(b *testing.B, storeDir string) int {
 	return 0
 }
 
-// cpuTime is the user plus system CPU time process pid has used, from /proc/pid/stat.
+// cpuTime is the user plus system CPU time process pid has used.
 func cpuTime(b *testing.B, pid int) time.Duration {
 	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := rig.CPUTime(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("parse /proc/%d/stat: %q", pid, raw)
-	}
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks
+	return d
 }

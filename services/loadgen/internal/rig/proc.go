@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,4 +164,59 @@ func parsePortRange(s string) (int, error) {
 		return 0, fmt.Errorf("port range %q: want two ascending numbers", s)
 	}
 	return hi - lo + 1, nil
+}
+
+// CPUTime is the user plus system CPU time process pid has used, from /proc/pid/stat.
+func CPUTime(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+	}
+	_, d, err := parseStat(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// CPUTimeOf sums the CPU time of every live process whose command name is comm (such as
+// "postgres": the server and its backends). A process that exits between two readings
+// takes its time with it, so it suits long-lived processes.
+func CPUTimeOf(comm string) (time.Duration, error) {
+	paths, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, p := range paths {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		name, d, err := parseStat(string(raw))
+		if err == nil && name == comm {
+			sum += d
+		}
+	}
+	return sum, nil
+}
+
+// parseStat reads the command name and utime + stime from a /proc/pid/stat line.
+func parseStat(s string) (comm string, cpu time.Duration, err error) {
+	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || closing < open {
+		return "", 0, fmt.Errorf("parse stat: %q", s)
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(s[closing+1:])
+	if len(fields) < 13 {
+		return "", 0, fmt.Errorf("parse stat: %q", s)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", 0, fmt.Errorf("parse stat: %q", s)
+	}
+	const ticks = 100 // USER_HZ on Linux
+	return s[open+1 : closing], time.Duration(utime+stime) * time.Second / ticks, nil
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -70,6 +71,44 @@ func TestReadMemoryOfThisProcess(t *testing.T) {
 	}
 	if m.RSS <= 0 || m.Peak < m.RSS {
 		t.Fatalf("memory %+v: want 0 < RSS <= peak", m)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A command name with spaces and parentheses; utime 250 and stime 50 ticks.
+	line := "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0"
+	comm, cpu, err := parseStat(line)
+	if err != nil || comm != "my (odd) cmd" || cpu != 3*time.Second {
+		t.Fatalf("parseStat = %q, %s, %v; want \"my (odd) cmd\", 3s", comm, cpu, err)
+	}
+	for _, bad := range []string{"", "4242 (x) S 1 2", "4242 x S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0"} {
+		if _, _, err := parseStat(bad); err == nil {
+			t.Errorf("parseStat(%q): want an error", bad)
+		}
+	}
+}
+
+func TestCPUTimeOfThisProcess(t *testing.T) {
+	// Burn some CPU so the counter has moved past its 10 ms tick.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	own, err := CPUTime(os.Getpid())
+	if err != nil || own <= 0 {
+		t.Fatalf("CPUTime = %s, %v", own, err)
+	}
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm, _, _ := parseStat(string(raw))
+	all, err := CPUTimeOf(comm)
+	if err != nil || all < own {
+		t.Fatalf("CPUTimeOf(%q) = %s, %v; want at least this process's %s", comm, all, err, own)
+	}
+	if none, err := CPUTimeOf("no such command here"); err != nil || none != 0 {
+		t.Fatalf("CPUTimeOf(unknown) = %s, %v", none, err)
 	}
 }
 

@@ -34,7 +34,7 @@ const (
 )
 
 // Sections are the parts Options.Only can pick.
-var Sections = []string{"ingest", "writer", "pipeline", "dashboard", "fanout"}
+var Sections = []string{"ingest", "writer", "drain", "pipeline", "dashboard", "fanout"}
 
 // Options configure the suite.
 type Options struct {
@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 		fmt.Fprintf(stdout, "fan-out: %d viewers capped to %d by the open files limit (%d)\n", p.viewers, limit, nofile)
 		p.viewers = limit
 	}
-	if o.Bin == "" && (run("writer") || run("pipeline") || run("fanout")) {
+	if o.Bin == "" && (run("writer") || run("drain") || run("pipeline") || run("fanout")) {
 		dir, err := os.MkdirTemp("", "haru-bench-bin-")
 		if err != nil {
 			return nil, err
@@ -159,6 +159,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 	if run("writer") && ctx.Err() == nil {
 		fmt.Fprintln(stdout, "== 2 writer")
 		t.Add(writerRows(ctx, p, stdout)...)
+	}
+	if (run("writer") || run("drain")) && ctx.Err() == nil {
+		fmt.Fprintln(stdout, "== 2 writer draining a backlog")
 		t.Add(drainRows(ctx, o, p, stdout)...)
 	}
 	// The rate the box sustains, capped at the freshness goal's; the fan-out's load uses it.
