@@ -109,8 +109,11 @@ func AppendEncode(dst []byte, e *Event) ([]byte, error) {
 // ErrDecode.
 func Decode(b []byte) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return Event{}, fmt.Errorf("%w: %w", ErrDecode, err)
+	if !decodeFast(b, &e) {
+		e = Event{}
+		if err := json.Unmarshal(b, &e); err != nil {
+			return Event{}, fmt.Errorf("%w: %w", ErrDecode, err)
+		}
 	}
 	if err := e.Validate(); err != nil {
 		return Event{}, err
