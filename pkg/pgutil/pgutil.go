@@ -36,6 +36,10 @@ func Open(ctx context.Context, dbURL string, maxConns int32, appName string) (*p
 	if appName != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		RegisterFastArrays(c.TypeMap())
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
