@@ -12,13 +12,14 @@ import (
 // RegisterFastArrays makes m encode the array parameters the writer sends by the ten
 // thousand (one array per column of a batch) straight from plain Go slices: text[] from
 // []string and []*string, bigint[] from []int64, int[] from []int32, smallint[] from
-// []int16, timestamptz[] from []time.Time and uuid[] from []pgtype.UUID. pgx's generic
+// []int16, timestamptz[] from []time.Time and []*time.Time, date[] from []time.Time (the
+// date of each time in its own location) and uuid[] from []pgtype.UUID. pgx's generic
 // array encoder boxes every element in an interface and looks its plan up again; these
 // write Postgres's binary array format in one pass, byte for byte what pgx writes
 // (TestFastArraysMatchPgx). Every other value goes to pgx's own codec, as does decoding.
 func RegisterFastArrays(m *pgtype.Map) {
 	for _, oid := range []uint32{pgtype.TextArrayOID, pgtype.Int8ArrayOID, pgtype.Int4ArrayOID,
-		pgtype.Int2ArrayOID, pgtype.TimestamptzArrayOID, pgtype.UUIDArrayOID} {
+		pgtype.Int2ArrayOID, pgtype.TimestamptzArrayOID, pgtype.DateArrayOID, pgtype.UUIDArrayOID} {
 		t, ok := m.TypeForOID(oid)
 		if !ok {
 			continue
@@ -54,6 +55,13 @@ func (c fastArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, valu
 				return encodeFastArray{elem: pgtype.Int2OID}
 			}
 		case []time.Time:
+			switch oid {
+			case pgtype.TimestamptzArrayOID:
+				return encodeFastArray{elem: pgtype.TimestamptzOID}
+			case pgtype.DateArrayOID:
+				return encodeFastArray{elem: pgtype.DateOID}
+			}
+		case []*time.Time:
 			if oid == pgtype.TimestamptzArrayOID {
 				return encodeFastArray{elem: pgtype.TimestamptzOID}
 			}
@@ -68,8 +76,13 @@ func (c fastArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, valu
 
 type encodeFastArray struct{ elem uint32 }
 
-// microsecondsToY2K is Postgres's timestamp epoch, 2000-01-01 UTC, in Unix microseconds.
-const microsecondsToY2K = 946684800 * 1000000
+// secondsToY2K is Postgres's epoch, 2000-01-01 UTC, in Unix seconds.
+const secondsToY2K = 946684800
+
+// sinceY2K is t as Postgres stores a timestamptz: microseconds since its epoch.
+func sinceY2K(t time.Time) int64 {
+	return t.Unix()*1000000 + int64(t.Nanosecond())/1000 - secondsToY2K*1000000
+}
 
 // Encode writes value as a one-dimensional binary array: the header (dimensions, whether
 // any element is NULL, the element type, length and lower bound 1), then each element as
@@ -128,11 +141,29 @@ func (p encodeFastArray) Encode(value any, buf []byte) ([]byte, error) {
 			buf = be.AppendUint16(buf, uint16(x))
 		}
 	case []time.Time:
+		if p.elem == pgtype.DateOID {
+			buf = slices.Grow(buf, 8*n)
+			for _, t := range v {
+				day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC).Unix()
+				buf = be.AppendUint32(buf, 4)
+				buf = be.AppendUint32(buf, uint32(int32((day-secondsToY2K)/86400)))
+			}
+			break
+		}
 		buf = slices.Grow(buf, 12*n)
 		for _, t := range v {
-			us := t.Unix()*1000000 + int64(t.Nanosecond())/1000
 			buf = be.AppendUint32(buf, 8)
-			buf = be.AppendUint64(buf, uint64(us-microsecondsToY2K))
+			buf = be.AppendUint64(buf, uint64(sinceY2K(t)))
+		}
+	case []*time.Time:
+		for _, t := range v {
+			if t == nil {
+				buf = be.AppendUint32(buf, 0xFFFFFFFF)
+				be.PutUint32(buf[hasNull:], 1)
+				continue
+			}
+			buf = be.AppendUint32(buf, 8)
+			buf = be.AppendUint64(buf, uint64(sinceY2K(*t)))
 		}
 	case []pgtype.UUID:
 		buf = slices.Grow(buf, 20*n)

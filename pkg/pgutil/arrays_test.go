@@ -31,6 +31,10 @@ func arrayCases(s string, n int64, t time.Time) []struct {
 		{pgtype.Int2ArrayOID, []int16{int16(n), -1, 1<<15 - 1}},
 		{pgtype.TimestamptzArrayOID, []time.Time{t, t.Add(-time.Nanosecond), time.Date(1969, 12, 31, 23, 59, 59, 999, time.UTC),
 			time.Date(1, 1, 1, 0, 0, 0, 0, time.FixedZone("x", 3600)), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}},
+		{pgtype.TimestamptzArrayOID, []*time.Time{&t, nil, &t}},
+		{pgtype.TimestamptzArrayOID, []*time.Time{&t}},
+		{pgtype.DateArrayOID, []time.Time{t, time.Date(1999, 12, 31, 23, 0, 0, 0, time.FixedZone("z", -3600)),
+			time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), t.In(time.FixedZone("k", 14*3600))}},
 		{pgtype.UUIDArrayOID, []pgtype.UUID{u, {}, u}},
 		{pgtype.UUIDArrayOID, []pgtype.UUID{u}},
 	}
@@ -86,7 +90,7 @@ func TestFastArraysLeaveTheRest(t *testing.T) {
 		{pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, []int32{1}},
 		{pgtype.TextArrayOID, pgtype.BinaryFormatCode, pgtype.FlatArray[string]{"a"}},
 		{pgtype.TextArrayOID, pgtype.TextFormatCode, []string{"a"}},
-		{pgtype.DateArrayOID, pgtype.BinaryFormatCode, []time.Time{time.Now()}},
+		{pgtype.DateArrayOID, pgtype.BinaryFormatCode, []*time.Time{nil}},
 	} {
 		plan := m.PlanEncode(c.oid, c.format, c.value)
 		if plan == nil {
