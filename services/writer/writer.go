@@ -320,6 +320,15 @@ func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg) (n
 	}
 }
 
+// batchWait is how long a batch may stay open when its first event has already waited
+// in the stream (from its store time): BatchAge counts from then, so the events that queued
+// while the previous batch was written do not wait a whole BatchAge once more. It is at
+// least a quarter of BatchAge, time enough to take in what queued, and at most BatchAge,
+// whatever the clocks of the writer and the server say.
+func batchWait(batchAge, waited time.Duration) time.Duration {
+	return min(batchAge, max(batchAge-waited, batchAge/4))
+}
+
 // batchLoop collects messages into batches closed by size or age and writes each.
 func (s *Service) batchLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
 	batch := make([]jetstream.Msg, 0, s.cfg.BatchSize)
@@ -340,7 +349,11 @@ func (s *Service) batchLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
 				return
 			}
 			if len(batch) == 0 {
-				timer.Reset(s.cfg.BatchAge)
+				var waited time.Duration
+				if md, err := msg.Metadata(); err == nil {
+					waited = time.Since(md.Timestamp)
+				}
+				timer.Reset(batchWait(s.cfg.BatchAge, waited))
 			}
 			batch = append(batch, msg)
 			if len(batch) >= s.cfg.BatchSize {

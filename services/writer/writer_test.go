@@ -480,3 +480,20 @@ func TestNotReadyWhileNotConsuming(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 }
+
+func TestBatchWait(t *testing.T) {
+	const age = 200 * time.Millisecond
+	for _, c := range []struct {
+		waited, want time.Duration
+	}{
+		{0, age}, // fresh: the whole age
+		{120 * time.Millisecond, 80 * time.Millisecond}, // the rest of it
+		{190 * time.Millisecond, 50 * time.Millisecond}, // at least a quarter
+		{5 * time.Second, 50 * time.Millisecond},        // queued during a long write
+		{-time.Hour, age},                               // the server's clock ahead: never longer than the age
+	} {
+		if got := batchWait(age, c.waited); got != c.want {
+			t.Errorf("batchWait(%s, %s) = %s, want %s", age, c.waited, got, c.want)
+		}
+	}
+}
