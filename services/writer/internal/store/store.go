@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -210,10 +211,13 @@ func outOfRange(batch []event.Event) map[int]bool {
 }
 
 // IsDataError reports whether Postgres refused the data itself (SQLSTATE classes 22 and
-// 23): retrying cannot help, so the offending event is isolated instead.
+// 23): retrying cannot help, so the offending event is isolated instead. A unique
+// violation is the exception: events and dead letters skip conflicts, so one can only
+// come from a visit or visitor-day row another transaction wrote meanwhile, which a
+// retry reads and merges.
 func IsDataError(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 || pgErr.Code == pgerrcode.UniqueViolation {
 		return false
 	}
 	class := pgErr.Code[:2]

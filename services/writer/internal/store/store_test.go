@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/haru-analytics/haru/migrations"
@@ -324,6 +326,69 @@ func TestWriteIsIdempotent(t *testing.T) {
 				t.Fatalf("rewrite changed the tables (-before +after):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestUniqueViolationIsRetried: a visitor-day row that appears between the writer's read
+// and its insert (written by a transaction that took no visitor lock) fails the batch with
+// a unique violation, which is a reason to retry, not a dead letter; the retry reads the
+// row and stores the batch exactly.
+func TestUniqueViolationIsRetried(t *testing.T) {
+	st, pool := newStore(t)
+	sites, tz := newSites(t, pool, "UTC")
+	ctx := context.Background()
+	batch := randomEvents(t, rand.New(rand.NewPCG(11, 12)), sites, 50, time.Date(2026, 4, 2, 12, 0, 0, 0, time.UTC), 1)
+
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx) //nolint:errcheck // committed below; a failed test rolls back
+	if _, err := other.Exec(ctx, `INSERT INTO visitor_days (site_id, day, visitor_id, seen) VALUES ($1, $2, $3, '{}')`,
+		batch[0].SiteID, batch[0].Time.UTC().Format(time.DateOnly), batch[0].Visitor); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Write(ctx, append([]event.Event{}, batch...))
+		done <- err
+	}()
+	// The writer read no such row (it is not committed) and now waits on its key.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO visitor_days%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never waited on the visitor-day row")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = <-done
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || IsDataError(err) {
+		t.Fatalf("write: %v; want a unique violation that is not a data error", err)
+	}
+	var stored, dead int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)`).Scan(&stored, &dead); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 0 || dead != 0 {
+		t.Fatalf("after the failed write: %d events, %d dead letters; want none", stored, dead)
+	}
+	if res := write(t, st, append([]event.Event{}, batch...)); res.Inserted != len(batch) {
+		t.Fatalf("retry inserted %d, want %d", res.Inserted, len(batch))
+	}
+	if diff := cmp.Diff(recount(t, batch, tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("rollups differ from a recount (-want +got):\n%s", diff)
 	}
 }
 
