@@ -14,12 +14,6 @@ import (
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
-var eventColumns = []string{
-	"site_id", "ts", "id", "name", "visitor_id", "hostname", "path", "referrer", "ref_source",
-	"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-	"country", "region", "browser", "os", "device", "screen_w", "screen_h", "duration_ms", "props",
-}
-
 // copyRows is the batch as COPY rows of eventColumns.
 func copyRows(batch []event.Event) pgx.CopyFromSource {
 	return pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
