@@ -110,26 +110,40 @@ func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (
 	return st, vp, nil
 }
 
-// writeRollups writes what apply computed in one pipeline: the visits' rows go out
-// first, planned while the reads ran, and Postgres writes them while Go aggregates the
-// dimensions and first sightings.
+// writeRollups writes what apply computed. Go aggregates the dimensions and first
+// sightings while Postgres writes the visits: their changes in one pipeline, then the
+// visits that start anew by COPY. The first sightings of new visitor-days follow by COPY,
+// and the rest in a second pipeline.
+//
+// Both COPYs are plain inserts: a fresh visit's key is none of the stored visits read
+// (replaceVisits), and a new visitor-day was read as absent; the visitors' locks, held
+// since those reads, keep other writers from adding either meanwhile. Should one exist
+// after all, the unique violation fails the batch for a retry (IsDataError), never a
+// dead letter.
 func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st readState, vp visitPlan) (err error) {
 	ctx, span := s.tracer.Start(ctx, "write rollups")
 	defer func() { endSpan(span, err) }()
-	pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisits, s.q.writeVisitRollups,
-		s.q.dropEmptyVisitRollups, s.q.updateSeen, s.q.insertSeen, s.q.writeDims, s.q.writeHourly)
-	if err != nil {
-		return fmt.Errorf("write rollups: %w", err)
+	type aggregated struct {
+		dims  dimRows
+		hours hourRows
+		seen  seenRows
 	}
+	ahead := make(chan aggregated, 1)
+	go func() {
+		var a aggregated
+		a.dims, a.hours, a.seen = p.days.aggregate(p.tally, st)
+		ahead <- a
+	}()
 	if len(p.spans.keys) > 0 {
+		pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisitRollups, s.q.dropEmptyVisitRollups)
+		if err != nil {
+			return fmt.Errorf("write visits: %w", err)
+		}
 		if len(vp.gone) > 0 {
 			pl.send(s.q.deleteVisits, visitKeyArgs(vp.gone)...)
 		}
 		if len(vp.changed) > 0 {
 			pl.send(s.q.updateVisits, visitArgs(vp.changed)...)
-		}
-		if len(vp.fresh) > 0 {
-			pl.send(s.q.writeVisits, visitArgs(vp.fresh)...)
 		}
 		if len(vp.delta.site) > 0 {
 			pl.send(s.q.writeVisitRollups, vp.delta.args()...)
@@ -137,20 +151,33 @@ func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st rea
 				pl.send(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
 			}
 		}
-		pl.flush()
+		if err := pl.close(); err != nil {
+			return fmt.Errorf("write visits: %w", err)
+		}
+		if len(vp.fresh) > 0 {
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visits"}, visitColumns, visitSource(vp.fresh)); err != nil {
+				return fmt.Errorf("insert visits: %w", err)
+			}
+		}
 	}
-	dims, hours, seen := p.days.aggregate(p.tally, st)
-	if len(seen.update.keys) > 0 {
-		pl.send(s.q.updateSeen, seen.update.args()...)
+	a := <-ahead
+	if len(a.seen.insert.keys) > 0 {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visitor_days"}, seenColumns, a.seen.insert.source()); err != nil {
+			return fmt.Errorf("insert visitor days: %w", err)
+		}
 	}
-	if len(seen.insert.keys) > 0 {
-		pl.send(s.q.insertSeen, seen.insert.args()...)
+	pl, err := startPipeline(ctx, tx, s.q.updateSeen, s.q.writeDims, s.q.writeHourly)
+	if err != nil {
+		return fmt.Errorf("write rollups: %w", err)
 	}
-	if len(dims.site) > 0 {
-		pl.send(s.q.writeDims, dims.args()...)
+	if len(a.seen.update.keys) > 0 {
+		pl.send(s.q.updateSeen, a.seen.update.args()...)
 	}
-	if len(hours.site) > 0 {
-		pl.send(s.q.writeHourly, hours.args()...)
+	if len(a.dims.site) > 0 {
+		pl.send(s.q.writeDims, a.dims.args()...)
+	}
+	if len(a.hours.site) > 0 {
+		pl.send(s.q.writeHourly, a.hours.args()...)
 	}
 	if err := pl.close(); err != nil {
 		return fmt.Errorf("write rollups: %w", err)

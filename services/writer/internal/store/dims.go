@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/haru-analytics/haru/pkg/event"
 )
 
@@ -213,6 +215,19 @@ func (r *seenArrays) args() []any {
 		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
 	}
 	return []any{site, day, visitor, r.hashes, r.lo, r.hi}
+}
+
+// seenColumns are the visitor_days columns seenArrays.source fills, in its order.
+var seenColumns = []string{"site_id", "day", "visitor_id", "seen"}
+
+// source hands COPY one visitor_days row per key, its hashes a slice of r.hashes.
+func (r *seenArrays) source() pgx.CopyFromSource {
+	row := make([]any, len(seenColumns))
+	return pgx.CopyFromSlice(len(r.keys), func(i int) ([]any, error) {
+		vd := r.keys[i]
+		row[0], row[1], row[2], row[3] = vd.site, dateOf(vd.day), vd.visitor, r.hashes[r.lo[i]-1:r.hi[i]]
+		return row, nil
+	})
 }
 
 type siteHash struct{ site, hash int64 }

@@ -37,9 +37,9 @@ func query(name string) string {
 
 // queries are the embedded SQL, loaded once by name.
 type queries struct {
-	insertEvents, lockSites, lockVisitors, readVisits, readSeen, readProps                                string
-	updateSeen, insertSeen, writeHourly, writeDims, writeVisits, writeVisitRollups, dropEmptyVisitRollups string
-	updateVisits, deleteVisits                                                                            string
+	insertEvents, lockSites, lockVisitors, readVisits, readSeen, readProps       string
+	updateSeen, writeHourly, writeDims, writeVisitRollups, dropEmptyVisitRollups string
+	updateVisits, deleteVisits                                                   string
 }
 
 func loadQueries() queries {
@@ -53,10 +53,8 @@ func loadQueries() queries {
 		readSeen:              query("read_seen"),
 		readProps:             query("read_props"),
 		updateSeen:            query("update_seen"),
-		insertSeen:            query("insert_seen"),
 		writeHourly:           query("write_hourly"),
 		writeDims:             query("write_dims"),
-		writeVisits:           query("write_visits"),
 		writeVisitRollups:     query("write_visit_rollups"),
 		dropEmptyVisitRollups: query("drop_empty_visit_rollups"),
 	}

@@ -353,12 +353,13 @@ func TestUniqueViolationIsRetried(t *testing.T) {
 		_, err := st.Write(ctx, append([]event.Event{}, batch...))
 		done <- err
 	}()
-	// The writer read no such row (it is not committed) and now waits on its key.
+	// The writer read no such row (it is not committed) and now waits on its key, in the
+	// COPY of new visitor-days.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
 		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO visitor_days%')`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'copy "visitor_days"%')`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {

@@ -265,11 +265,14 @@ var eventColumns = []string{
 }
 
 // copySource hands COPY the events one row at a time, as pointers into them: one slice
-// of values for every row, and no copy of any field.
+// of values for every row, and no copy of any field but the id. The id goes as a
+// pgtype.UUID, which pgx encodes directly; a uuid.UUID it would format as text (its
+// driver.Valuer), fail to encode as binary, and parse back, at a fifth of COPY's cost.
 type copySource struct {
 	evs   []*event.Event
 	i     int
 	row   [23]any
+	id    pgtype.UUID
 	props string
 	err   error
 }
@@ -281,7 +284,8 @@ func (c *copySource) Next() bool {
 
 func (c *copySource) Values() ([]any, error) {
 	e := c.evs[c.i]
-	c.row = [23]any{&e.SiteID, &e.Time, &e.ID, &e.Name, &e.Visitor, &e.Hostname, &e.Path, &e.Referrer, &e.RefSource,
+	c.id = pgtype.UUID{Bytes: e.ID, Valid: true}
+	c.row = [23]any{&e.SiteID, &e.Time, &c.id, &e.Name, &e.Visitor, &e.Hostname, &e.Path, &e.Referrer, &e.RefSource,
 		&e.UTMSource, &e.UTMMedium, &e.UTMCampaign, &e.UTMTerm, &e.UTMContent,
 		&e.Country, &e.Region, &e.Browser, &e.OS, &e.Device, &e.ScreenW, &e.ScreenH, &e.DurationMS, nil}
 	if len(e.Props) > 0 {
