@@ -80,9 +80,15 @@ func TestCheckLoopback(t *testing.T) {
 
 // serve answers every collect request with status after checking it looks like a beacon.
 func serve(t *testing.T, status int) string {
+	return serveSlow(t, status, 0)
+}
+
+// serveSlow answers every beacon with status after delay.
+func serveSlow(t *testing.T, status int, delay time.Duration) string {
 	t.Helper()
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	app.Post("/api/collect", func(c *fiber.Ctx) error {
+		time.Sleep(delay)
 		if c.Query("t") == "" || c.Get(fiber.HeaderXForwardedFor) == "" || c.Get(fiber.HeaderUserAgent) == "" || len(c.Body()) == 0 {
 			return c.SendStatus(fiber.StatusBadRequest)
 		}
@@ -129,5 +135,28 @@ func TestRun(t *testing.T) {
 				t.Fatalf("latencies p50 %g p99 %g max %g", res.P50, res.P99, res.Max)
 			}
 		})
+	}
+}
+
+// TestRunBehindRate: a target that answers slower than the rate asks gets only what the
+// connections can send within the window. The sent rate shows the shortfall and the run
+// ends with its window, instead of sending every beacon due and counting them as on time.
+func TestRunBehindRate(t *testing.T) {
+	sites := []traffic.Site{{Token: "a", Domain: "a.example"}}
+	o := Options{URL: serveSlow(t, 202, 20*time.Millisecond), Conns: 2, Rate: 1000, Duration: 500 * time.Millisecond, Pool: 100}
+	start := time.Now()
+	res, err := Run(context.Background(), o, sites)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two connections at 20 ms a beacon send about 100/s: 50 in the window, not 500.
+	if res.Sent < 20 || res.Sent > 80 || res.SentPerSec > 200 {
+		t.Fatalf("sent %d (%.0f/s) in %s at a rate of 1000/s to a server taking 20 ms; want about 50", res.Sent, res.SentPerSec, time.Since(start))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the run took %s for a 500 ms window", took)
+	}
+	if res.P99 < 200 {
+		t.Fatalf("p99 %g ms: beacons sent late must count from when they were due", res.P99)
 	}
 }
