@@ -279,7 +279,7 @@ func (s *sender) loop(ctx context.Context, client *fasthttp.HostClient, o Option
 		// target fell behind the rate), is not sent: what a fixed rate delivered is what
 		// went out within the window, so a server that cannot keep up lowers the sent
 		// rate instead of stretching the run.
-		if !stopAt.IsZero() && (!due.Before(stopAt) || (interval > 0 && time.Now().After(stopAt))) {
+		if !stopAt.IsZero() && (!due.Before(stopAt) || time.Now().After(stopAt)) {
 			return
 		}
 		inWindow := !due.Before(measureFrom)

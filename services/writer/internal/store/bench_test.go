@@ -20,7 +20,7 @@ func copyRows(batch []event.Event) pgx.CopyFromSource {
 	for i := range batch {
 		ptrs[i] = &batch[i]
 	}
-	return &copySource{evs: ptrs, i: -1}
+	return eventSource(ptrs)
 }
 
 // BenchmarkWrite compares, on batches of DefaultBatchSize, the full write (events and every

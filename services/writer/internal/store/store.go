@@ -210,16 +210,22 @@ func outOfRange(batch []event.Event) map[int]bool {
 
 // IsDataError reports whether Postgres refused the data itself (SQLSTATE classes 22 and
 // 23): retrying cannot help, so the offending event is isolated instead. A unique
-// violation is the exception: events and dead letters skip conflicts, so one can only
-// come from a visit or visitor-day row another transaction wrote meanwhile, which a
-// retry reads and merges.
+// violation is the exception: the events' COPY falls back to an insert that skips stored
+// events and dead letters skip conflicts, so one can only come from a visit or
+// visitor-day row another transaction wrote meanwhile, which a retry reads and merges.
 func IsDataError(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 || pgErr.Code == pgerrcode.UniqueViolation {
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 || isUniqueViolation(err) {
 		return false
 	}
 	class := pgErr.Code[:2]
 	return class == "22" || class == "23"
+}
+
+// isUniqueViolation reports whether Postgres refused a row for a key already stored.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation
 }
 
 const insertDeadLetter = `
