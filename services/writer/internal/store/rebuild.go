@@ -54,13 +54,17 @@ WHERE v.site_id = $1 AND v.visitor_id = t.visitor_id AND v.ended_at >= t.lo AND 
 RETURNING v.site_id, v.visitor_id, v.started_at, v.ended_at, v.day, v.pageviews, v.events,
           v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at`
 
-// replayChunk reads the site's events before $2 that follow ($3, $4) in key order.
+// replayChunk reads the site's events before $2 that follow ($3, $4) in key order. The
+// row comparison alone would start each index scan at the site's first event (Postgres 15
+// positions a btree scan by the equality on site_id and filters the rest), so every page
+// would read every earlier month's index whole; ts >= $3, which the comparison implies,
+// starts the scan at the page and prunes the earlier months.
 const replayChunk = `
 SELECT site_id, ts, id, name, visitor_id, hostname, path, referrer, ref_source,
        utm_source, utm_medium, utm_campaign, utm_term, utm_content,
        country, region, browser, os, device, screen_w, screen_h, duration_ms, props
 FROM events
-WHERE site_id = $1 AND ts < $2 AND (site_id, ts, id) > ($1, $3, $4)
+WHERE site_id = $1 AND ts < $2 AND ts >= $3 AND (site_id, ts, id) > ($1, $3, $4)
 ORDER BY site_id, ts, id
 LIMIT $5`
 
