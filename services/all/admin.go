@@ -33,8 +33,9 @@ commands:
                                             add a site for a user; prints its id and token
   create-site-secret -site ID               print a new secret key for the site's batch endpoint (replaces the old one)
   create-api-key -email E [-name N]         print a new stats API key (replaces one of that name)
-  rebuild-rollups -site ID -from DATE -to DATE
-                                            recompute a site's rollups for local days from..to from raw events
+  rebuild-rollups -site ID -from DATE -to DATE [-chunk-days C]
+                                            recompute a site's rollups for local days from..to from raw events,
+                                            C days (default 1) per transaction
   seed-demo [-public-url URL]               ensure the demo account and site; print token, key and curl lines
   seed-events -site ID [-events N] [-days D] [-seed S] [-chunk-days C]
                                             load N realistic historical events over the last D days
@@ -62,7 +63,7 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	events := fs.Int("events", 1_000_000, "events to seed")
 	days := fs.Int("days", 365, "days of history to seed")
 	seedN := fs.Uint64("seed", 1, "random seed of the generated events")
-	chunk := fs.Int("chunk-days", 1, "days one rollup rebuild covers (it locks each visitor of its days)")
+	chunk := fs.Int("chunk-days", 1, "days one rollup rebuild transaction covers; the site's writers wait for each")
 	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -155,11 +156,20 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 		if *siteID <= 0 || err1 != nil || err2 != nil || to.Before(from) {
 			return fmt.Errorf("rebuild-rollups: want -site ID -from YYYY-MM-DD -to YYYY-MM-DD (from ≤ to)\n%s", adminUsage)
 		}
-		if err := writer.RebuildRollups(ctx, pool, *siteID, from, to); err != nil {
-			return err
+		if *chunk <= 0 {
+			return fmt.Errorf("rebuild-rollups: want -chunk-days above 0\n%s", adminUsage)
 		}
-		fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s\n", *siteID, *fromDay, *toDay)
-		return nil
+		// One transaction per chunk: writers of the site wait for a chunk, not the range.
+		err := seedgen.Rebuild(ctx, from, to, time.UTC, *chunk, func(ctx context.Context, from, to time.Time) error {
+			start := time.Now()
+			if err := writer.RebuildRollups(ctx, pool, *siteID, from, to); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s in %s\n", *siteID,
+				from.Format(time.DateOnly), to.Format(time.DateOnly), time.Since(start).Round(time.Millisecond))
+			return nil
+		})
+		return err
 	case "seed-events":
 		if *siteID <= 0 || *events <= 0 || *days <= 0 || *chunk <= 0 {
 			return fmt.Errorf("seed-events: want -site ID, -events, -days and -chunk-days above 0\n%s", adminUsage)

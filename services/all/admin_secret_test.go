@@ -14,12 +14,11 @@ import (
 // SHA-256; running it again rotates it; an unknown site is an error.
 func TestAdminSiteSecret(t *testing.T) {
 	db := pgtest.New(t)
-	env := mapEnv(map[string]string{"HARU_DATABASE_URL": db.URL})
 	ctx := context.Background()
+	admin := adminRunner(db.URL)
 	run := func(args ...string) (string, error) {
-		var out strings.Builder
-		err := Main(ctx, append([]string{"admin"}, args...), env, &out)
-		return strings.TrimSpace(out.String()), err
+		out, err := admin(args...)
+		return strings.TrimSpace(out), err
 	}
 	if _, err := run("create-user", "-email", "s@example.com", "-password", "a-long-password"); err != nil {
 		t.Fatal(err)

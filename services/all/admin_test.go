@@ -2,8 +2,10 @@ package all
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haru-analytics/haru/pkg/pgtest"
 )
@@ -89,5 +91,75 @@ func TestStrayArgumentRefused(t *testing.T) {
 	err := Main(context.Background(), []string{"migrate"}, mapEnv(map[string]string{}), &out)
 	if err == nil || !strings.Contains(err.Error(), "haru admin migrate") {
 		t.Fatalf("haru migrate: %v, want an error naming haru admin migrate", err)
+	}
+}
+
+// TestRebuildRollupsInChunks: rebuild-rollups rebuilds a range one transaction per chunk
+// of days, and the rollups it leaves equal those of a rebuild in larger chunks (here the
+// seeder's, three days at once).
+func TestRebuildRollupsInChunks(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	run := adminRunner(db.URL)
+	if _, err := run("create-user", "-email", "ops@example.com", "-password", "a-long-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("create-site", "-email", "ops@example.com", "-name", "Shop", "-domain", "shop.example.com", "-timezone", "America/New_York"); err != nil {
+		t.Fatal(err)
+	}
+	var site int64
+	if err := db.Pool.QueryRow(ctx, `SELECT id FROM sites WHERE name = 'Shop'`).Scan(&site); err != nil {
+		t.Fatal(err)
+	}
+	id := strconv.FormatInt(site, 10)
+	if out, err := run("seed-events", "-site", id, "-events", "3000", "-days", "3", "-chunk-days", "3"); err != nil {
+		t.Fatalf("seed-events: %q, %v", out, err)
+	}
+	const snapshot = `SELECT
+		coalesce((SELECT string_agg(concat_ws(' ', day, dim, key, value, pageviews, events, visitors), ';' ORDER BY day, dim, key, value) FROM rollup_dims WHERE site_id = $1), '') || '|' ||
+		coalesce((SELECT string_agg(concat_ws(' ', hour, pageviews, events, visitors), ';' ORDER BY hour) FROM rollup_hourly WHERE site_id = $1), '') || '|' ||
+		coalesce((SELECT string_agg(concat_ws(' ', day, dim, value, visits, bounces, duration_ms), ';' ORDER BY day, dim, value) FROM rollup_visits WHERE site_id = $1), '')`
+	var want, got string
+	if err := db.Pool.QueryRow(ctx, snapshot, site).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 1000 {
+		t.Fatalf("seeded rollups look empty: %q", want)
+	}
+	for _, table := range []string{"rollup_dims", "rollup_hourly", "rollup_visits"} {
+		if _, err := db.Pool.Exec(ctx, `DELETE FROM `+table+` WHERE site_id = $1`, site); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	loc, _ := time.LoadLocation("America/New_York")
+	today := time.Now().In(loc)
+	from, to := today.AddDate(0, 0, -4).Format(time.DateOnly), today.AddDate(0, 0, 1).Format(time.DateOnly)
+	out, err := run("rebuild-rollups", "-site", id, "-from", from, "-to", to)
+	if err != nil {
+		t.Fatalf("rebuild-rollups: %q, %v", out, err)
+	}
+	if n := strings.Count(out, "rebuilt for"); n != 6 {
+		t.Fatalf("rebuild-rollups of 6 days in 1-day chunks printed %d chunks:\n%s", n, out)
+	}
+	if err := db.Pool.QueryRow(ctx, snapshot, site).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("rollups after a rebuild in 1-day chunks differ from the seeder's 3-day rebuild:\ngot  %.300s\nwant %.300s", got, want)
+	}
+	if _, err := run("rebuild-rollups", "-site", id, "-from", from, "-to", to, "-chunk-days", "0"); err == nil {
+		t.Fatal("-chunk-days 0 accepted")
+	}
+}
+
+// adminRunner runs `haru admin` commands against the database at dbURL and returns what
+// each printed.
+func adminRunner(dbURL string) func(args ...string) (string, error) {
+	env := mapEnv(map[string]string{"HARU_DATABASE_URL": dbURL})
+	return func(args ...string) (string, error) {
+		var out strings.Builder
+		err := Main(context.Background(), append([]string{"admin"}, args...), env, &out)
+		return out.String(), err
 	}
 }
