@@ -182,24 +182,12 @@ func Load(ctx context.Context, pool *pgxpool.Pool, g *Generator, n int) (int, er
 	return total, flush()
 }
 
-// Rebuild rebuilds the site's rollups over the local days of [from, to] with rebuild (the
-// writer's RebuildRollups), chunk days at a time: the rebuild holds a lock per visitor of
-// its range, so a big site's history is rebuilt in pieces the lock table holds.
-func Rebuild(ctx context.Context, from, to time.Time, loc *time.Location, chunk int,
-	rebuild func(ctx context.Context, from, to time.Time) error) error {
+// LocalDays are the first and last local days (in loc) of [from, to], as the UTC
+// midnights of their dates: the range the writer's rollup rebuild takes.
+func LocalDays(from, to time.Time, loc *time.Location) (first, last time.Time) {
 	from, to = from.In(loc), to.In(loc)
-	last := time.Date(to.Year(), to.Month(), to.Day(), 0, 0, 0, 0, time.UTC)
-	for d := time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC); !d.After(last); {
-		end := d.AddDate(0, 0, chunk-1)
-		if end.After(last) {
-			end = last
-		}
-		if err := rebuild(ctx, d, end); err != nil {
-			return fmt.Errorf("rebuild %s..%s: %w", d.Format(time.DateOnly), end.Format(time.DateOnly), err)
-		}
-		d = end.AddDate(0, 0, 1)
-	}
-	return nil
+	return time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC),
+		time.Date(to.Year(), to.Month(), to.Day(), 0, 0, 0, 0, time.UTC)
 }
 
 // Result is what Seed loaded and how long each step took.
@@ -210,11 +198,10 @@ type Result struct {
 }
 
 // Seed loads about n events spread over the days before now into site (seeded by s, so
-// reproducible) and rebuilds the site's rollups of those days with rebuild.
-//
-// chunk is how many days one rebuild covers (see Rebuild).
-func Seed(ctx context.Context, pool *pgxpool.Pool, site int64, n, days, chunk int, now time.Time, s uint64,
-	rebuild func(ctx context.Context, from, to time.Time) error) (Result, error) {
+// reproducible) and rebuilds the site's rollups of those local days (LocalDays) with
+// rebuild, such as the writer's RebuildRollupsInChunks.
+func Seed(ctx context.Context, pool *pgxpool.Pool, site int64, n, days int, now time.Time, s uint64,
+	rebuild func(ctx context.Context, firstDay, lastDay time.Time) error) (Result, error) {
 	var tz string
 	if err := pool.QueryRow(ctx, `SELECT timezone FROM sites WHERE id = $1`, site).Scan(&tz); err != nil {
 		return Result{}, fmt.Errorf("site %d: %w", site, err)
@@ -231,7 +218,8 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, site int64, n, days, chunk in
 	}
 	res := Result{Events: loaded, Copy: time.Since(start)}
 	start = time.Now()
-	if err := Rebuild(ctx, from, now, loc, chunk, rebuild); err != nil {
+	first, last := LocalDays(from, now, loc)
+	if err := rebuild(ctx, first, last); err != nil {
 		return res, err
 	}
 	res.Rebuild = time.Since(start)

@@ -159,23 +159,16 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 		if *chunk <= 0 {
 			return fmt.Errorf("rebuild-rollups: want -chunk-days above 0\n%s", adminUsage)
 		}
-		// One transaction per chunk: writers of the site wait for a chunk, not the range.
-		err := seedgen.Rebuild(ctx, from, to, time.UTC, *chunk, func(ctx context.Context, from, to time.Time) error {
-			start := time.Now()
-			if err := writer.RebuildRollups(ctx, pool, *siteID, from, to); err != nil {
-				return err
-			}
+		return writer.RebuildRollupsInChunks(ctx, pool, *siteID, from, to, *chunk, func(from, to time.Time, took time.Duration) {
 			fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s in %s\n", *siteID,
-				from.Format(time.DateOnly), to.Format(time.DateOnly), time.Since(start).Round(time.Millisecond))
-			return nil
+				from.Format(time.DateOnly), to.Format(time.DateOnly), took.Round(time.Millisecond))
 		})
-		return err
 	case "seed-events":
 		if *siteID <= 0 || *events <= 0 || *days <= 0 || *chunk <= 0 {
 			return fmt.Errorf("seed-events: want -site ID, -events, -days and -chunk-days above 0\n%s", adminUsage)
 		}
-		res, err := seedgen.Seed(ctx, pool, *siteID, *events, *days, *chunk, time.Now(), *seedN, func(ctx context.Context, from, to time.Time) error {
-			return writer.RebuildRollups(ctx, pool, *siteID, from, to)
+		res, err := seedgen.Seed(ctx, pool, *siteID, *events, *days, time.Now(), *seedN, func(ctx context.Context, from, to time.Time) error {
+			return writer.RebuildRollupsInChunks(ctx, pool, *siteID, from, to, *chunk, nil)
 		})
 		if err != nil {
 			return err

@@ -583,14 +583,42 @@ func (s *Service) watchPending(ctx context.Context) error {
 }
 
 // RebuildRollups recomputes a site's rollups for the local days from..to (inclusive;
-// only their dates count) from raw events, while ingestion goes on: writers of that
-// site wait for the rebuild to commit, other sites are not held up. It refuses a range
-// whose raw events retention has dropped.
+// only their dates count) from raw events in one transaction, while ingestion goes on: a
+// writer batch holding an event of that site waits for the rebuild to commit, and the
+// stream keeps what arrives meanwhile. It refuses a range whose raw events retention has
+// dropped.
 func RebuildRollups(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to time.Time) error {
 	if pool == nil {
 		return errors.New("rebuild rollups: nil pool")
 	}
 	return store.Rebuild(ctx, pool, siteID, from, to)
+}
+
+// RebuildRollupsInChunks is RebuildRollups over the local days from..to, chunk days per
+// transaction, so the site's writers wait for one chunk at a time rather than the whole
+// range. done, when not nil, is told of each chunk once it has committed.
+func RebuildRollupsInChunks(ctx context.Context, pool *pgxpool.Pool, siteID int64, from, to time.Time, chunk int,
+	done func(from, to time.Time, took time.Duration)) error {
+	if chunk < 1 {
+		return fmt.Errorf("rebuild rollups: chunk of %d days, want at least 1", chunk)
+	}
+	day := time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC)
+	last := time.Date(to.Year(), to.Month(), to.Day(), 0, 0, 0, 0, time.UTC)
+	for !day.After(last) {
+		end := day.AddDate(0, 0, chunk-1)
+		if end.After(last) {
+			end = last
+		}
+		start := time.Now()
+		if err := RebuildRollups(ctx, pool, siteID, day, end); err != nil {
+			return fmt.Errorf("rebuild %s..%s: %w", day.Format(time.DateOnly), end.Format(time.DateOnly), err)
+		}
+		if done != nil {
+			done(day, end, time.Since(start))
+		}
+		day = end.AddDate(0, 0, 1)
+	}
+	return nil
 }
 
 // Run is the composition root of the writer running alone.

@@ -161,8 +161,8 @@ func benchSite(b *testing.B, n int) (*pgxpool.Pool, int64) {
 		INSERT INTO sites (user_id, name, domain, token, timezone) SELECT id, 'bench', 'example.com', 'bench-token', 'Europe/Paris' FROM u RETURNING id`).Scan(&site); err != nil {
 		b.Fatal(err)
 	}
-	res, err := seed.Seed(ctx, pool, site, n, 365, 7, time.Now(), 1, func(ctx context.Context, from, to time.Time) error {
-		return writer.RebuildRollups(ctx, pool, site, from, to)
+	res, err := seed.Seed(ctx, pool, site, n, 365, time.Now(), 1, func(ctx context.Context, from, to time.Time) error {
+		return writer.RebuildRollupsInChunks(ctx, pool, site, from, to, 7, nil)
 	})
 	if err != nil {
 		b.Fatal(err)

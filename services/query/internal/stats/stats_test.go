@@ -39,10 +39,8 @@ func seedSite(t *testing.T, q *Querier, tz string, now time.Time, n int, s uint6
 	if _, err := seed.Load(ctx, q.pool, g, n); err != nil {
 		t.Fatal(err)
 	}
-	err = seed.Rebuild(ctx, from, now, loc, 7, func(ctx context.Context, f, to time.Time) error {
-		return writer.RebuildRollups(ctx, q.pool, site, f, to)
-	})
-	if err != nil {
+	first, last := seed.LocalDays(from, now, loc)
+	if err := writer.RebuildRollupsInChunks(ctx, q.pool, site, first, last, 7, nil); err != nil {
 		t.Fatal(err)
 	}
 	return site
