@@ -276,6 +276,23 @@ func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
 }
 
 // newSites creates a site per zone and returns their ids and zones by id.
+// newStoreOneConn is newStore on a pool of one connection: every statement runs in one
+// Postgres session.
+func newStoreOneConn(t testing.TB) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	db := pgtest.New(t)
+	pool, err := pgutil.Open(context.Background(), db.URL, 1, "pgtest-one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	st, err := New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, pool
+}
+
 func newSites(t testing.TB, pool *pgxpool.Pool, zones ...string) ([]int64, map[int64]string) {
 	t.Helper()
 	tz := map[int64]string{}
@@ -405,16 +422,7 @@ func TestRollupsMatchRecount(t *testing.T) {
 		testRollupsMatchRecount(t, st, pool)
 	})
 	t.Run("a pool of one connection", func(t *testing.T) {
-		db := pgtest.New(t)
-		pool, err := pgutil.Open(context.Background(), db.URL, 1, "pgtest-one")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		st, err := New(pool)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st, pool := newStoreOneConn(t)
 		if st.pairs != nil {
 			t.Fatal("a pool of one connection would wait for a second one")
 		}
