@@ -2,6 +2,7 @@ package proctest
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,19 @@ import (
 
 // NATSServerPath is where Debian's nats-server package installs the server.
 const NATSServerPath = "/usr/sbin/nats-server"
+
+// NATSServer is the nats-server binary to start: $HARU_NATS_SERVER if set (the benchmark
+// suite sets it to a server built from this module's nats-server version), else the first
+// nats-server on PATH, else Debian's.
+func NATSServer() (string, error) {
+	if p := os.Getenv("HARU_NATS_SERVER"); p != "" {
+		return exec.LookPath(p)
+	}
+	if p, err := exec.LookPath("nats-server"); err == nil {
+		return p, nil
+	}
+	return exec.LookPath(NATSServerPath)
+}
 
 // NATS is a test's private nats-server process with JetStream, on a spare loopback port.
 // Kill and Start keep its store directory and port, so a restart keeps the stream.
@@ -25,10 +39,8 @@ type NATS struct {
 // StartNATS starts a private nats-server and waits until it accepts connections.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	bin := NATSServerPath
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		bin = p
-	} else if _, err := exec.LookPath(bin); err != nil {
+	bin, err := NATSServer()
+	if err != nil {
 		Unavailable(t, "nats-server", err)
 		return nil
 	}

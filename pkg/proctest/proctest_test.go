@@ -2,6 +2,8 @@ package proctest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +152,32 @@ func TestNATSClusterLosesANode(t *testing.T) {
 	}
 	if info.State.Msgs != 20 || info.Config.Replicas != 3 {
 		t.Fatalf("stream after a node's loss: %d messages, %d replicas; want 20, 3", info.State.Msgs, info.Config.Replicas)
+	}
+}
+
+// TestNATSServerChoice checks which nats-server binary the harness starts: the one
+// HARU_NATS_SERVER names (an error if it does not exist), else the one on PATH.
+func TestNATSServerChoice(t *testing.T) {
+	dir := t.TempDir()
+	named := filepath.Join(dir, "my-nats-server")
+	if err := os.WriteFile(named, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HARU_NATS_SERVER", named)
+	if got, err := NATSServer(); err != nil || got != named {
+		t.Fatalf("with HARU_NATS_SERVER=%s: got %q, %v", named, got, err)
+	}
+	t.Setenv("HARU_NATS_SERVER", filepath.Join(dir, "missing"))
+	if got, err := NATSServer(); err == nil {
+		t.Fatalf("with HARU_NATS_SERVER naming no file: got %q, want an error", got)
+	}
+	onPath := filepath.Join(dir, "nats-server")
+	if err := os.WriteFile(onPath, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HARU_NATS_SERVER", "")
+	t.Setenv("PATH", dir)
+	if got, err := NATSServer(); err != nil || got != onPath {
+		t.Fatalf("with nats-server on PATH at %s: got %q, %v", onPath, got, err)
 	}
 }

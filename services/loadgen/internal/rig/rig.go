@@ -65,9 +65,18 @@ type Rig struct {
 
 // Build builds the haru binary of this module to path.
 func Build(ctx context.Context, path string) error {
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", path, "github.com/haru-analytics/haru/services/all/cmd").CombinedOutput()
+	return goBuild(ctx, path, "github.com/haru-analytics/haru/services/all/cmd")
+}
+
+// BuildNATS builds the nats-server of the version this module embeds to path.
+func BuildNATS(ctx context.Context, path string) error {
+	return goBuild(ctx, path, "github.com/nats-io/nats-server/v2")
+}
+
+func goBuild(ctx context.Context, path, pkg string) error {
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", path, pkg).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("build haru: %w\n%s", err, out)
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, out)
 	}
 	return nil
 }
@@ -207,15 +216,12 @@ func (r *Rig) Start(ctx context.Context, target string) (*Proc, error) {
 	return p, nil
 }
 
-// NATSServerPath is where Debian's nats-server package installs the server.
-const NATSServerPath = "/usr/sbin/nats-server"
-
 // StartNATS starts a private nats-server with JetStream on a spare loopback port; the
 // processes started after it use it instead of an embedded server.
 func (r *Rig) StartNATS() (*Proc, error) {
-	bin, err := exec.LookPath("nats-server")
+	bin, err := proctest.NATSServer()
 	if err != nil {
-		bin = NATSServerPath
+		return nil, err
 	}
 	addr, err := freeAddr()
 	if err != nil {

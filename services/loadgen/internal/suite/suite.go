@@ -12,13 +12,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/haru-analytics/haru/pkg/proctest"
 	"github.com/haru-analytics/haru/services/loadgen/internal/bench"
 	"github.com/haru-analytics/haru/services/loadgen/internal/rig"
 )
@@ -143,6 +146,27 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 			return nil, err
 		}
 	}
+	// The services apart run over a private nats-server: the version this module embeds,
+	// as haru -target=all runs it, unless HARU_NATS_SERVER names another.
+	if os.Getenv("HARU_NATS_SERVER") == "" && (run("ingest") || run("drain") || run("fanout")) {
+		dir, err := os.MkdirTemp("", "haru-bench-nats-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		bin := filepath.Join(dir, "nats-server")
+		fmt.Fprintln(stdout, "building nats-server")
+		if err := rig.BuildNATS(ctx, bin); err != nil {
+			return nil, err
+		}
+		os.Setenv("HARU_NATS_SERVER", bin)
+		defer os.Unsetenv("HARU_NATS_SERVER")
+	}
+	natsVersion := "none"
+	if bin, err := proctest.NATSServer(); err == nil {
+		out, _ := exec.CommandContext(ctx, bin, "--version").Output()
+		natsVersion = strings.TrimSpace(strings.TrimPrefix(string(out), "nats-server: "))
+	}
 	host, _ := os.Hostname()
 	t := &Table{
 		Title: "Haru benchmarks",
@@ -150,6 +174,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 			fmt.Sprintf("mode %s, %s, %d CPUs, %s/%s, %s; open files limit %d", o.Mode, time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 				runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, nofile),
 			"the load generator runs on the same machine as the services; every target is 127.0.0.1",
+			fmt.Sprintf("nats-server %s for the services apart; haru -target=all and the in-process ingest row embed %s", natsVersion, embeddedNATS()),
 		},
 	}
 	if run("ingest") {
@@ -469,4 +494,16 @@ func DashboardRows(section string, events int, bs []Bench) []Row {
 		rows = append(rows, Row{Section: section, Measure: strings.TrimPrefix(b.Name, "Benchmark") + ", " + size, Result: strings.Join(parts, ", ")})
 	}
 	return rows
+}
+
+// embeddedNATS is the version of the nats-server module this binary embeds.
+func embeddedNATS() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range info.Deps {
+			if d.Path == "github.com/nats-io/nats-server/v2" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
 }
