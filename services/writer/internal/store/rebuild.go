@@ -265,9 +265,11 @@ func (r *replay) run(ctx context.Context) error {
 	return nil
 }
 
-// segment replays the events in [from, to), or only those of ids if visitorsOnly.
+// segment replays the events in [from, to), or only those of ids if visitorsOnly. Its
+// first page starts after (from, the zero id), so at from itself: the segment before
+// ends there, and no event is read twice.
 func (r *replay) segment(ctx context.Context, from, to time.Time, visitorsOnly bool, ids []int64, visitors map[int64]struct{}) error {
-	afterTS, afterID := from.Add(-time.Microsecond), uuid.UUID{}
+	afterTS, afterID := from, uuid.UUID{}
 	for from.Before(to) {
 		chunk, err := r.read(ctx, afterTS, afterID, to, visitorsOnly, ids)
 		if err != nil {

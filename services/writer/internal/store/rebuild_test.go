@@ -76,7 +76,8 @@ func TestReplayPageReadsOnlyItsMonths(t *testing.T) {
 
 // TestRebuildReadsAroundTheRangeOnlyItsVisitors rebuilds one day whose neighbours hold
 // many events of other visitors: the replay reads the day's events and, around it, only
-// those of the day's visitors (one visit crosses midnight into the day), and the
+// those of the day's visitors (one visit crosses midnight into the day), each event once
+// (two sit on the last microsecond before an edge between the parts it reads), and the
 // rebuilt rollups still equal a recount of every event.
 func TestRebuildReadsAroundTheRangeOnlyItsVisitors(t *testing.T) {
 	st, pool := newStore(t)
@@ -94,10 +95,13 @@ func TestRebuildReadsAroundTheRangeOnlyItsVisitors(t *testing.T) {
 	// before. Visitor 3: the day only. Visitor 2: the days around only, 60 events.
 	add(at(-24-24+10, 0), 1, "/old")
 	add(at(-1, 50), 1, "/late")
+	add(day.Add(-time.Microsecond), 1, "/edge") // the last instant before the day
 	add(at(0, 5), 1, "/early")
 	for i := range 5 {
 		add(at(9, i), 3, "/day")
 	}
+	// The last instant of what the replay reads whole (the day and the hour after it).
+	add(day.Add(25*time.Hour-time.Microsecond), 3, "/next")
 	for i := range 30 {
 		add(at(-12, i), 2, "/before")
 		add(at(24+12, i), 2, "/after")
@@ -121,8 +125,8 @@ func TestRebuildReadsAroundTheRangeOnlyItsVisitors(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n != 8 {
-		t.Fatalf("the rebuild replayed %d events, want 8: the day's 6 and visitor 1's 2 around it", n)
+	if n != 10 {
+		t.Fatalf("the rebuild replayed %d events, want 10: the day's 6 and 4 of its visitors around it, each once", n)
 	}
 	if diff := cmp.Diff(want, takeSnapshot(t, pool)); diff != "" {
 		t.Fatalf("rebuilt rollups differ from a recount (-want +got):\n%s", diff)
