@@ -164,8 +164,10 @@ func Run(ctx context.Context, o Options, stdout io.Writer) (*Table, error) {
 	}
 	natsVersion := "none"
 	if bin, err := proctest.NATSServer(); err == nil {
-		out, _ := exec.CommandContext(ctx, bin, "--version").Output()
-		natsVersion = strings.TrimSpace(strings.TrimPrefix(string(out), "nats-server: "))
+		natsVersion = "of unknown version"
+		if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
+			natsVersion = strings.TrimSpace(strings.TrimPrefix(string(out), "nats-server: "))
+		}
 	}
 	host, _ := os.Hostname()
 	t := &Table{

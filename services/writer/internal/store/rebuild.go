@@ -54,11 +54,19 @@ WHERE v.site_id = $1 AND v.visitor_id = t.visitor_id AND v.ended_at >= t.lo AND 
 RETURNING v.site_id, v.visitor_id, v.started_at, v.ended_at, v.day, v.pageviews, v.events,
           v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at`
 
-// replayChunk reads the site's events before $2 that follow ($3, $4) in key order. The
+// replayFrom reads the site's events before $2 that follow ($3, $4) in key order. The
 // row comparison alone would start each index scan at the site's first event (Postgres 15
 // positions a btree scan by the equality on site_id and filters the rest), so every page
 // would read every earlier month's index whole; ts >= $3, which the comparison implies,
 // starts the scan at the page and prunes the earlier months.
+const replayFrom = `
+SELECT site_id, ts, id, name, visitor_id, hostname, path, referrer, ref_source,
+       utm_source, utm_medium, utm_campaign, utm_term, utm_content,
+       country, region, browser, os, device, screen_w, screen_h, duration_ms, props
+FROM events
+WHERE site_id = $1 AND ts < $2 AND ts >= $3 AND (site_id, ts, id) > ($1, $3, $4)`
+
+// replayChunk is a page of replayFrom.
 const replayChunk = replayFrom + `
 ORDER BY site_id, ts, id
 LIMIT $5`
@@ -70,13 +78,6 @@ const replayVisitorsChunk = replayFrom + `
   AND visitor_id = ANY($6)
 ORDER BY site_id, ts, id
 LIMIT $5`
-
-const replayFrom = `
-SELECT site_id, ts, id, name, visitor_id, hostname, path, referrer, ref_source,
-       utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-       country, region, browser, os, device, screen_w, screen_h, duration_ms, props
-FROM events
-WHERE site_id = $1 AND ts < $2 AND ts >= $3 AND (site_id, ts, id) > ($1, $3, $4)`
 
 // customPlans has the rebuild's statements planned with their parameters, so a list of
 // visitors in visitor_id = ANY($n) is a constant Postgres hashes. Past five runs on a
@@ -214,7 +215,9 @@ type replay struct {
 	site                       int64
 	zones                      map[int64]*time.Location
 	lo, hi, hlo, hhi, wlo, whi time.Time
-	replayed                   int // events read back
+	ids                        []int64            // the visitors with an event in [lo, hi)
+	visitors                   map[int64]struct{} // ids as a set
+	replayed                   int                // events read back
 }
 
 func (r *replay) run(ctx context.Context) error {
@@ -222,15 +225,15 @@ func (r *replay) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read visitors: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	r.ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return fmt.Errorf("read visitors: %w", err)
 	}
-	visitors := make(map[int64]struct{}, len(ids))
-	for _, id := range ids {
-		visitors[id] = struct{}{}
+	r.visitors = make(map[int64]struct{}, len(r.ids))
+	for _, id := range r.ids {
+		r.visitors[id] = struct{}{}
 	}
-	rows, err = r.tx.Query(ctx, takeRangeVisits, r.site, r.wlo, r.whi, ids)
+	rows, err = r.tx.Query(ctx, takeRangeVisits, r.site, r.wlo, r.whi, r.ids)
 	if err != nil {
 		return fmt.Errorf("take visits: %w", err)
 	}
@@ -255,23 +258,23 @@ func (r *replay) run(ctx context.Context) error {
 		from, to     time.Time
 		visitorsOnly bool
 	}{{r.wlo, lo, true}, {lo, hi, false}, {hi, r.whi, true}} {
-		if seg.visitorsOnly && len(ids) == 0 {
+		if !seg.from.Before(seg.to) || seg.visitorsOnly && len(r.ids) == 0 {
 			continue
 		}
-		if err := r.segment(ctx, seg.from, seg.to, seg.visitorsOnly, ids, visitors); err != nil {
+		if err := r.segment(ctx, seg.from, seg.to, seg.visitorsOnly); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// segment replays the events in [from, to), or only those of ids if visitorsOnly. Its
-// first page starts after (from, the zero id), so at from itself: the segment before
-// ends there, and no event is read twice.
-func (r *replay) segment(ctx context.Context, from, to time.Time, visitorsOnly bool, ids []int64, visitors map[int64]struct{}) error {
+// segment replays the events in [from, to), or only the range's visitors' if
+// visitorsOnly. Its first page starts after (from, the zero id), so at from itself: the
+// segment before ends there, and no event is read twice.
+func (r *replay) segment(ctx context.Context, from, to time.Time, visitorsOnly bool) error {
 	afterTS, afterID := from, uuid.UUID{}
-	for from.Before(to) {
-		chunk, err := r.read(ctx, afterTS, afterID, to, visitorsOnly, ids)
+	for {
+		chunk, err := r.read(ctx, afterTS, afterID, to, visitorsOnly)
 		if err != nil {
 			return err
 		}
@@ -288,7 +291,7 @@ func (r *replay) segment(ctx context.Context, from, to time.Time, visitorsOnly b
 			if h := e.Time.Truncate(time.Hour); !h.Before(r.hlo) && h.Before(r.hhi) {
 				w.hours = append(w.hours, e)
 			}
-			if _, ok := visitors[e.Visitor]; ok && !e.Time.Before(r.wlo) && e.Time.Before(r.whi) {
+			if _, ok := r.visitors[e.Visitor]; ok && !e.Time.Before(r.wlo) && e.Time.Before(r.whi) {
 				w.visits = append(w.visits, e)
 			}
 		}
@@ -298,13 +301,12 @@ func (r *replay) segment(ctx context.Context, from, to time.Time, visitorsOnly b
 		last := chunk[len(chunk)-1]
 		afterTS, afterID = last.Time, last.ID
 	}
-	return nil
 }
 
-func (r *replay) read(ctx context.Context, afterTS time.Time, afterID uuid.UUID, to time.Time, visitorsOnly bool, ids []int64) ([]event.Event, error) {
+func (r *replay) read(ctx context.Context, afterTS time.Time, afterID uuid.UUID, to time.Time, visitorsOnly bool) ([]event.Event, error) {
 	sql, args := replayChunk, []any{r.site, to, afterTS, afterID, replayChunkSize}
 	if visitorsOnly {
-		sql, args = replayVisitorsChunk, append(args, ids)
+		sql, args = replayVisitorsChunk, append(args, r.ids)
 	}
 	rows, err := r.tx.Query(ctx, sql, args...)
 	if err != nil {
