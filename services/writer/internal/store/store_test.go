@@ -275,7 +275,6 @@ func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
 	return st, db.Pool
 }
 
-// newSites creates a site per zone and returns their ids and zones by id.
 // newStoreOneConn is newStore on a pool of one connection: every statement runs in one
 // Postgres session.
 func newStoreOneConn(t testing.TB) (*Store, *pgxpool.Pool) {
@@ -293,6 +292,7 @@ func newStoreOneConn(t testing.TB) (*Store, *pgxpool.Pool) {
 	return st, pool
 }
 
+// newSites creates a site per zone and returns their ids and zones by id.
 func newSites(t testing.TB, pool *pgxpool.Pool, zones ...string) ([]int64, map[int64]string) {
 	t.Helper()
 	tz := map[int64]string{}
