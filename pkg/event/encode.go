@@ -7,9 +7,12 @@ import (
 	"unicode/utf8"
 )
 
-// appendEvent writes e exactly as encoding/json would marshal it (field order, omitempty,
-// escaping, time format), without reflection: encoding runs once per beacon on ingest's
-// hot path. TestEncodeMatchesJSON and FuzzEncodeMatchesJSON hold it to that.
+// appendEvent writes e exactly as an encoding/json Encoder without HTML escaping would
+// (field order, omitempty, escaping, time format), without reflection: encoding runs
+// once per beacon on ingest's hot path. TestEncodeMatchesJSON and FuzzEncodeMatchesJSON
+// hold it to that. No HTML escaping: the message is never embedded in a page, and '<',
+// '>' and '&' escaped would take six bytes for one, so a beacon within every limit of
+// its own could outgrow the stream's message size.
 func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, int64(e.V), 10)
@@ -92,15 +95,15 @@ func appendField(b []byte, name, val string, omitEmpty bool) []byte {
 
 const hex = "0123456789abcdef"
 
-// appendString quotes s as encoding/json does: HTML-safe, invalid UTF-8 as U+FFFD, and
-// U+2028/U+2029 escaped.
+// appendString quotes s as encoding/json does without HTML escaping: invalid UTF-8 as
+// U+FFFD, and U+2028/U+2029 escaped.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if c >= 0x20 && c != '"' && c != '\\' {
 				i++
 				continue
 			}

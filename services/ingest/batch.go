@@ -75,7 +75,11 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	if !acceptedContentType(c.Get(fiber.HeaderContentType)) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_type", ErrContentType)
 	}
-	if len(c.Body()) > collect.MaxBatchBytes {
+	body, plain := plainBody(c)
+	if !plain {
+		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_encoding", ErrEncoding)
+	}
+	if len(body) > collect.MaxBatchBytes {
 		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrBatchTooBig)
 	}
 	idemHeader := c.Get("Idempotency-Key")
@@ -99,7 +103,7 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 
 	// 3. What happened? A body that is not a batch is refused whole; each event's own
 	// mistakes are its own result.
-	items, err := collect.ParseBatch(c.Body())
+	items, err := collect.ParseBatch(body)
 	switch {
 	case errors.Is(err, collect.ErrTooLarge):
 		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrBatchTooBig)
@@ -174,8 +178,12 @@ type batchRequest struct {
 // event's result and, when published, the future of its PubAck.
 func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *collect.Item) (ItemResult, *outMsg) {
 	if it.Err != nil {
-		s.metrics.rejected.WithLabelValues("bad_payload").Inc()
-		return ItemResult{Index: i, Status: fiber.StatusBadRequest, Result: resultError, Field: it.Err.Field, Error: it.Err.Reason}, nil
+		return badItem(s, i, it.Err), nil
+	}
+	// The page before anything is claimed: a refused event must not take its key.
+	page := enrich.ParsePage(it.URL, it.Path, it.HashMode)
+	if err := collect.CheckPagePath(page.Path); err != nil {
+		return badItem(s, i, err), nil
 	}
 	userAgent, ip := it.UserAgent, it.IP
 	if userAgent == "" {
@@ -212,7 +220,6 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 
 	// The secret proves the sender is the site's owner, so its events need not come
 	// from the site's own host.
-	page := enrich.ParsePage(it.URL, it.Path, it.HashMode)
 	ev.Hostname, ev.Path = page.Host, page.Path
 	ev.UTMSource, ev.UTMMedium, ev.UTMCampaign = page.UTM.Source, page.UTM.Medium, page.UTM.Campaign
 	ev.UTMTerm, ev.UTMContent = page.UTM.Term, page.UTM.Content
@@ -228,11 +235,21 @@ func (s *Service) batchItem(ctx context.Context, req batchRequest, i int, it *co
 	ev.Props = it.Props
 
 	o, err := s.publishAsync(ctx, &ev)
+	if errors.Is(err, ErrEventTooBig) {
+		s.metrics.rejected.WithLabelValues("too_large").Inc()
+		return ItemResult{Index: i, Status: fiber.StatusRequestEntityTooLarge, Result: resultError, Error: err.Error()}, nil
+	}
 	if err != nil {
 		s.log.Warn("publish failed", "site_id", req.site.ID, "err", err)
 		return unavailable(i), nil
 	}
 	return ItemResult{Index: i, Status: fiber.StatusAccepted, Result: resultAccepted, Replayed: replayed}, o
+}
+
+// badItem is the answer to an event refused for its content.
+func badItem(s *Service, i int, err *collect.FieldError) ItemResult {
+	s.metrics.rejected.WithLabelValues("bad_payload").Inc()
+	return ItemResult{Index: i, Status: fiber.StatusBadRequest, Result: resultError, Field: err.Field, Error: err.Reason}
 }
 
 // claim makes ev the one event of key: the first claim (an atomic Create, so one wins

@@ -193,6 +193,32 @@ func TestBatchItems(t *testing.T) {
 	}
 }
 
+// TestBatchPageAndSize: an event whose page path, taken from u, is over the limit is
+// refused before its key is claimed, so the sender's corrected retry is stored; an
+// escape-heavy event within every limit is stored.
+func TestBatchPageAndSize(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	h.withSecret(t, testSite)
+	long := `{"u":"https://example.com/` + strings.Repeat("a", collect.MaxPathLen) + `","key":"k1"}`
+	status, resp, raw, _ := h.batch(t, testSecret, `{"events":[`+long+`,`+escapeHeavy()+`]}`, nil)
+	if status != fiber.StatusAccepted || len(resp.Results) != 2 {
+		t.Fatalf("status = %d (%v), want 202 and two results", status, raw)
+	}
+	if r := resp.Results[0]; r.Status != 400 || r.Field != "u" {
+		t.Errorf("long path: %+v, want 400 on u", r)
+	}
+	if r := resp.Results[1]; r.Status != 202 || r.Result != "accepted" {
+		t.Errorf("escape-heavy: %+v, want accepted", r)
+	}
+	status, resp, raw, _ = h.batch(t, testSecret, `{"events":[{"p":"/fixed","key":"k1"}]}`, nil)
+	if status != fiber.StatusAccepted || resp.Results[0].Result != "accepted" || resp.Results[0].Replayed {
+		t.Fatalf("corrected retry: status %d %v, want accepted and not a replay", status, raw)
+	}
+	if got := h.last(t, testSite.ID).Path; got != "/fixed" {
+		t.Fatalf("last path %q, want /fixed", got)
+	}
+}
+
 // TestBatchVisitor: the sender's per-event IP and User-Agent decide the visitor id and
 // the browser, and neither is stored.
 func TestBatchVisitor(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/natsutil"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
@@ -43,6 +44,8 @@ var (
 	ErrUnavailable  = errors.New("cannot accept events right now, retry later")
 	ErrTooLarge     = fmt.Errorf("body too large: at most %d bytes", collect.MaxBodyBytes)
 	ErrContentType  = errors.New("unsupported content type: send application/json or text/plain")
+	ErrEncoding     = errors.New("unsupported content encoding: send the body uncompressed")
+	ErrEventTooBig  = fmt.Errorf("event too large: its message would exceed %d bytes", natsutil.MaxEventBytes)
 	ErrRateLimited  = errors.New("too many events from this address, retry later")
 )
 
@@ -58,7 +61,11 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	if !acceptedContentType(c.Get(fiber.HeaderContentType)) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_type", ErrContentType)
 	}
-	if len(c.Body()) > collect.MaxBodyBytes {
+	body, plain := plainBody(c)
+	if !plain {
+		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_encoding", ErrEncoding)
+	}
+	if len(body) > collect.MaxBodyBytes {
 		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrTooLarge)
 	}
 
@@ -85,8 +92,12 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	}
 
 	// 4. What happened? Refuse bad input with the field that is wrong.
-	p, err := collect.Parse(c.Body())
+	p, err := collect.Parse(body)
 	if err != nil {
+		return s.reject(c, fiber.StatusBadRequest, "bad_payload", err)
+	}
+	page := enrich.ParsePage(p.URL, p.Path, p.HashMode)
+	if err := collect.CheckPagePath(page.Path); err != nil {
 		return s.reject(c, fiber.StatusBadRequest, "bad_payload", err)
 	}
 
@@ -100,7 +111,6 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	}); reason != "" {
 		return s.drop(c, reason)
 	}
-	page := enrich.ParsePage(p.URL, p.Path, p.HashMode)
 	if !s.hostAllowed(site, page.Host, c.Get(fiber.HeaderOrigin)) {
 		return s.drop(c, dropForeignHost)
 	}
@@ -139,13 +149,25 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 
 	// 8. Make it durable: 202 only after JetStream's PubAck, 503 if it does not come in
 	// time (NATS down, stream full), so the tracker may retry.
-	if err := s.publish(ctx, &ev); err != nil {
+	if err := s.publish(ctx, &ev); errors.Is(err, ErrEventTooBig) {
+		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", err)
+	} else if err != nil {
 		s.log.WarnContext(ctx, "publish failed", "site_id", site.ID, "err", err)
 		return s.reject(c, fiber.StatusServiceUnavailable, "publish_failed", ErrUnavailable)
 	}
 	s.metrics.accepted.Inc()
 	c.Status(fiber.StatusAccepted)
 	return nil
+}
+
+// plainBody is the request body as sent, unless it is compressed: Fiber's c.Body() would
+// unpack whatever Content-Encoding names with no bound on the unpacked size, so a few
+// bytes could make ingest allocate gigabytes. Beacons are small and sent uncompressed.
+func plainBody(c *fiber.Ctx) ([]byte, bool) {
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
+		return nil, false
+	}
+	return c.Request().Body(), true
 }
 
 // hostAllowed reports whether a beacon's page belongs to site: its host (from the page
@@ -221,6 +243,11 @@ func newOutMsg() any {
 func (s *Service) publishAsync(ctx context.Context, ev *event.Event) (*outMsg, error) {
 	o := s.outMsgs.Get().(*outMsg)
 	data, err := event.AppendEncode(o.msg.Data[:0], ev)
+	if err == nil && len(data) > natsutil.MaxEventBytes {
+		// The stream would refuse it, and would again on every retry: refused here, as
+		// the sender's to fix. The payload limits keep a beacon far below this.
+		err = ErrEventTooBig
+	}
 	if err != nil {
 		s.outMsgs.Put(o)
 		return nil, err

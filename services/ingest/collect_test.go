@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -243,6 +246,115 @@ func TestCollectAnswers(t *testing.T) {
 	}
 	if got := h.counter(t, "haru_ingest_requests_total", "status", "400"); got != 5 {
 		t.Fatalf("requests_total{status=400} = %v, want 5", got)
+	}
+}
+
+// TestCollectRefusesCompressedBodies: a compressed body is refused before anything
+// unpacks it. Unpacked, this 653-byte request is 128 MiB, and Fiber's c.Body() unpacks
+// with no bound: the check must not read the body through it.
+func TestCollectRefusesCompressedBodies(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	h.withSecret(t, testSite)
+	bomb := gzipped(t, gzipped(t, make([]byte, 128<<20)))
+	for _, target := range []string{"/api/collect", "/api/batch"} {
+		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(bomb))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", "gzip, gzip")
+		req.Header.Set("Authorization", "Bearer "+testSecret)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		resp, err := h.app.Test(req, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != fiber.StatusUnsupportedMediaType || !strings.Contains(string(raw), ErrEncoding.Error()) {
+			t.Errorf("%s: status %d %s, want 415 %q", target, resp.StatusCode, raw, ErrEncoding)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+			t.Errorf("%s: a %d-byte request allocated %d MiB", target, len(bomb), grew>>20)
+		}
+	}
+	// identity is no encoding at all.
+	status, _, _ := h.send(t, beacon{body: `{"p":"/"}`, token: testToken, headers: map[string]string{"Content-Encoding": "identity"}})
+	if status != fiber.StatusAccepted {
+		t.Fatalf("Content-Encoding: identity: status %d, want 202", status)
+	}
+}
+
+func gzipped(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestCollectBoundsThePagePath: the page path is bounded however it is made, from p,
+// from u, or with u's fragment added in hash mode. A longer one Postgres's index on the
+// path could refuse, and with it the writer's whole batch.
+func TestCollectBoundsThePagePath(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	long := strings.Repeat("a", collect.MaxPathLen)
+	want := map[string]any{"field": "u", "error": fmt.Sprintf("page path longer than %d bytes", collect.MaxPathLen)}
+	for name, body := range map[string]string{
+		"path from u":      `{"u":"https://example.com/` + long + `"}`,
+		"fragment added":   `{"p":"/` + long[1:] + `","u":"https://example.com/#/x","h":true}`,
+		"u's own fragment": `{"u":"https://example.com/` + long[:1500] + `#` + long[:1500] + `","h":true}`,
+	} {
+		before := h.stored(t)
+		status, answer, _ := h.send(t, beacon{body: body, token: testToken})
+		if diff := cmp.Diff([]any{400, want}, []any{status, answer}); diff != "" {
+			t.Errorf("%s: status, answer (-want +got):\n%s", name, diff)
+		}
+		if h.stored(t) != before {
+			t.Errorf("%s: a refused beacon was stored", name)
+		}
+	}
+	status, _, _ := h.send(t, beacon{body: `{"u":"https://example.com/` + long[1:] + `"}`, token: testToken})
+	if got := h.last(t, testSite.ID).Path; status != fiber.StatusAccepted || len(got) != collect.MaxPathLen {
+		t.Fatalf("a path of exactly %d bytes: status %d, stored %d bytes", collect.MaxPathLen, status, len(got))
+	}
+}
+
+// escapeHeavy is a beacon within every limit whose text is all characters JSON encoders
+// may escape ('<' is "\u003c" to an HTML-safe one, six bytes for one).
+func escapeHeavy() string {
+	var b strings.Builder
+	b.WriteString(`{"p":"/` + strings.Repeat("<", 2000) + `","r":"https://a.co/` + strings.Repeat("&", 4000) + `","props":{`)
+	for i := range collect.MaxProps {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"k%d":"%s"`, i, strings.Repeat(">", collect.MaxPropValLen))
+	}
+	b.WriteString(`}}`)
+	return b.String()
+}
+
+// TestCollectEscapeHeavyBeacon: a beacon within every limit fits the stream's message
+// size however its text is escaped, so it is stored, not answered 503 for ever.
+func TestCollectEscapeHeavyBeacon(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	body := escapeHeavy()
+	if len(body) > collect.MaxBodyBytes {
+		t.Fatalf("the beacon is %d bytes, over the limit %d", len(body), collect.MaxBodyBytes)
+	}
+	if status, answer, _ := h.send(t, beacon{body: body, token: testToken}); status != fiber.StatusAccepted {
+		t.Fatalf("status %d %v, want 202", status, answer)
+	}
+	if got := h.last(t, testSite.ID); got.Path != "/"+strings.Repeat("<", 2000) || len(got.Props) != collect.MaxProps {
+		t.Fatalf("stored path of %d bytes and %d props", len(got.Path), len(got.Props))
 	}
 }
 

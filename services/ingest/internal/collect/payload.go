@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -665,12 +666,33 @@ func (s *scanner) skip(field string, depth int) error {
 
 func (p *Payload) check() error {
 	switch {
+	case p.URL != "" && !absoluteHTTP(p.URL):
+		return fieldErr("u", "want an absolute http or https URL")
+	case p.Path != "" && p.Path[0] != '/':
+		return fieldErr("p", "want a path starting with /")
 	case p.ScreenW < 0 || p.ScreenW > MaxScreen:
 		return fieldErr("sw", "out of range 0..%d", MaxScreen)
 	case p.ScreenH < 0 || p.ScreenH > MaxScreen:
 		return fieldErr("sh", "out of range 0..%d", MaxScreen)
 	case p.DurationMS < 0 || p.DurationMS > MaxDurationMS:
 		return fieldErr("d", "out of range 0..%d", MaxDurationMS)
+	}
+	return nil
+}
+
+// absoluteHTTP reports whether u starts with an http or https scheme and a host.
+func absoluteHTTP(u string) bool {
+	scheme, rest, ok := strings.Cut(u, "://")
+	return ok && (strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "http")) &&
+		rest != "" && !strings.ContainsAny(rest[:1], "/?#")
+}
+
+// CheckPagePath refuses a page path (as taken from p and u) over MaxPathLen. p alone is
+// checked as it is read; a path taken from u, or with u's fragment added in hash mode,
+// can only be checked once the page is parsed.
+func CheckPagePath(path string) *FieldError {
+	if len(path) > MaxPathLen {
+		return fieldErr("u", "page path longer than %d bytes", MaxPathLen)
 	}
 	return nil
 }
