@@ -762,8 +762,10 @@ func TestComposeProxy(t *testing.T) {
 			t.Errorf("Caddyfile: %s upstream port %s, but HARU_HTTP_ADDR=%s", u[0], u[1], want)
 		}
 	}
-	if !slices.Contains(paths, "/api/collect") || !sourceLiterals(t).under("services/ingest", "/api/collect") {
-		t.Errorf("Caddyfile: @ingest paths %q: want /api/collect, the ingest route", paths)
+	for _, route := range ingestRoutes {
+		if !slices.Contains(paths, route) || !sourceLiterals(t).under("services/ingest", route) {
+			t.Errorf("Caddyfile: @ingest paths %q: want %s, an ingest route", paths, route)
+		}
 	}
 	// Ingest believes X-Forwarded-For from the proxy alone.
 	var caddyNet struct {
@@ -1491,8 +1493,12 @@ func TestKubernetesWorkloads(t *testing.T) {
 	}
 }
 
+// ingestRoutes are the public routes the proxies must send to ingest (besides /js/*).
+var ingestRoutes = []string{"/api/collect", "/api/batch"}
+
 func TestKubernetesIngress(t *testing.T) {
 	set := loadK8s(t)
+	routed := map[string]bool{}
 	for _, ing := range set.all("Ingress") {
 		var spec struct {
 			Rules []struct {
@@ -1535,10 +1541,16 @@ func TestKubernetesIngress(t *testing.T) {
 				}) {
 					t.Errorf("Ingress %s: %s goes to a port Service %s lacks", ing.Metadata.Name, p.Path, svc.Metadata.Name)
 				}
-				if p.Path == "/api/collect" && svc.Metadata.Name != "haru-ingest" {
-					t.Errorf("Ingress %s: /api/collect goes to %s, want haru-ingest", ing.Metadata.Name, svc.Metadata.Name)
+				if slices.Contains(ingestRoutes, p.Path) && svc.Metadata.Name != "haru-ingest" {
+					t.Errorf("Ingress %s: %s goes to %s, want haru-ingest", ing.Metadata.Name, p.Path, svc.Metadata.Name)
 				}
+				routed[p.Path] = true
 			}
+		}
+	}
+	for _, route := range ingestRoutes {
+		if !routed[route] || !sourceLiterals(t).under("services/ingest", route) {
+			t.Errorf("Ingress: no path %s, an ingest route", route)
 		}
 	}
 }
