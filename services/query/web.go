@@ -84,7 +84,7 @@ func newWebState(cfg Config, now func() time.Time) (*webState, error) {
 func (s *Service) registerWeb(r fiber.Router) {
 	m := s.metrics.observe
 	page := []fiber.Handler{m, securityHeaders, s.pageErrors}
-	post := append(page[:len(page):len(page)], s.sameOrigin)
+	post := append(page[:len(page):len(page)], s.sameOrigin, plainForm)
 	with := func(a []fiber.Handler, b ...fiber.Handler) []fiber.Handler {
 		return append(a[:len(a):len(a)], b...)
 	}
@@ -161,6 +161,18 @@ func (s *Service) sameOrigin(c *fiber.Ctx) error {
 	}
 	return c.Next()
 }
+
+// plainForm refuses a form whose body is compressed, before a handler reads it:
+// fasthttp unpacks a gzipped multipart body with no bound on its unpacked size, so a
+// request of a few megabytes could cost gigabytes. Browsers never compress form posts.
+func plainForm(c *fiber.Ctx) error {
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
+		return errCompressedForm
+	}
+	return c.Next()
+}
+
+var errCompressedForm = fiber.NewError(fiber.StatusUnsupportedMediaType, "Forms are accepted uncompressed only.")
 
 var errCrossSite = fiber.NewError(fiber.StatusForbidden, "This request did not come from a Haru page, so it was refused.")
 

@@ -2,6 +2,8 @@ package query
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -277,6 +280,41 @@ func TestLoginAndRegisterRateLimits(t *testing.T) {
 	}
 	if a := b.post("/register", "email", "r9@example.com", "password", "correct horse battery"); a.status != http.StatusTooManyRequests {
 		t.Fatalf("6th registration from one IP = %d, want 429", a.status)
+	}
+}
+
+// TestCompressedFormsRefused: a compressed form is refused before it is read. fasthttp
+// would unpack this gzipped multipart login form, 1 KiB sent, to 256 MiB.
+func TestCompressedFormsRefused(t *testing.T) {
+	e := newWebEnv(t, "")
+	b := e.browser(t)
+	var packed bytes.Buffer
+	zw := gzip.NewWriter(&packed)
+	head := "--x\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\n"
+	if _, err := zw.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(make([]byte, 256<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.origin+"/login", bytes.NewReader(packed.Bytes()))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
+	req.Header.Set("Content-Encoding", "gzip")
+	for k, v := range b.headers {
+		req.Header.Set(k, v)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	a := b.do(req)
+	runtime.ReadMemStats(&after)
+	if a.status != http.StatusUnsupportedMediaType {
+		t.Errorf("status %d %q, want 415", a.status, a.body)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("a %d-byte form allocated %d MiB", packed.Len(), grew>>20)
 	}
 }
 
