@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -105,6 +106,9 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 
 // UserByEmail finds a user case-insensitively.
 func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+	if !Storable(email) {
+		return User{}, ErrNotFound
+	}
 	var u User
 	err := s.pool.QueryRow(ctx, `SELECT id, email, created_at FROM users WHERE lower(email) = lower($1)`,
 		strings.TrimSpace(email)).Scan(&u.ID, &u.Email, &u.CreatedAt)
@@ -162,16 +166,35 @@ func (in *SiteInput) normalize() error {
 		in.Timezone = "UTC"
 	}
 	switch {
-	case in.Name == "" || len(in.Name) > 200:
-		return fmt.Errorf("%w: name must be 1 to 200 characters", ErrInvalid)
-	case in.Domain == "" || len(in.Domain) > 253 || strings.ContainsAny(in.Domain, "/ ?#@"):
+	case in.Name == "" || len(in.Name) > 200 || !Storable(in.Name):
+		return fmt.Errorf("%w: name must be 1 to 200 characters of text", ErrInvalid)
+	case in.Domain == "" || len(in.Domain) > 253 || strings.ContainsAny(in.Domain, "/ ?#@") || !Storable(in.Domain):
 		return fmt.Errorf("%w: domain must be a host name such as example.com", ErrInvalid)
-	}
-	if _, err := time.LoadLocation(in.Timezone); err != nil || in.Timezone == "Local" {
+	case !civilZone(in.Timezone):
 		return fmt.Errorf("%w: unknown timezone %q", ErrInvalid, in.Timezone)
 	}
 	return nil
 }
+
+// civilZone reports whether name is a time zone of the IANA database that Go and
+// Postgres read alike. Refused besides unknown names: the host's own zone under any of
+// its names (Local, localtime, posixrules), Factory, and the posix/ and right/ trees. A
+// right/ zone counts leap seconds, which Postgres honours and Go does not: its days would
+// start 27 seconds apart in the writer's Go and in a rebuild's SQL.
+func civilZone(name string) bool {
+	switch name {
+	case "", "Local", "localtime", "posixrules", "Factory":
+		return false
+	}
+	if strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") || !Storable(name) {
+		return false
+	}
+	_, err := time.LoadLocation(name)
+	return err == nil
+}
+
+// Storable reports whether s is text Postgres can store: valid UTF-8 without NUL.
+func Storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // CreateSite adds a site for userID with a fresh token.
 func (s *Store) CreateSite(ctx context.Context, userID int64, in SiteInput) (Site, error) {
@@ -243,8 +266,8 @@ const APIKeyPrefix = "haru_"
 // once.
 func (s *Store) CreateAPIKey(ctx context.Context, userID int64, name string) (string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > 100 {
-		return "", fmt.Errorf("%w: key name must be 1 to 100 characters", ErrInvalid)
+	if name == "" || len(name) > 100 || !Storable(name) {
+		return "", fmt.Errorf("%w: key name must be 1 to 100 characters of text", ErrInvalid)
 	}
 	secret, err := NewToken()
 	if err != nil {

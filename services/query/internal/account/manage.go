@@ -184,8 +184,8 @@ func (l ShareLink) CheckPass(pass string) bool {
 // open to whoever has the link.
 func (s *Store) CreateShareLink(ctx context.Context, userID, siteID int64, label, password string) (ShareLink, error) {
 	label = strings.TrimSpace(label)
-	if len(label) > 100 {
-		return ShareLink{}, fmt.Errorf("%w: label must be at most 100 characters", ErrInvalid)
+	if len(label) > 100 || !Storable(label) {
+		return ShareLink{}, fmt.Errorf("%w: label must be at most 100 characters of text", ErrInvalid)
 	}
 	var hash *string
 	if password != "" {
@@ -245,7 +245,7 @@ func (s *Store) ShareLinksOf(ctx context.Context, userID, siteID int64) ([]Share
 
 // ShareLinkBySlug returns the link with slug and its site, or ErrNotFound.
 func (s *Store) ShareLinkBySlug(ctx context.Context, slug string) (ShareLink, Site, error) {
-	if slug == "" || len(slug) > 100 {
+	if slug == "" || len(slug) > 100 || !Storable(slug) {
 		return ShareLink{}, Site{}, ErrNotFound
 	}
 	l, err := scanShare(s.pool.QueryRow(ctx, selectShare+` WHERE l.slug = $1`, slug))
