@@ -51,9 +51,6 @@ func (m *Mirror) Synced() bool { return m.synced.Load() }
 
 // Run mirrors until ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
-	if err := m.loadCurrent(ctx); err != nil {
-		return err
-	}
 	backoff := time.Second
 	for ctx.Err() == nil {
 		err := m.listen(ctx)
@@ -120,8 +117,12 @@ const selectSites = `SELECT id, token, domain, timezone, allow_any_host, version
 	COALESCE(encode(secret_hash, 'hex'), '') FROM sites`
 
 // Reconcile makes the bucket equal to the sites table: puts what differs, deletes what
-// the table no longer has.
+// the table no longer has. It compares with the bucket as read now, so a key deleted or
+// changed behind the mirror's back is repaired too.
 func (m *Mirror) Reconcile(ctx context.Context) error {
+	if err := m.loadCurrent(ctx); err != nil {
+		return err
+	}
 	want, err := m.query(ctx, selectSites)
 	if err != nil {
 		return err
@@ -195,8 +196,9 @@ func (m *Mirror) apply(ctx context.Context, want map[string]event.Site, inScope 
 	return nil
 }
 
-// loadCurrent reads what the bucket holds now, so a restart neither rewrites every key
-// nor forgets to delete stale ones.
+// loadCurrent reads what the bucket holds now, so a reconcile (the first after a
+// restart included) neither rewrites every key nor misses one deleted, changed or left
+// stale behind the mirror's back.
 func (m *Mirror) loadCurrent(ctx context.Context) error {
 	w, err := m.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
@@ -205,17 +207,19 @@ func (m *Mirror) loadCurrent(ctx context.Context) error {
 	defer w.Stop() //nolint:errcheck
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	current := map[string]event.Site{}
 	for e := range w.Updates() {
 		if e == nil {
+			m.current = current
 			return nil
 		}
 		s, err := event.DecodeSite(e.Value())
 		if err != nil {
-			// Unreadable: forget it, so the next reconcile rewrites or deletes it.
-			m.current[e.Key()] = event.Site{ID: -1}
+			// Unreadable: a site no table row equals, so the reconcile rewrites or deletes it.
+			current[e.Key()] = event.Site{ID: -1}
 			continue
 		}
-		m.current[e.Key()] = s
+		current[e.Key()] = s
 	}
 	return errors.New("read site registry: watch closed")
 }

@@ -88,14 +88,22 @@ func TestMirrorFollowsSitesTable(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// Deleted by hand in NATS: the periodic reconcile puts it back.
+	// Deleted or changed by hand in NATS: the periodic reconcile puts it right.
 	if err := kv.Delete(ctx, event.SiteKey("early")); err != nil {
 		t.Fatal(err)
 	}
-	m.mu.Lock()
-	delete(m.current, event.SiteKey("early")) // the mirror does not watch its own bucket
-	m.mu.Unlock()
 	waitKeyWithin(t, kv, "early", true, 3*time.Second)
+	wrong, _ := event.EncodeSite(event.Site{ID: early, Token: "early", Domain: "wrong.example"})
+	if _, err := kv.Put(ctx, event.SiteKey("early"), wrong); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for waitKey(t, kv, "early", true).Domain != "e.example" {
+		if time.Now().After(deadline) {
+			t.Fatal("a key changed by hand not repaired within 3s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	if _, err := db.Pool.Exec(ctx, `DELETE FROM sites WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
