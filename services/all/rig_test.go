@@ -400,9 +400,13 @@ func (r *crashRig) writerMetrics() map[string]float64 {
 	got := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		for _, name := range []string{"haru_writer_messages_redelivered_total", "haru_writer_events_skipped_total", "haru_writer_batch_errors_total", "haru_writer_rows_written_total", "haru_writer_messages_terminated_total", "haru_writer_events_dead_lettered_total"} {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				got[name], _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			// A labelled series (the skipped events' reason) adds to its metric's sum.
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok || rest == "" || rest[0] != ' ' && rest[0] != '{' {
+				continue
 			}
+			v, _ := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+			got[name] += v
 		}
 	}
 	return got

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,6 +136,9 @@ type Service struct {
 	// the in-progress signals of a long write.
 	consumer jetstream.Consumer
 	ackWait  atomic.Int64
+	// held are the messages taken from the consumer and not yet settled, all kept in
+	// progress (see keepHeldInProgress).
+	held held
 	// pullErr is why pulling failed, until a pull runs again: the writer is not ready
 	// meanwhile.
 	pullErr atomic.Pointer[error]
@@ -182,6 +186,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	}
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
 		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
+	svc.held.msgs = map[jetstream.Msg]struct{}{}
 	svc.ackWait.Store(int64(AckWait))
 	svc.noteAckWait(cons.CachedInfo())
 	deps.Health.Add("writer_postgres", func(ctx context.Context) error { return deps.Pool.Ping(ctx) })
@@ -201,8 +206,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 }
 
 // Ack timing. A batch's messages are redelivered to another writer AckWait after this one
-// stops acknowledging them (a crash), so it is short; a write that runs long keeps its
-// messages with "in progress" signals every AckWait/3, up to WriteTimeout.
+// stops acknowledging them (a crash), so it is short; a write that runs long, up to
+// WriteTimeout, keeps them with "in progress" signals. Those go to every message the
+// writer holds, not only to the batch being written: the pull delivers the next batch's
+// messages during the write, and their ack wait runs from then (see consumeOnce).
+//
+// An AckWait above WriteTimeout plus the batch age would cover those messages without
+// any signal, but a killed writer's events would then wait minutes instead of seconds
+// for another writer: signalling every message held keeps crash recovery at AckWait.
 const (
 	AckWait      = 30 * time.Second
 	WriteTimeout = 2 * time.Minute
@@ -231,6 +242,9 @@ func (s *Service) Run(ctx context.Context) error {
 	// The pull's own buffer (a batch's worth) is the queue: the channel only hands each
 	// message over, so no more than two batches are held at once.
 	msgs := make(chan jetstream.Msg, 1)
+	// The signals outlive ctx as the batch loop does, until the last batch is settled.
+	stopSignals := s.keepHeldInProgress()
+	defer stopSignals()
 	pumpDone := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	go func() {
@@ -267,6 +281,9 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 		if ctx.Err() != nil || s.nc.IsClosed() {
 			return
 		}
+		if errors.Is(err, errHandedOver) {
+			continue
+		}
 		if n > 0 {
 			backoff = 100 * time.Millisecond
 		}
@@ -296,8 +313,18 @@ func (s *Service) pump(ctx context.Context, msgs chan<- jetstream.Msg) {
 // (half the 30 s pull expiry) would leave a stalled pull unnoticed for 30 s.
 const pullHeartbeat = 5 * time.Second
 
+// errHandedOver ends a pull that consumeOnce stopped while the batch loop was busy, once
+// everything it had buffered is handed over: the next pull starts at once.
+var errHandedOver = errors.New("pull stopped while the batch loop was busy")
+
 // consumeOnce runs one Messages iterator until it fails or ctx ends, and returns how many
-// messages it passed on.
+// messages it passed on. Every message it takes joins s.held, kept in progress.
+//
+// The iterator buffers up to a batch ahead, delivered by the server and so on their ack
+// wait, but out of reach of any in-progress signal until taken from it. While a write
+// runs long, the batch loop takes nothing: after handoverWait, consumeOnce stops the
+// pull and takes what it buffered, held and signalled until the batch loop is ready for
+// it. Memory stays as before: the batch being written and at most a batch ahead.
 func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg) (n int, err error) {
 	// A pull whose heartbeats stop (its consumer lost with a node or deleted with its
 	// stream, which no status message announces) ends after two missed beats.
@@ -310,14 +337,52 @@ func (s *Service) consumeOnce(ctx context.Context, msgs chan<- jetstream.Msg) (n
 	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()
 	defer iter.Stop()
+	var wait *time.Timer
 	for {
 		msg, err := iter.Next()
 		if err != nil {
 			return n, err
 		}
 		n++
-		msgs <- msg
+		s.held.add(msg)
+		select {
+		case msgs <- msg:
+			continue
+		default:
+		}
+		if wait == nil {
+			wait = time.NewTimer(s.handoverWait())
+		} else {
+			wait.Reset(s.handoverWait())
+		}
+		select {
+		case msgs <- msg:
+			wait.Stop()
+			continue
+		case <-wait.C:
+		}
+		iter.Drain()
+		rest := []jetstream.Msg{msg}
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				break
+			}
+			s.held.add(m)
+			rest = append(rest, m)
+		}
+		for _, m := range rest {
+			msgs <- m
+		}
+		return n + len(rest) - 1, errHandedOver
 	}
+}
+
+// handoverWait is how long consumeOnce waits for the batch loop before it stops the pull:
+// a third of the ack wait, so a message buffered meanwhile is signalled (within another
+// third) before its ack wait runs out.
+func (s *Service) handoverWait() time.Duration {
+	return time.Duration(s.ackWait.Load()) / 3
 }
 
 // batchWait is how long a batch may stay open when its first event has already waited
@@ -368,21 +433,28 @@ func (s *Service) batchLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
 // handleBatch is a batch's whole path: decode, write in one transaction, ack after
 // commit, announce.
 func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	defer s.held.settle(msgs)
 	start := time.Now()
 	events := make([]event.Event, 0, len(msgs))
 	good := make([]jetstream.Msg, 0, len(msgs))
+	withReason := termTakesReason(s.nc.ConnectedServerVersion())
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
 			s.metrics.redelivered.Inc()
 		}
 		e, err := event.Decode(m.Data())
 		if err != nil {
-			// Poison: retrying cannot help. Terminate it so it leaves the stream. The
-			// reason goes to the log: a 2.9 server ignores "+TERM <reason>" and would
-			// leave the message pending, redelivered every ack wait for ever.
+			// Poison: retrying cannot help. Terminate it so it leaves the stream, with
+			// the reason for the server's advisory where the server reads one: a 2.9
+			// server ignores "+TERM <reason>" and would leave the message pending,
+			// redelivered every ack wait for ever.
 			s.metrics.terminated.Inc()
 			s.log.Error("terminating undecodable message", "subject", m.Subject(), "err", err)
-			_ = m.Term()
+			if withReason {
+				_ = m.TermWithReason("undecodable event: " + err.Error())
+			} else {
+				_ = m.Term()
+			}
 			continue
 		}
 		events = append(events, e)
@@ -397,17 +469,26 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 			attribute.Int("messaging.batch.message_count", len(msgs))))
 	defer span.End()
 	wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
-	stop := keepInProgress(good, time.Duration(s.ackWait.Load())/3)
 	res, err := s.store.Write(wctx, events)
-	stop()
 	cancel()
 	span.SetAttributes(attribute.Int("haru.events.inserted", res.Inserted), attribute.Int("haru.events.dead_lettered", res.DeadLettered))
+	// A failed write may still have committed part of a split batch: its retry finds
+	// those events stored, so they are counted and announced now or never.
+	s.metrics.rowsWritten.Add(float64(res.Inserted))
+	s.metrics.skipped.WithLabelValues(skippedDuplicate).Add(float64(res.Duplicates))
+	s.metrics.skipped.WithLabelValues(skippedSiteDeleted).Add(float64(res.SiteDeleted))
+	s.metrics.deadLettered.Add(float64(res.DeadLettered))
+	if res.DeadLettered > 0 {
+		s.log.Warn("events dead-lettered", "events", res.DeadLettered)
+	}
+	s.announce(res)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "write batch failed")
 		s.metrics.batchErrors.Inc()
 		delay := retryDelay(good[0])
-		s.log.Error("write batch failed; will retry", "events", len(events), "retry_in", delay.String(), "err", err)
+		s.log.Error("write batch failed; will retry", "events", len(events), "committed", res.Inserted+res.DeadLettered,
+			"retry_in", delay.String(), "err", err)
 		for _, m := range good {
 			_ = m.NakWithDelay(delay)
 		}
@@ -419,13 +500,16 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	s.metrics.batchSize.Observe(float64(len(events)))
 	s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-	s.metrics.rowsWritten.Add(float64(res.Inserted))
-	s.metrics.skipped.Add(float64(len(events) - res.Inserted - res.DeadLettered))
-	s.metrics.deadLettered.Add(float64(res.DeadLettered))
-	if res.DeadLettered > 0 {
-		s.log.Warn("events dead-lettered", "events", res.DeadLettered)
+}
+
+// termTakesReason reports whether a server of version v reads a reason after "+TERM":
+// from 2.10 on. An unknown version gets the bare "+TERM" every server reads.
+func termTakesReason(v string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+		return false
 	}
-	s.announce(res)
+	return major > 2 || major == 2 && minor >= 10
 }
 
 // maxLinks bounds the trace links of a batch span; the SDK keeps 128 by default.
@@ -455,24 +539,64 @@ func (s *Service) links(msgs []jetstream.Msg) []trace.Link {
 	return out
 }
 
-// keepInProgress tells JetStream every interval that msgs are still being worked on, so
-// a slow but healthy write is not redelivered to another writer mid-way. The returned
-// func stops it and waits.
-func keepInProgress(msgs []jetstream.Msg, interval time.Duration) (stop func()) {
+// held is a set of messages taken from the consumer and not yet acked, NAKed or
+// terminated.
+type held struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func (h *held) add(m jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs[m] = struct{}{}
+	h.mu.Unlock()
+}
+
+// settle takes msgs out of the set once they are acked, NAKed or terminated.
+func (h *held) settle(msgs []jetstream.Msg) {
+	h.mu.Lock()
+	for _, m := range msgs {
+		delete(h.msgs, m)
+	}
+	h.mu.Unlock()
+}
+
+func (h *held) list() []jetstream.Msg {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]jetstream.Msg, 0, len(h.msgs))
+	for m := range h.msgs {
+		out = append(out, m)
+	}
+	return out
+}
+
+// keepHeldInProgress tells JetStream every third of the ack wait that every message the
+// writer holds is still being worked on: those of the batch being written, of the batch
+// gathering, and those consumeOnce took out of a stopped pull. A slow but healthy write
+// then redelivers none of them to another writer. A message is signalled from when it
+// is taken, not from when its write starts, so a wait for the batch loop counts too.
+// Every message held is signalled, however recently taken: one the pull buffered for a
+// while before handing it over is already partway through its ack wait, and a signal
+// costs about what an ack does, for the roughly one batch held at any moment. The
+// returned func stops it and waits.
+func (s *Service) keepHeldInProgress() (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(interval)
+		t := time.NewTimer(s.handoverWait())
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				for _, m := range msgs {
+				// A message settled since the list was taken refuses the signal.
+				for _, m := range s.held.list() {
 					_ = m.InProgress()
 				}
+				t.Reset(s.handoverWait())
 			}
 		}
 	}()
@@ -562,14 +686,17 @@ func (s *Service) ApplyRetention(ctx context.Context) error {
 	return s.store.PruneSeen(ctx, cut)
 }
 
-// watchPending publishes the consumer's backlog, the writers' lag, every few seconds.
+// watchPending publishes the consumer's backlog, the writers' lag, every few seconds:
+// the messages not yet delivered and those delivered but not yet acknowledged.
 func (s *Service) watchPending(ctx context.Context) error {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
 		info, err := s.consumer.Info(ctx)
 		if err == nil {
-			s.metrics.pending.Set(float64(info.NumPending))
+			// Delivered but unacknowledged messages are unstored too: during a Postgres
+			// outage every event waits there, NAKed and redelivered, not in NumPending.
+			s.metrics.pending.Set(float64(info.NumPending) + float64(info.NumAckPending))
 			s.noteAckWait(info)
 		} else if ctx.Err() == nil {
 			s.log.Debug("read consumer info", "err", err)
@@ -655,12 +782,18 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	return err
 }
 
+// The reasons of haru_writer_events_skipped_total.
+const (
+	skippedDuplicate   = "duplicate"
+	skippedSiteDeleted = "site_deleted"
+)
+
 // metrics are the writer's Prometheus series.
 type metrics struct {
 	batchSize       prometheus.Histogram
 	commitSeconds   prometheus.Histogram
 	rowsWritten     prometheus.Counter
-	skipped         prometheus.Counter
+	skipped         *prometheus.CounterVec
 	terminated      prometheus.Counter
 	batchErrors     prometheus.Counter
 	redelivered     prometheus.Counter
@@ -682,9 +815,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rowsWritten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_rows_written_total", Help: "Events inserted into Postgres.",
 		}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haru_writer_events_skipped_total", Help: "Events not inserted: duplicates or of deleted sites.",
-		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haru_writer_events_skipped_total",
+			Help: "Events not inserted, by reason: duplicate (stored or dead-lettered before, or repeated in a batch) or site_deleted.",
+		}, []string{"reason"}),
 		terminated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_messages_terminated_total", Help: "Undecodable messages terminated.",
 		}),
@@ -698,12 +832,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "haru_writer_events_dead_lettered_total", Help: "Events Postgres refused for a data reason, kept in dead_letters.",
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "haru_writer_consumer_pending_messages", Help: "Messages in the stream not yet delivered to a writer.",
+			Name: "haru_writer_consumer_pending_messages",
+			Help: "Consumer lag: messages not yet delivered to a writer (NumPending) plus delivered and not yet acknowledged (NumAckPending).",
 		}),
 		consumeRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_consume_restarts_total", Help: "Pulls from the consumer that failed and were taken up again.",
 		}),
 	}
+	// Both reasons are exported from the start, so a rate over them never starts empty.
+	m.skipped.WithLabelValues(skippedDuplicate)
+	m.skipped.WithLabelValues(skippedSiteDeleted)
 	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors, m.redelivered, m.deadLettered, m.pending, m.consumeRestarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register writer metrics: %w", err)

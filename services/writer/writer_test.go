@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -123,6 +124,16 @@ func TestServiceStoresPublishedEvents(t *testing.T) {
 	// window; Postgres's key makes it a no-op.
 	b, _ := event.Encode(&want[0])
 	h.publish(t, "again-"+want[0].ID.String(), b, site)
+	// An event of a site deleted meanwhile is dropped.
+	gone := pgtest.NewSite(t, h.pool, "UTC")
+	if _, err := h.pool.Exec(context.Background(), `DELETE FROM sites WHERE id = $1`, gone); err != nil {
+		t.Fatalf("delete site: %v", err)
+	}
+	orphan, err := event.New(now, gone, "pageview")
+	if err != nil {
+		t.Fatalf("event: %v", err)
+	}
+	h.publishEvent(t, &orphan)
 	h.publish(t, "poison", []byte(`{"v":1}`), site)
 
 	deadline := time.Now().Add(20 * time.Second)
@@ -159,11 +170,12 @@ func TestServiceStoresPublishedEvents(t *testing.T) {
 	}
 	got := map[string]float64{
 		"rows":       testutil.ToFloat64(h.svc.metrics.rowsWritten),
-		"skipped":    testutil.ToFloat64(h.svc.metrics.skipped),
+		"duplicate":  testutil.ToFloat64(h.svc.metrics.skipped.WithLabelValues(skippedDuplicate)),
+		"deleted":    testutil.ToFloat64(h.svc.metrics.skipped.WithLabelValues(skippedSiteDeleted)),
 		"dead":       testutil.ToFloat64(h.svc.metrics.deadLettered),
 		"terminated": testutil.ToFloat64(h.svc.metrics.terminated),
 	}
-	wantM := map[string]float64{"rows": 249, "skipped": 1, "dead": 1, "terminated": 1}
+	wantM := map[string]float64{"rows": 249, "duplicate": 1, "deleted": 1, "dead": 1, "terminated": 1}
 	if diff := cmp.Diff(wantM, got); diff != "" {
 		t.Fatalf("metrics (-want +got):\n%s", diff)
 	}
@@ -290,9 +302,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
-// TestKeepInProgress: a write that outlasts AckWait keeps its messages while it signals
-// progress, and they are redelivered once it stops.
-func TestKeepInProgress(t *testing.T) {
+// TestKeepHeldInProgress: a message held longer than AckWait stays with the writer while it
+// is held, and is redelivered once it is settled without an ack.
+func TestKeepHeldInProgress(t *testing.T) {
 	srv := natstest.New(t)
 	js, err := jetstream.New(srv.Conn(t))
 	if err != nil {
@@ -320,13 +332,17 @@ func TestKeepInProgress(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("fetched %d", len(msgs))
 	}
-	stop := keepInProgress(msgs, 300*time.Millisecond)
+	svc := &Service{held: held{msgs: map[jetstream.Msg]struct{}{}}}
+	svc.ackWait.Store(int64(time.Second))
+	svc.held.add(msgs[0])
+	stop := svc.keepHeldInProgress()
+	defer stop()
 	time.Sleep(2500 * time.Millisecond)
 	info, err := cons.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop()
+	svc.held.settle(msgs)
 	if info.NumRedelivered != 0 || info.NumAckPending != 1 {
 		t.Fatalf("while in progress: redelivered %d, ack pending %d; want 0, 1", info.NumRedelivered, info.NumAckPending)
 	}
@@ -494,6 +510,239 @@ func TestBatchWait(t *testing.T) {
 	} {
 		if got := batchWait(age, c.waited); got != c.want {
 			t.Errorf("batchWait(%s, %s) = %s, want %s", age, c.waited, got, c.want)
+		}
+	}
+}
+
+// publishEvents publishes n pageviews of site, a millisecond apart from base.
+func (h *harness) publishEvents(t testing.TB, site int64, n int, base time.Time) {
+	t.Helper()
+	for i := range n {
+		e, err := event.New(base.Add(time.Duration(i)*time.Millisecond), site, "pageview")
+		if err != nil {
+			t.Fatalf("event: %v", err)
+		}
+		e.Visitor, e.Path = int64(i%5), "/"
+		h.publishEvent(t, &e)
+	}
+}
+
+func (h *harness) publishEvent(t testing.TB, e *event.Event) {
+	t.Helper()
+	b, err := event.Encode(e)
+	if err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	h.publish(t, e.ID.String(), b, e.SiteID)
+}
+
+// waitFor polls cond every 20 ms until it holds, or fails the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) stored(t testing.TB) int64 {
+	t.Helper()
+	var n int64
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&n); err != nil {
+		t.Fatalf("count: %v", err)
+	}
+	return n
+}
+
+func (h *harness) consumerInfo(t testing.TB) *jetstream.ConsumerInfo {
+	t.Helper()
+	cons, err := h.js.Consumer(context.Background(), h.names.Stream, event.ConsumerName)
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	return info
+}
+
+func (h *harness) run(t testing.TB) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}
+}
+
+// TestSlowWriteRedeliversNothing: while one write waits far longer than the consumer's
+// ack wait (on the site's lock, held as a rollup rebuild holds it), neither its messages
+// nor those the pull delivered meanwhile for the next batch are redelivered.
+func TestSlowWriteRedeliversNothing(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.BatchSize = 5 })
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	ctx := context.Background()
+	cons, err := h.js.Consumer(ctx, h.names.Stream, event.ConsumerName)
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	cfg := cons.CachedInfo().Config
+	cfg.AckWait = 2 * time.Second
+	info, err := h.js.UpdateConsumer(ctx, h.names.Stream, cfg)
+	if err != nil {
+		t.Fatalf("update consumer: %v", err)
+	}
+	h.svc.noteAckWait(info.CachedInfo())
+
+	rebuild, err := h.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rebuild.Rollback(ctx) //nolint:errcheck
+	if _, err := rebuild.Exec(ctx, `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`, site); err != nil {
+		t.Fatal(err)
+	}
+	stop := h.run(t)
+	defer stop()
+	h.publishEvents(t, site, 10, h.clock.Now())
+	time.Sleep(3 * cfg.AckWait)
+	if err := rebuild.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "10 events stored and acknowledged", func() bool {
+		info := h.consumerInfo(t)
+		return h.stored(t) == 10 && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	if n := testutil.ToFloat64(h.svc.metrics.redelivered); n != 0 {
+		t.Fatalf("%v messages redelivered; want none", n)
+	}
+}
+
+// TestLagCountsUnacknowledged: while Postgres refuses every batch, the events wait
+// delivered and NAKed, not pending delivery: the lag still counts every one of them.
+func TestLagCountsUnacknowledged(t *testing.T) {
+	h := newHarness(t, nil)
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	ctx := context.Background()
+	stop := h.run(t)
+	defer stop()
+	h.publishEvents(t, site, 1, h.clock.Now())
+	waitFor(t, 20*time.Second, "the first event stored", func() bool { return h.stored(t) == 1 })
+	if _, err := h.pool.Exec(ctx, `ALTER TABLE events RENAME TO events_away`); err != nil {
+		t.Fatal(err)
+	}
+	h.publishEvents(t, site, 150, h.clock.Now().Add(time.Hour))
+	waitFor(t, 20*time.Second, "batches failing", func() bool { return testutil.ToFloat64(h.svc.metrics.batchErrors) >= 2 })
+	var lag float64 // read by the failure message
+	waitFor(t, 20*time.Second, "a lag of the 150 events unstored", func() bool {
+		lag = testutil.ToFloat64(h.svc.metrics.pending)
+		return lag == 150
+	})
+}
+
+// TestPartialWriteAnnouncedAndCounted: a batch split around a bad event whose good half
+// commits before the bad one's dead letter fails (dead_letters away, as in an outage)
+// announces and counts the stored half at once; the retry finds it stored and cannot.
+func TestPartialWriteAnnouncedAndCounted(t *testing.T) {
+	h := newHarness(t, nil)
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	ctx := context.Background()
+	updated := make(chan *nats.Msg, 16)
+	sub, err := h.nc.ChanSubscribe(h.names.UpdatedSubject(site), updated)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	if _, err := h.pool.Exec(ctx, `ALTER TABLE dead_letters RENAME TO dead_letters_away`); err != nil {
+		t.Fatal(err)
+	}
+	at := h.clock.Now().UTC().Truncate(time.Microsecond)
+	good, err := event.New(at, site, "pageview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := event.New(at.Add(time.Second), site, "pageview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.DurationMS = -5
+	// Both in the stream before the writer pulls: one batch.
+	h.publishEvent(t, &good)
+	h.publishEvent(t, &bad)
+	stop := h.run(t)
+	defer stop()
+	select {
+	case m := <-updated:
+		u, err := event.DecodeUpdated(m.Data)
+		if err != nil || u.Events != 1 || !u.From.Equal(at) {
+			t.Fatalf("updated message %+v (err %v), want the good event", u, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no updated message for the stored half")
+	}
+	if rows, errs := testutil.ToFloat64(h.svc.metrics.rowsWritten), testutil.ToFloat64(h.svc.metrics.batchErrors); rows != 1 || errs < 1 {
+		t.Fatalf("rows written %v, batch errors %v; want 1 and at least 1", rows, errs)
+	}
+	if _, err := h.pool.Exec(ctx, `ALTER TABLE dead_letters_away RENAME TO dead_letters`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the bad event dead-lettered", func() bool { return testutil.ToFloat64(h.svc.metrics.deadLettered) == 1 })
+	if rows := testutil.ToFloat64(h.svc.metrics.rowsWritten); rows != 1 {
+		t.Fatalf("rows written %v after the retry, want 1", rows)
+	}
+}
+
+// TestUndecodableTerminatedWithReason: a message that cannot be decoded leaves the
+// stream with the decode error as the reason in the server's advisory.
+func TestUndecodableTerminatedWithReason(t *testing.T) {
+	h := newHarness(t, nil)
+	advisories := make(chan *nats.Msg, 4)
+	sub, err := h.nc.ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+h.names.Stream+"."+event.ConsumerName, advisories)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	h.publish(t, "poison", []byte(`{"v":1}`), 1)
+	stop := h.run(t)
+	defer stop()
+	select {
+	case m := <-advisories:
+		var adv struct {
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal(m.Data, &adv); err != nil {
+			t.Fatalf("advisory %s: %v", m.Data, err)
+		}
+		if !strings.HasPrefix(adv.Reason, "undecodable event: ") {
+			t.Fatalf("termination reason %q, want the decode error", adv.Reason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no termination advisory")
+	}
+}
+
+func TestTermTakesReason(t *testing.T) {
+	tests := []struct {
+		version string
+		want    bool
+	}{
+		{"2.9.10", false},
+		{"2.10.0", true},
+		{"2.15.2", true},
+		{"3.0.0-beta", true},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := termTakesReason(tt.version); got != tt.want {
+			t.Errorf("termTakesReason(%q) = %v, want %v", tt.version, got, tt.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -111,17 +112,23 @@ type SiteChange struct {
 
 // Result is what a committed batch did.
 type Result struct {
-	// Inserted counts new rows; the rest of the batch were duplicates, events of deleted
-	// sites or dead letters.
+	// Inserted counts new rows. The rest of the batch were Duplicates (stored before, by
+	// an earlier delivery, or repeated within the batch), SiteDeleted (events of sites
+	// that no longer exist, dropped) or DeadLettered.
 	Inserted int
-	// DeadLettered counts events Postgres refused for a data reason, now in dead_letters.
+	// DeadLettered counts events Postgres refused for a data reason, newly stored in
+	// dead_letters; one dead-lettered by an earlier delivery counts as a duplicate.
 	DeadLettered int
+	Duplicates   int
+	SiteDeleted  int
 	Sites        []SiteChange
 }
 
 func (r *Result) merge(o Result) {
 	r.Inserted += o.Inserted
 	r.DeadLettered += o.DeadLettered
+	r.Duplicates += o.Duplicates
+	r.SiteDeleted += o.SiteDeleted
 	for _, sc := range o.Sites {
 		found := false
 		for i := range r.Sites {
@@ -145,8 +152,10 @@ func (r *Result) merge(o Result) {
 
 // Write stores batch and reports what was new. A batch Postgres refuses for a data reason
 // is split in halves until the refused events are isolated; those go to dead_letters and
-// the rest is stored. Any other error (Postgres unavailable, a deadlock) returns with
-// nothing stored, for the caller to retry the whole batch.
+// the rest is stored. Any other error (Postgres unavailable, a deadlock) is for the caller
+// to retry the whole batch; it comes with what the parts of a split batch committed
+// before it, which a retry finds stored and counts as duplicates, so only this result
+// can announce and count them.
 func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) {
 	if len(batch) == 0 {
 		return Result{}, nil
@@ -161,36 +170,29 @@ func (s *Store) Write(ctx context.Context, batch []event.Event) (Result, error) 
 				keep = append(keep, batch[i])
 				continue
 			}
-			if err := s.deadLetter(ctx, &batch[i], "screen size out of range"); err != nil {
-				return Result{}, err
+			if err := s.deadLetter(ctx, &batch[i], "screen size out of range", &out); err != nil {
+				return out, err
 			}
-			out.DeadLettered++
 		}
 		r, err := s.Write(ctx, keep)
-		if err != nil {
-			return Result{}, err
-		}
 		out.merge(r)
-		return out, nil
+		return out, err
 	}
 	res, err := s.writeTx(ctx, batch)
 	if err == nil || !IsDataError(err) {
 		return res, err
 	}
 	if len(batch) == 1 {
-		if err := s.deadLetter(ctx, &batch[0], err.Error()); err != nil {
-			return Result{}, err
-		}
-		return Result{DeadLettered: 1}, nil
+		err := s.deadLetter(ctx, &batch[0], err.Error(), &out)
+		return out, err
 	}
 	mid := len(batch) / 2
 	for _, half := range [][]event.Event{batch[:mid], batch[mid:]} {
 		r, err := s.Write(ctx, half)
-		if err != nil {
-			// The half written first stays written; a retry finds it already stored.
-			return Result{}, err
-		}
 		out.merge(r)
+		if err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
@@ -209,7 +211,9 @@ func outOfRange(batch []event.Event) map[int]bool {
 }
 
 // IsDataError reports whether Postgres refused the data itself (SQLSTATE classes 22 and
-// 23): retrying cannot help, so the offending event is isolated instead. A unique
+// 23) or an event exceeded one of its limits (class 54, such as 54000 for a path too
+// long for the index of events by path): retrying cannot help, so the offending event is
+// isolated instead. A limit a whole batch exceeds splits it until the parts fit. A unique
 // violation is the exception: the events' COPY falls back to an insert that skips stored
 // events and dead letters skip conflicts, so one can only come from a visit or
 // visitor-day row another transaction wrote meanwhile, which a retry reads and merges.
@@ -219,7 +223,7 @@ func IsDataError(err error) bool {
 		return false
 	}
 	class := pgErr.Code[:2]
-	return class == "22" || class == "23"
+	return class == "22" || class == "23" || class == "54"
 }
 
 // isUniqueViolation reports whether Postgres refused a row for a key already stored.
@@ -232,13 +236,21 @@ const insertDeadLetter = `
 INSERT INTO dead_letters (id, site_id, event, reason) VALUES ($1, $2, $3, $4)
 ON CONFLICT (id) DO NOTHING`
 
-func (s *Store) deadLetter(ctx context.Context, e *event.Event, reason string) error {
+// deadLetter stores e in dead_letters and counts it in res: as dead-lettered, or as a
+// duplicate when an earlier delivery of it is already there.
+func (s *Store) deadLetter(ctx context.Context, e *event.Event, reason string, res *Result) error {
 	b, err := event.Encode(e)
 	if err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, insertDeadLetter, e.ID, e.SiteID, string(b), reason); err != nil {
+	tag, err := s.pool.Exec(ctx, insertDeadLetter, e.ID, e.SiteID, string(b), reason)
+	if err != nil {
 		return fmt.Errorf("store dead letter: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		res.Duplicates++
+	} else {
+		res.DeadLettered++
 	}
 	return nil
 }
@@ -249,22 +261,27 @@ func (s *Store) EnsureAhead(ctx context.Context, from, to time.Time) error {
 	return s.ensureRange(ctx, from, to)
 }
 
-// ensurePartitions makes sure every month the batch touches has its partition: events
-// from history or a skewed clock still land. It asks Postgres every batch rather than
+// ensurePartitions makes sure every month the batch has events in has its partition:
+// events from history or a skewed clock still land. Only those months: one event of
+// year 1000 beside today's must not ask for the twelve thousand months between, whose
+// partitions one transaction cannot even lock. It asks Postgres every batch rather than
 // trusting a cache, because retention on another replica may have dropped a month.
 func (s *Store) ensurePartitions(ctx context.Context, batch []event.Event) error {
-	lo, hi := batch[0].Time, batch[0].Time
+	months := make([]time.Time, 0, 2)
 	for i := range batch {
-		t := batch[i].Time
-		if t.Before(lo) {
-			lo = t
-		}
-		if t.After(hi) {
-			hi = t
+		if m := monthOf(batch[i].Time); !slices.ContainsFunc(months, m.Equal) {
+			months = append(months, m)
 		}
 	}
-	return s.ensureRange(ctx, lo, hi)
+	// In order, so writers creating the same months lock them in one order.
+	slices.SortFunc(months, time.Time.Compare)
+	if _, err := s.pool.Exec(ctx, ensureMonths, months); err != nil {
+		return fmt.Errorf("ensure partitions: %w", err)
+	}
+	return nil
 }
+
+const ensureMonths = `SELECT ensure_event_partitions(m, m) FROM unnest($1::timestamptz[]) m`
 
 func (s *Store) ensureRange(ctx context.Context, lo, hi time.Time) error {
 	if _, err := s.pool.Exec(ctx, `SELECT ensure_event_partitions($1, $2)`, lo, hi); err != nil {

@@ -7,8 +7,8 @@ import (
 	"io/fs"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -336,8 +336,8 @@ func TestWriteIsIdempotent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := write(t, st, tt.batch)
-			if res.Inserted != 0 || len(res.Sites) != 0 {
-				t.Fatalf("rewrite inserted %d rows, sites %v; want none", res.Inserted, res.Sites)
+			if res.Inserted != 0 || len(res.Sites) != 0 || res.Duplicates != len(tt.batch) {
+				t.Fatalf("rewrite inserted %d rows, sites %v, %d duplicates; want none, none, %d", res.Inserted, res.Sites, res.Duplicates, len(tt.batch))
 			}
 			if diff := cmp.Diff(before, takeSnapshot(t, pool)); diff != "" {
 				t.Fatalf("rewrite changed the tables (-before +after):\n%s", diff)
@@ -493,6 +493,9 @@ func TestWriteDropsEventsOfDeletedSites(t *testing.T) {
 	if diff := cmp.Diff([]SiteChange{{SiteID: site, Inserted: 1, From: now, To: now}}, res.Sites); diff != "" {
 		t.Fatalf("sites (-want +got):\n%s", diff)
 	}
+	if res.SiteDeleted != 1 || res.Duplicates != 0 {
+		t.Fatalf("%d events of deleted sites, %d duplicates; want 1 and 0", res.SiteDeleted, res.Duplicates)
+	}
 	var n int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM rollup_dims WHERE site_id = $1`, gone).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("rollups of deleted site: %d rows, err %v", n, err)
@@ -516,16 +519,33 @@ func TestWriteCreatesMissingPartition(t *testing.T) {
 	}
 }
 
+// longPath is a page path Postgres cannot index (SQLSTATE 54000: an index row larger
+// than a btree page allows) though ingest accepts it: random, so compression cannot make
+// it fit.
+func longPath() string {
+	r := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	b := make([]byte, 3000)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return "/t/" + string(b)
+}
+
 func TestWriteDeadLettersBadEvents(t *testing.T) {
+	negative := func(e *event.Event) { e.DurationMS = -1 }
 	tests := []struct {
-		name string
-		bad  []int
-		size int
+		name   string
+		bad    []int
+		size   int
+		spoil  func(*event.Event)
+		reason string // LIKE pattern of the dead letters' reason
 	}{
-		{"one bad in the middle", []int{7}, 16},
-		{"first and last bad", []int{0, 32}, 33},
-		{"a batch of one bad", []int{0}, 1},
-		{"screen too wide for int4", []int{3}, 5},
+		{"one bad in the middle", []int{7}, 16, negative, "%events_nonnegative%"},
+		{"first and last bad", []int{0, 32}, 33, negative, "%events_nonnegative%"},
+		{"a batch of one bad", []int{0}, 1, negative, "%events_nonnegative%"},
+		{"screen too wide for int4", []int{3}, 5, func(e *event.Event) { e.ScreenW = math.MaxInt32 + 1 }, "screen size out of range"},
+		{"path too long for its index", []int{25}, 50, func(e *event.Event) { e.Path = longPath() }, "%index row size%"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -535,11 +555,12 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 			batch := make([]event.Event, tt.size)
 			for i := range batch {
 				batch[i] = newEvent(t, now.Add(time.Duration(i)*time.Second), site, "pageview", int64(i))
+				batch[i].Path = "/ok"
 			}
 			for _, i := range tt.bad {
-				batch[i].DurationMS = -1
-				if strings.HasPrefix(tt.name, "screen") {
-					batch[i].DurationMS, batch[i].ScreenW = 0, math.MaxInt32+1
+				tt.spoil(&batch[i])
+				if !event.Storable(batch[i].Path) {
+					t.Fatalf("path of %d bytes not storable: ingest would refuse it", len(batch[i].Path))
 				}
 			}
 			res := write(t, st, batch)
@@ -547,7 +568,7 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 				t.Fatalf("inserted %d, dead-lettered %d; want %d, %d", res.Inserted, res.DeadLettered, tt.size-len(tt.bad), len(tt.bad))
 			}
 			var ids []uuid.UUID
-			r, err := pool.Query(context.Background(), `SELECT id FROM dead_letters WHERE (reason LIKE '%events_nonnegative%' OR reason = 'screen size out of range') AND (event->>'site')::bigint = $1 ORDER BY id`, site)
+			r, err := pool.Query(context.Background(), `SELECT id FROM dead_letters WHERE reason LIKE $2 AND (event->>'site')::bigint = $1 ORDER BY id`, site, tt.reason)
 			if err == nil {
 				ids, err = pgx.CollectRows(r, pgx.RowTo[uuid.UUID])
 			}
@@ -566,7 +587,88 @@ func TestWriteDeadLettersBadEvents(t *testing.T) {
 			if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(pageviews), 0) FROM rollup_dims WHERE dim = 0`).Scan(&pv); err != nil || pv != int64(res.Inserted) {
 				t.Fatalf("rollup pageviews %d (err %v), want %d", pv, err, res.Inserted)
 			}
+			// A redelivery finds the stored events and the dead letters already there:
+			// all duplicates, none counted again.
+			again := write(t, st, batch)
+			if diff := cmp.Diff(Result{Duplicates: tt.size}, again); diff != "" {
+				t.Fatalf("redelivery (-want +got):\n%s", diff)
+			}
 		})
+	}
+}
+
+// TestWriteReturnsWhatCommittedBeforeAFailure: a split batch whose first half commits
+// and whose second half then fails for a reason worth a retry (here dead_letters is
+// away, as in an outage) returns the error with what the first half stored: the retry
+// finds those events stored, so only this result can report them.
+func TestWriteReturnsWhatCommittedBeforeAFailure(t *testing.T) {
+	st, pool := newStore(t)
+	ctx := context.Background()
+	site := pgtest.NewSite(t, pool, "UTC")
+	at := time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
+	good := newEvent(t, at, site, "pageview", 1)
+	bad := newEvent(t, at.Add(time.Second), site, "pageview", 2)
+	bad.DurationMS = -5
+	if _, err := pool.Exec(ctx, `ALTER TABLE dead_letters RENAME TO dead_letters_away`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.Write(ctx, []event.Event{good, bad})
+	if err == nil || IsDataError(err) {
+		t.Fatalf("write: %v; want an error to retry", err)
+	}
+	want := Result{Inserted: 1, Sites: []SiteChange{{SiteID: site, Inserted: 1, From: at, To: at}}}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Fatalf("result of the failed write (-want +got):\n%s", diff)
+	}
+	if _, err := pool.Exec(ctx, `ALTER TABLE dead_letters_away RENAME TO dead_letters`); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Result{DeadLettered: 1, Duplicates: 1}, write(t, st, []event.Event{good, bad})); diff != "" {
+		t.Fatalf("result of the retry (-want +got):\n%s", diff)
+	}
+}
+
+// TestWriteCreatesOnlyItsMonths: a batch with an event of year 1000 beside one of today
+// creates the partitions of those two months, not of the twelve thousand between, which
+// one transaction could not even lock (out of shared memory, retried for ever).
+func TestWriteCreatesOnlyItsMonths(t *testing.T) {
+	st, pool := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	site := pgtest.NewSite(t, pool, "UTC")
+	partitions := func() []string {
+		t.Helper()
+		rows, err := pool.Query(ctx, listPartitions+` ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	before := partitions()
+	batch := []event.Event{
+		newEvent(t, time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), site, "pageview", 1),
+		newEvent(t, time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC), site, "pageview", 2),
+	}
+	res, err := st.Write(ctx, batch)
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if res.Inserted != 2 {
+		t.Fatalf("inserted %d, want 2", res.Inserted)
+	}
+	want := append([]string{}, before...)
+	for _, p := range []string{"events_y1000m01", "events_y2026m06"} {
+		if !slices.Contains(want, p) {
+			want = append(want, p)
+		}
+	}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, partitions()); diff != "" {
+		t.Fatalf("partitions (-want +got):\n%s", diff)
 	}
 }
 

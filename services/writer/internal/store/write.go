@@ -28,7 +28,9 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 	if err := s.ensurePartitions(ctx, batch); err != nil {
 		return Result{}, err
 	}
+	given := len(batch)
 	batch = distinct(batch)
+	var known []*event.Event
 	if s.pairs != nil {
 		// A batch holds two connections at once: bounding the batches in flight to half
 		// the pool keeps them from each holding one and waiting for another.
@@ -45,7 +47,7 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 		if err != nil {
 			return err
 		}
-		known := make([]*event.Event, 0, len(batch))
+		known = make([]*event.Event, 0, len(batch))
 		for i := range batch {
 			if zones[batch[i].SiteID] != nil {
 				known = append(known, &batch[i])
@@ -87,6 +89,8 @@ func (s *Store) writeTx(ctx context.Context, batch []event.Event) (res Result, e
 	if err != nil {
 		return Result{}, err
 	}
+	res.SiteDeleted = len(batch) - len(known)
+	res.Duplicates = given - len(batch) + len(known) - res.Inserted
 	span.SetAttributes(attribute.Int("haru.batch.inserted", res.Inserted))
 	return res, nil
 }
