@@ -51,13 +51,24 @@ const siteDataTables = `
 	  AND a.attname = 'site_id' AND NOT a.attisdropped
 	ORDER BY c.relname`
 
-// DeleteSite removes a site userID owns with all its data, in one transaction.
+// lockSiteData takes a site's lock exclusively, as a rollup rebuild does; every writer
+// batch holds it shared, with this same key (the writer's sql/lock_sites.sql), from
+// before it reads which of its sites exist until it commits.
+const lockSiteData = `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`
+
+// DeleteSite removes a site userID owns with all its data, in one transaction. It first
+// takes the site's lock, so a writer batch of the site's events that has already read the
+// site as existing commits before the deletion, which then removes its rows too; a
+// later batch waits for the deletion and finds the site gone.
 func (s *Store) DeleteSite(ctx context.Context, userID, siteID int64) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
+	if _, err := tx.Exec(ctx, lockSiteData, siteID); err != nil {
+		return fmt.Errorf("lock site: %w", err)
+	}
 	tag, err := tx.Exec(ctx, `DELETE FROM sites WHERE id = $1 AND user_id = $2`, siteID, userID)
 	if err != nil {
 		return fmt.Errorf("delete site: %w", err)
