@@ -16,8 +16,9 @@ import (
 
 // Locals keys set by middleware.
 const (
-	localUser = "user_id"
-	localSite = "site"
+	localUser   = "user_id"
+	localSite   = "site"
+	localAPIKey = "api_key_id"
 )
 
 // requireAPIKey authenticates a request by API key: `Authorization: Bearer <key>`, or
@@ -27,11 +28,12 @@ func (s *Service) requireAPIKey(c *fiber.Ctx) error {
 	if key == "" {
 		return account.ErrUnauthorized
 	}
-	user, err := s.accounts.UserByAPIKey(c.UserContext(), key)
+	user, keyID, err := s.accounts.UserByAPIKey(c.UserContext(), key)
 	if err != nil {
 		return err
 	}
 	c.Locals(localUser, user)
+	c.Locals(localAPIKey, keyID)
 	return c.Next()
 }
 
@@ -106,6 +108,7 @@ func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eve
 				defer s.streams.done()
 			}
 			defer w.conn.Close()
+			defer s.web.streams.forget(w.conn)
 			defer done()
 			err := w.send(head)
 			head = nil // a stream lives for hours: keep nothing it has sent

@@ -33,27 +33,41 @@ func (s *Service) requireSessionData(c *fiber.Ctx) error {
 	return err
 }
 
-// trackStream records an event stream's connection under the session, site and share
-// link that grant it, so ending any of them closes it.
+// trackStream records an event stream's connection under the session, share link, API
+// key and site that grant it, so ending any of them closes it. The connection is recorded
+// before the handler runs, so a grant ended while the stream's first frame is computed
+// still closes it, and forgotten after unless the handler started a stream (which forgets
+// it when it ends): a refused request or a HEAD leaves its keep-alive connection, which a
+// proxy may hand to another viewer next, recorded under nothing.
 func (s *Service) trackStream(c *fiber.Ctx) error {
-	if strings.HasSuffix(c.Path(), "/live") || strings.HasSuffix(c.Path(), "/status") {
-		var keys []string
-		if ses, ok := c.Locals(localSession).(account.Session); ok {
-			keys = append(keys, sessionKey(ses.ID))
-		}
-		if l, ok := c.Locals(localShare).(account.ShareLink); ok {
-			keys = append(keys, shareKey(l.ID))
-		}
-		if site, ok := c.Locals(localSite).(account.Site); ok {
-			keys = append(keys, siteKey(site.ID))
-		}
-		s.web.streams.add(c.Context().Conn(), keys...)
+	if !strings.HasSuffix(c.Path(), "/live") && !strings.HasSuffix(c.Path(), "/status") {
+		return c.Next()
 	}
-	return c.Next()
+	var keys []string
+	if ses, ok := c.Locals(localSession).(account.Session); ok {
+		keys = append(keys, sessionKey(ses.ID))
+	}
+	if l, ok := c.Locals(localShare).(account.ShareLink); ok {
+		keys = append(keys, shareKey(l.ID))
+	}
+	if id, ok := c.Locals(localAPIKey).(int64); ok {
+		keys = append(keys, apiKeyKey(id))
+	}
+	if site, ok := c.Locals(localSite).(account.Site); ok {
+		keys = append(keys, siteKey(site.ID))
+	}
+	conn := c.Context().Conn()
+	s.web.streams.add(conn, keys...)
+	err := c.Next()
+	if !c.Context().Hijacked() {
+		s.web.streams.forget(conn)
+	}
+	return err
 }
 
 func sessionKey(id int64) string { return "session:" + strconv.FormatInt(id, 10) }
 func shareKey(id int64) string   { return "share:" + strconv.FormatInt(id, 10) }
+func apiKeyKey(id int64) string  { return "key:" + strconv.FormatInt(id, 10) }
 func siteKey(id int64) string    { return "site:" + strconv.FormatInt(id, 10) }
 
 func (s *Service) handleHome(c *fiber.Ctx) error {
@@ -157,7 +171,7 @@ func (s *Service) handleLogout(c *fiber.Ctx) error {
 		if err := s.accounts.DeleteSession(c.UserContext(), ses.ID); err != nil {
 			return err
 		}
-		s.web.streams.end(sessionKey(ses.ID), c.Context().Conn())
+		s.web.streams.end(sessionKey(ses.ID))
 	}
 	s.clearSession(c)
 	return c.Redirect("/login", fiber.StatusSeeOther)
@@ -200,7 +214,7 @@ func (s *Service) handleChangePassword(c *fiber.Ctx) error {
 		return err
 	}
 	for _, id := range ended {
-		s.web.streams.end(sessionKey(id), nil)
+		s.web.streams.end(sessionKey(id))
 	}
 	return c.Redirect("/app/account?done=password", fiber.StatusSeeOther)
 }
@@ -224,14 +238,19 @@ func (s *Service) handleDeleteKey(c *fiber.Ctx) error {
 	if err := s.accounts.DeleteAPIKey(c.UserContext(), c.Locals(localUser).(int64), id); err != nil {
 		return err
 	}
+	s.web.streams.end(apiKeyKey(id))
 	return c.Redirect("/app/account?done=revoked", fiber.StatusSeeOther)
 }
 
 // handleDeleteAccount removes the user and everything of theirs, and closes every
-// stream of their sessions and sites.
+// stream of their session, sites and API keys.
 func (s *Service) handleDeleteAccount(c *fiber.Ctx) error {
 	ses := c.Locals(localSession).(account.Session)
 	sites, err := s.accounts.SitesOf(c.UserContext(), ses.UserID)
+	if err != nil {
+		return err
+	}
+	keys, err := s.accounts.APIKeysOf(c.UserContext(), ses.UserID)
 	if err != nil {
 		return err
 	}
@@ -243,9 +262,12 @@ func (s *Service) handleDeleteAccount(c *fiber.Ctx) error {
 		return err
 	}
 	for _, site := range sites {
-		s.web.streams.end(siteKey(site.ID), c.Context().Conn())
+		s.web.streams.end(siteKey(site.ID))
 	}
-	s.web.streams.end(sessionKey(ses.ID), c.Context().Conn())
+	for _, k := range keys {
+		s.web.streams.end(apiKeyKey(k.ID))
+	}
+	s.web.streams.end(sessionKey(ses.ID))
 	s.clearSession(c)
 	return c.Redirect("/register", fiber.StatusSeeOther)
 }

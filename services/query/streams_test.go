@@ -3,18 +3,22 @@ package query
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -227,4 +231,204 @@ func streamMemory() memory {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return memory{heap: int64(m.HeapAlloc), stack: int64(m.StackInuse), goroutines: int64(runtime.NumGoroutine())}
+}
+
+// streamLines reads an event stream's body a line at a time in the background; the
+// channel is closed when the body ends.
+func streamLines(body io.Reader) <-chan string {
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
+}
+
+// waitEnd fails unless the stream of lines ends within 2 s (heartbeats keep an open one
+// busy).
+func waitEnd(t *testing.T, lines <-chan string, what string) {
+	t.Helper()
+	timeout := time.After(2 * time.Second)
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the stream stayed open after %s", what)
+		}
+	}
+}
+
+// waitPings fails unless the stream of lines goes on to send n heartbeats.
+func waitPings(t *testing.T, lines <-chan string, n int, what string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for n > 0 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the stream ended after %s", what)
+			}
+			if l == ": ping" {
+				n--
+			}
+		case <-timeout:
+			t.Fatalf("no heartbeat within 5 s after %s", what)
+		}
+	}
+}
+
+// TestAPIStreamsEndWithTheirKeyOrSite: revoking an API key ends the live streams opened
+// with it, and only those; deleting the site ends those of every key.
+func TestAPIStreamsEndWithTheirKeyOrSite(t *testing.T) {
+	e := newWebEnv(t, "")
+	b := e.browser(t)
+	b.register("ann@example.com", "correct horse battery")
+	site := b.createSite("Shop", "shop.example")
+	open := func(name string) (int64, <-chan string) {
+		t.Helper()
+		key := regexp.MustCompile(`haru_[A-Za-z0-9_-]{32}`).FindString(b.post("/app/account/keys", "name", name).body)
+		var id int64
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT id FROM api_keys WHERE name = $1`, name).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get(fmt.Sprintf("%s/api/v1/sites/%d/live?period=today&key=%s", e.origin, site, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("live with key %s = %d", name, resp.StatusCode)
+		}
+		return id, streamLines(resp.Body)
+	}
+	revoked, gone := open("revoked")
+	_, kept := open("kept")
+	if a := b.post(fmt.Sprintf("/app/account/keys/%d/delete", revoked)); a.status != http.StatusSeeOther {
+		t.Fatalf("revoke = %d", a.status)
+	}
+	waitEnd(t, gone, "its key was revoked")
+	waitPings(t, kept, 3, "another key was revoked")
+	if a := b.post(fmt.Sprintf("/app/sites/%d/delete", site), "confirm", "shop.example"); a.status != http.StatusSeeOther {
+		t.Fatalf("delete site = %d", a.status)
+	}
+	waitEnd(t, kept, "its site was deleted")
+}
+
+// TestStreamsRememberOnlyRunningStreams: the connection of a live request that started
+// no stream (refused, or a HEAD) is not kept under the grants of its request: a proxy
+// that sends Bob's stream over the same upstream connection next must not have it closed
+// by Ann logging out. Nor is the connection of a stream that ended: the service forgets
+// every connection once its viewers are gone.
+func TestStreamsRememberOnlyRunningStreams(t *testing.T) {
+	e := newWebEnv(t, "")
+	ann, bob := e.browser(t), e.browser(t)
+	ann.register("ann@example.com", "correct horse battery")
+	bob.register("bob@example.com", "correct horse battery")
+	annSite, bobSite := ann.createSite("A", "a.example"), bob.createSite("B", "b.example")
+
+	host := strings.TrimPrefix(e.origin, "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	send := func(method, path string, as *browser) *http.Response {
+		t.Helper()
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nCookie: %s=%s\r\n\r\n", method, path, host, sessionCookie, as.sessionCookie().Value)
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for _, r := range []struct{ method, query string }{{http.MethodGet, "period=never"}, {http.MethodHead, "period=today"}} {
+		resp := send(r.method, fmt.Sprintf("/app/sites/%d/data/live?%s", annSite, r.query), ann)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Close {
+			t.Fatalf("%s live?%s closed the connection", r.method, r.query)
+		}
+	}
+	resp := send(http.MethodGet, fmt.Sprintf("/app/sites/%d/data/live?period=today", bobSite), bob)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Bob's stream = %d", resp.StatusCode)
+	}
+	lines := streamLines(resp.Body)
+	ann.post("/logout")
+	waitPings(t, lines, 3, "Ann logged out")
+
+	conn.Close() // Bob leaves
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		e.svc.web.streams.mu.Lock()
+		left := len(e.svc.web.streams.conns)
+		e.svc.web.streams.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("streams still remember connections under %d keys 3 s after the last viewer left", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLiveStreamKeepsItsView: a live stream of the second page of the panels sends the
+// second page on every update too, not the first.
+func TestLiveStreamKeepsItsView(t *testing.T) {
+	e, site, path := liveStreamEnv(t, time.Minute)
+	ctx := context.Background()
+	if _, err := e.db.Pool.Exec(ctx, `SELECT ensure_event_partitions(now(), now())`); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{"/first", "/first", "/first", "/second", "/second", "/third"} {
+		if _, err := e.db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path)
+			VALUES ($1, now(), gen_random_uuid(), 'pageview', $2, $3)`, site, i, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last 24 hours are read from the raw events, which the rows below are alone in.
+	resp, err := http.Get(e.origin + strings.Replace(path, "period=today", "period=24h", 1) + "&limit=1&page=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := streamLines(resp.Body)
+	// frame is the next frame's panels.
+	frame := func() map[string]json.RawMessage {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("the stream ended")
+				}
+				if data, ok := strings.CutPrefix(l, "data: "); ok {
+					var d struct{ Panels map[string]json.RawMessage }
+					if err := json.Unmarshal([]byte(data), &d); err != nil {
+						t.Fatal(err)
+					}
+					return d.Panels
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no frame within 5 s")
+			}
+		}
+	}
+	want := frame()
+	if !strings.Contains(string(want["page"]), `"/second"`) {
+		t.Fatalf("first frame's page panel %s, want page 2: /second", want["page"])
+	}
+	e.svc.hub.Publish(site) // as the writer's "updated" message would
+	if diff := cmp.Diff(want, frame()); diff != "" {
+		t.Fatalf("panels after the update differ from the stream's view (-want +got):\n%s", diff)
+	}
 }

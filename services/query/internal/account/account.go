@@ -291,22 +291,21 @@ func (s *Store) DeleteAPIKeysNamed(ctx context.Context, userID int64, name strin
 	return nil
 }
 
-// UserByAPIKey returns the owner of key, or ErrUnauthorized.
-func (s *Store) UserByAPIKey(ctx context.Context, key string) (int64, error) {
+// UserByAPIKey returns the owner of key and the key's id, or ErrUnauthorized.
+func (s *Store) UserByAPIKey(ctx context.Context, key string) (userID, keyID int64, err error) {
 	if !strings.HasPrefix(key, APIKeyPrefix) || len(key) > 200 {
-		return 0, ErrUnauthorized
+		return 0, 0, ErrUnauthorized
 	}
 	sum := sha256.Sum256([]byte(key))
-	var userID int64
-	err := s.pool.QueryRow(ctx, `
-		UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING user_id`, sum[:]).Scan(&userID)
+	err = s.pool.QueryRow(ctx, `
+		UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING user_id, id`, sum[:]).Scan(&userID, &keyID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, ErrUnauthorized
+		return 0, 0, ErrUnauthorized
 	}
 	if err != nil {
-		return 0, fmt.Errorf("check api key: %w", err)
+		return 0, 0, fmt.Errorf("check api key: %w", err)
 	}
-	return userID, nil
+	return userID, keyID, nil
 }
 
 // NewToken returns 24 random bytes as unpadded base64url: 192 bits, unguessable, and

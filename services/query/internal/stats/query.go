@@ -181,7 +181,10 @@ func parseFilter(raw string) (Filter, error) {
 func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // Canonical is the query's view as a stable string: equal views give equal strings, so
-// live streams of one view share one computation. It parses back with ParseQuery.
+// live streams of one view share one computation. It holds every parameter ParseQuery
+// reads, the defaults spelled out, so it parses back to q whatever the caller's defaults:
+// a parameter left out would make views that differ share one key, and their streams
+// each other's figures.
 func (q Query) Canonical() string {
 	v := url.Values{}
 	v.Set("period", q.Period.Name)
@@ -193,10 +196,12 @@ func (q Query) Canonical() string {
 	for _, f := range q.Filters {
 		v.Add("filter", f.Dimension+":"+f.Op+":"+f.Value)
 	}
-	v.Set("limit", strconv.Itoa(q.Limit))
-	if !q.Compare {
-		v.Set("compare", "none")
+	if len(q.Metrics) > 0 {
+		v.Set("metrics", strings.Join(q.Metrics, ","))
 	}
+	v.Set("compare", map[bool]string{false: "none", true: "previous"}[q.Compare])
+	v.Set("limit", strconv.Itoa(q.Limit))
+	v.Set("page", strconv.Itoa(q.Page))
 	return v.Encode()
 }
 

@@ -7,12 +7,15 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // FuzzParseQuery feeds the stats API's query string, at any moment in a few zones, to
 // ParseQuery and a breakdown's dimension. Whatever it holds, the answer is a query or an
 // ErrBadQuery naming a field; an accepted query has a non-empty period, its limits hold,
-// and its canonical form (the live streams' view key) parses back to itself.
+// and its canonical form (the live streams' view key) parses back to the same query.
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{
 		"", "period=7d&filter=page:is:/pricing&filter=country:is_not:JP&metrics=visitors,pageviews",
@@ -64,6 +67,9 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		if q2.Canonical() != canon {
 			t.Fatalf("canonical form of %q not stable: %q then %q", raw, canon, q2.Canonical())
+		}
+		if diff := cmp.Diff(q, q2, cmpopts.IgnoreUnexported(Query{}, Period{}, Filter{})); diff != "" {
+			t.Fatalf("canonical %q of %q parses back different (-want +got):\n%s", canon, raw, diff)
 		}
 		b, err := q.WithDimension(dimension)
 		if err != nil && !errors.Is(err, ErrBadQuery) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/haru-analytics/haru/pkg/pgtest"
 	"github.com/haru-analytics/haru/pkg/seed"
@@ -258,6 +259,58 @@ func TestParseQueryErrors(t *testing.T) {
 	q, err = ParseQuery(v, now, now, time.UTC, 10, true)
 	if err != nil || q.Filters[0].Value != "/a:b:c" {
 		t.Fatalf("filter with colons = %+v, %v", q.Filters, err)
+	}
+}
+
+// TestCanonicalRoundTrips: a query's canonical form, the key live streams of one view
+// share, parses back to the same query, with the caller's defaults either way: a
+// parameter it dropped (page, metrics) would give views that differ one key, and a
+// page-3 stream page 1's figures.
+func TestCanonicalRoundTrips(t *testing.T) {
+	now := time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC) // Paris changes clocks that day
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, raw string
+	}{
+		{"defaults", ""},
+		{"page", "period=7d&page=3"},
+		{"page and limit", "period=30d&limit=25&page=40"},
+		{"metrics in their order", "metrics=pageviews,visitors,bounce_rate"},
+		{"compare none", "period=month&compare=none"},
+		{"compare previous", "period=year&compare=previous"},
+		{"custom range", "period=custom&from=2026-03-01&to=2026-03-29&interval=week"},
+		{"24 hours", "period=24h"},
+		{"all", "period=all&interval=month&page=2"},
+		{"filters", "filter=page:is:/a:b&filter=country:is_not:JP&filter=prop.plan:is:pro&page=2"},
+		{"everything", "period=last_month&interval=day&filter=source:is:Google&metrics=visits&compare=none&limit=1000&page=1000000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, loc := range []*time.Location{time.UTC, paris} {
+				for _, compare := range []bool{true, false} {
+					v, _ := url.ParseQuery(tt.raw)
+					q, err := ParseQuery(v, now, now.AddDate(-1, 0, 0), loc, 10, compare)
+					if err != nil {
+						t.Fatal(err)
+					}
+					back, err := url.ParseQuery(q.Canonical())
+					if err != nil {
+						t.Fatal(err)
+					}
+					// Parsed with the other default: the canonical form must not lean on it.
+					q2, err := ParseQuery(back, now, now.AddDate(-1, 0, 0), loc, 10, !compare)
+					if err != nil {
+						t.Fatalf("canonical %q refused: %v", q.Canonical(), err)
+					}
+					if diff := cmp.Diff(q, q2, cmpopts.IgnoreUnexported(Query{}, Period{}, Filter{})); diff != "" {
+						t.Fatalf("%s, compare default %v: %q parses back different (-want +got):\n%s", loc, compare, q.Canonical(), diff)
+					}
+				}
+			}
+		})
 	}
 }
 
