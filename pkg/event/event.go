@@ -31,6 +31,11 @@ const EngagementName = "engagement"
 // is terminated, never retried.
 var ErrDecode = errors.New("decode event")
 
+// ErrNewerVersion is a message of a wire format newer than this reader's: not poison,
+// but for a newer reader. During a rolling upgrade that starts with ingest, a writer not
+// yet upgraded leaves such messages for one that is.
+var ErrNewerVersion = errors.New("event of a newer version")
+
 // Event is one pageview or custom event, enriched at ingest. Its ID and Time are set once
 // at ingest and never change afterwards: together they are the event's key in Postgres.
 type Event struct {
@@ -105,8 +110,8 @@ func AppendEncode(dst []byte, e *Event) ([]byte, error) {
 }
 
 // Decode parses the wire form. Unknown fields are ignored so that an older reader keeps
-// working while a newer ingest adds fields; anything the writer could not store is an
-// ErrDecode.
+// working while a newer ingest adds fields; a newer version is an ErrNewerVersion, and
+// anything else the writer could not store an ErrDecode.
 func Decode(b []byte) (Event, error) {
 	var e Event
 	if !decodeFast(b, &e) {
@@ -125,7 +130,9 @@ func Decode(b []byte) (Event, error) {
 // this; Validate guards the writer against messages from elsewhere.
 func (e *Event) Validate() error {
 	switch {
-	case e.V < 1 || e.V > Version:
+	case e.V > Version:
+		return fmt.Errorf("%w: version %d, this reader knows up to %d", ErrNewerVersion, e.V, Version)
+	case e.V < 1:
 		return fmt.Errorf("%w: unsupported version %d", ErrDecode, e.V)
 	case e.ID == uuid.Nil:
 		return fmt.Errorf("%w: missing id", ErrDecode)

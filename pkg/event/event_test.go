@@ -77,30 +77,30 @@ func TestDecode(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
-		wantErr bool
+		wantErr error
 		check   func(Event) bool
 	}{
 		{name: "minimal", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"pageview","vid":5,"p":"/"}`,
 			check: func(e Event) bool { return e.SiteID == 1 && e.Path == "/" && e.Visitor == 5 }},
 		{name: "unknown fields ignored", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","p":"/","future":{"a":[1]}}`,
 			check: func(e Event) bool { return e.Name == "x" }},
-		{name: "newer version", in: `{"v":2,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: true},
-		{name: "no version", in: `{"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: true},
-		{name: "no id", in: `{"v":1,"ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: true},
-		{name: "no time", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","site":1,"n":"x"}`, wantErr: true},
-		{name: "no site", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","n":"x"}`, wantErr: true},
-		{name: "no name", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1}`, wantErr: true},
-		{name: "NUL in path", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","p":"/a\u0000"}`, wantErr: true},
-		{name: "NUL in prop", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","props":{"a":"\u0000"}}`, wantErr: true},
-		{name: "not json", in: `garbage`, wantErr: true},
-		{name: "wrong type", in: `{"v":"1"}`, wantErr: true},
+		{name: "newer version", in: `{"v":2,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrNewerVersion},
+		{name: "no version", in: `{"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrDecode},
+		{name: "no id", in: `{"v":1,"ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrDecode},
+		{name: "no time", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","site":1,"n":"x"}`, wantErr: ErrDecode},
+		{name: "no site", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","n":"x"}`, wantErr: ErrDecode},
+		{name: "no name", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1}`, wantErr: ErrDecode},
+		{name: "NUL in path", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","p":"/a\u0000"}`, wantErr: ErrDecode},
+		{name: "NUL in prop", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","props":{"a":"\u0000"}}`, wantErr: ErrDecode},
+		{name: "not json", in: `garbage`, wantErr: ErrDecode},
+		{name: "wrong type", in: `{"v":"1"}`, wantErr: ErrDecode},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e, err := Decode([]byte(tt.in))
-			if tt.wantErr {
-				if !errors.Is(err, ErrDecode) {
-					t.Fatalf("Decode() err = %v, want ErrDecode", err)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Decode() err = %v, want %v", err, tt.wantErr)
 				}
 				return
 			}

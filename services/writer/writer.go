@@ -443,6 +443,13 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 			s.metrics.redelivered.Inc()
 		}
 		e, err := event.Decode(m.Data())
+		if errors.Is(err, event.ErrNewerVersion) {
+			// Written by a newer ingest: left for an upgraded writer, never terminated.
+			s.metrics.deferred.Inc()
+			s.log.Warn("event of a newer version left for an upgraded writer", "subject", m.Subject(), "err", err)
+			_ = m.NakWithDelay(newerVersionDelay)
+			continue
+		}
 		if err != nil {
 			// Poison: retrying cannot help. Terminate it so it leaves the stream, with
 			// the reason for the server's advisory where the server reads one: a 2.9
@@ -501,6 +508,10 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	s.metrics.batchSize.Observe(float64(len(events)))
 	s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 }
+
+// newerVersionDelay is how long a message of a newer wire format waits before it is
+// offered again, to this writer or to an upgraded one.
+const newerVersionDelay = 30 * time.Second
 
 // termTakesReason reports whether a server of version v reads a reason after "+TERM":
 // from 2.10 on. An unknown version gets the bare "+TERM" every server reads.
@@ -795,6 +806,7 @@ type metrics struct {
 	rowsWritten     prometheus.Counter
 	skipped         *prometheus.CounterVec
 	terminated      prometheus.Counter
+	deferred        prometheus.Counter
 	batchErrors     prometheus.Counter
 	redelivered     prometheus.Counter
 	deadLettered    prometheus.Counter
@@ -822,6 +834,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		terminated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_messages_terminated_total", Help: "Undecodable messages terminated.",
 		}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haru_writer_messages_newer_version_total", Help: "Messages of a wire format newer than this writer's, left for an upgraded writer.",
+		}),
 		batchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_batch_errors_total", Help: "Batches that failed to commit and were retried.",
 		}),
@@ -842,7 +857,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Both reasons are exported from the start, so a rate over them never starts empty.
 	m.skipped.WithLabelValues(skippedDuplicate)
 	m.skipped.WithLabelValues(skippedSiteDeleted)
-	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.batchErrors, m.redelivered, m.deadLettered, m.pending, m.consumeRestarts} {
+	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.deferred, m.batchErrors, m.redelivered, m.deadLettered, m.pending, m.consumeRestarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register writer metrics: %w", err)
 		}

@@ -746,3 +746,36 @@ func TestTermTakesReason(t *testing.T) {
 		}
 	}
 }
+
+// TestNewerVersionLeftForANewerWriter: a message of a wire format newer than the
+// writer's (a rolling upgrade that moved ingest first) is neither stored nor terminated:
+// it stays in the stream for an upgraded writer, while the rest are stored.
+func TestNewerVersionLeftForANewerWriter(t *testing.T) {
+	h := newHarness(t, nil)
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	terminated := make(chan *nats.Msg, 4)
+	sub, err := h.nc.ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>", terminated)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	newer, err := event.New(h.clock.Now(), site, "pageview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer.V = event.Version + 1
+	h.publishEvent(t, &newer)
+	h.publishEvents(t, site, 3, h.clock.Now())
+	stop := h.run(t)
+	defer stop()
+	waitFor(t, 10*time.Second, "the current events stored", func() bool { return h.stored(t) == 3 })
+	waitFor(t, 10*time.Second, "the newer one deferred", func() bool { return testutil.ToFloat64(h.svc.metrics.deferred) >= 1 })
+	if info := h.consumerInfo(t); uint64(info.NumAckPending)+info.NumPending != 1 {
+		t.Fatalf("stream keeps %d pending and %d awaiting ack, want the newer event", info.NumPending, info.NumAckPending)
+	}
+	select {
+	case m := <-terminated:
+		t.Fatalf("terminated: %s", m.Data)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
