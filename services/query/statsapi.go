@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/services/query/internal/account"
+	"github.com/haru-analytics/haru/services/query/internal/live"
 	"github.com/haru-analytics/haru/services/query/internal/stats"
 )
 
@@ -272,16 +274,22 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	sub, err := s.hub.Add(v.site.ID, v.query.Canonical())
+	if errors.Is(err, live.ErrTooManyViews) {
+		c.Set(fiber.HeaderRetryAfter, "60")
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"error": err.Error() + "; watch one of them, or retry later"})
+	}
 	d, err := s.dashboard(c.UserContext(), v)
 	if err != nil {
+		sub.Remove()
 		return err
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
+		sub.Remove()
 		return err
 	}
 	first := eventFrame("stats", data)
-	sub := s.hub.Add(v.site.ID, v.query.Canonical())
 	return streamEvents(s, c, sub.C,
 		func(w eventConn) error {
 			err := w.send(first)

@@ -36,7 +36,9 @@ type Hub struct {
 }
 
 type siteState struct {
-	subs       map[*Sub]struct{}
+	subs map[*Sub]struct{}
+	// views counts the subscriptions of each distinct view.
+	views      map[string]int
 	refreshing bool
 	dirty      bool
 }
@@ -165,19 +167,33 @@ func (s *Sub) deliver(payload []byte) {
 }
 
 // Add subscribes to view of site.
-func (h *Hub) Add(site int64, view string) *Sub {
+func (h *Hub) Add(site int64, view string) (*Sub, error) {
 	s := &Sub{hub: h, site: site, view: view, C: make(chan []byte, 1)}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	st := h.sites[site]
 	if st == nil {
-		st = &siteState{subs: map[*Sub]struct{}{}}
+		st = &siteState{subs: map[*Sub]struct{}{}, views: map[string]int{}}
 		h.sites[site] = st
 	}
+	if st.views[view] == 0 && len(st.views) >= MaxViewsPerSite {
+		return nil, ErrTooManyViews
+	}
 	st.subs[s] = struct{}{}
+	st.views[view]++
 	h.count++
-	h.mu.Unlock()
-	return s
+	return s, nil
 }
+
+// MaxViewsPerSite bounds the distinct views of one site watched at once. Each is
+// computed afresh on every update of the site, one after another: without a bound,
+// whoever may watch a site (a public share link) could open views with ever other
+// filters until its refreshes took a core. Viewers of a view already open always join.
+const MaxViewsPerSite = 64
+
+// ErrTooManyViews refuses a new distinct view of a site already watched in
+// MaxViewsPerSite views.
+var ErrTooManyViews = errors.New("too many different live views of this site are open")
 
 // Remove unsubscribes s; safe to call twice.
 func (s *Sub) Remove() {
@@ -190,6 +206,9 @@ func (s *Sub) Remove() {
 	}
 	if _, ok := st.subs[s]; ok {
 		delete(st.subs, s)
+		if st.views[s.view]--; st.views[s.view] == 0 {
+			delete(st.views, s.view)
+		}
 		h.count--
 	}
 	if len(st.subs) == 0 {

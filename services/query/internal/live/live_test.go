@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"sync/atomic"
@@ -26,9 +27,9 @@ func TestComputeOncePerView(t *testing.T) {
 		if i%2 == 1 {
 			view = "7d"
 		}
-		subs = append(subs, hub.Add(1, view))
+		subs = append(subs, mustAdd(t, hub, 1, view))
 	}
-	other := hub.Add(2, "today")
+	other := mustAdd(t, hub, 2, "today")
 	hub.Publish(1)
 	for calls.Load() == 0 {
 		time.Sleep(time.Millisecond)
@@ -66,7 +67,7 @@ func TestComputeOncePerView(t *testing.T) {
 
 func TestRemoveAndLen(t *testing.T) {
 	hub := NewHub(func(context.Context, int64, string) ([]byte, error) { return []byte("x"), nil }, time.Second, nil)
-	a, b := hub.Add(1, "today"), hub.Add(1, "today")
+	a, b := mustAdd(t, hub, 1, "today"), mustAdd(t, hub, 1, "today")
 	if hub.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", hub.Len())
 	}
@@ -85,7 +86,7 @@ func TestSlowViewerGetsNewest(t *testing.T) {
 	hub := NewHub(func(context.Context, int64, string) ([]byte, error) {
 		return []byte(fmt.Sprint(n.Add(1))), nil
 	}, time.Second, nil)
-	s := hub.Add(1, "today")
+	s := mustAdd(t, hub, 1, "today")
 	for range 5 {
 		hub.Publish(1)
 		waitIdle(t, hub, 1)
@@ -110,4 +111,38 @@ func waitIdle(t *testing.T, h *Hub, site int64) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("refresh still running")
+}
+
+func mustAdd(t *testing.T, hub *Hub, site int64, view string) *Sub {
+	t.Helper()
+	s, err := hub.Add(site, view)
+	if err != nil {
+		t.Fatalf("Add(%d, %q): %v", site, view, err)
+	}
+	return s
+}
+
+// TestViewsPerSiteBounded: a site is watched in at most MaxViewsPerSite distinct views;
+// more viewers of those views, and views of other sites, always join, and a view whose
+// last viewer left makes room.
+func TestViewsPerSiteBounded(t *testing.T) {
+	hub := NewHub(func(context.Context, int64, string) ([]byte, error) { return []byte("x"), nil }, time.Second, nil)
+	var first *Sub
+	for i := range MaxViewsPerSite {
+		s := mustAdd(t, hub, 1, fmt.Sprintf("filter=%d", i))
+		if i == 0 {
+			first = s
+		}
+	}
+	if _, err := hub.Add(1, "filter=new"); !errors.Is(err, ErrTooManyViews) {
+		t.Fatalf("a view past the bound: err %v, want ErrTooManyViews", err)
+	}
+	again := mustAdd(t, hub, 1, "filter=0")
+	mustAdd(t, hub, 2, "filter=new")
+	first.Remove()
+	if _, err := hub.Add(1, "filter=new"); !errors.Is(err, ErrTooManyViews) {
+		t.Fatalf("with filter=0 still watched: err %v, want ErrTooManyViews", err)
+	}
+	again.Remove()
+	mustAdd(t, hub, 1, "filter=new")
 }

@@ -15,8 +15,8 @@ func TestPublishAllRefreshesEverySiteWithViewers(t *testing.T) {
 		computed <- site
 		return []byte(fmt.Sprintf("%d/%s", site, view)), nil
 	}, time.Second, nil)
-	a, b := hub.Add(1, "today"), hub.Add(2, "7d")
-	gone := hub.Add(3, "today")
+	a, b := mustAdd(t, hub, 1, "today"), mustAdd(t, hub, 2, "7d")
+	gone := mustAdd(t, hub, 3, "today")
 	gone.Remove()
 	hub.PublishAll()
 	for _, tc := range []struct {
