@@ -69,6 +69,7 @@ func sessionKey(id int64) string { return "session:" + strconv.FormatInt(id, 10)
 func shareKey(id int64) string   { return "share:" + strconv.FormatInt(id, 10) }
 func apiKeyKey(id int64) string  { return "key:" + strconv.FormatInt(id, 10) }
 func siteKey(id int64) string    { return "site:" + strconv.FormatInt(id, 10) }
+func userKey(id int64) string    { return "user:" + strconv.FormatInt(id, 10) }
 
 func (s *Service) handleHome(c *fiber.Ctx) error {
 	if s.loggedIn(c) {
@@ -204,6 +205,9 @@ func noticeOf(done string) string {
 
 func (s *Service) handleChangePassword(c *fiber.Ctx) error {
 	ses := c.Locals(localSession).(account.Session)
+	if !s.web.passwordCheck.allow(userKey(ses.UserID)) {
+		return s.accountPage(c.Status(fiber.StatusTooManyRequests), pageData{Error: errTooMany.Message})
+	}
 	ended, err := s.accounts.ChangePassword(c.UserContext(), ses.UserID, ses.ID, c.FormValue("current"), c.FormValue("password"))
 	switch {
 	case errors.Is(err, account.ErrBadPassword):
@@ -246,6 +250,9 @@ func (s *Service) handleDeleteKey(c *fiber.Ctx) error {
 // stream of their session, sites and API keys.
 func (s *Service) handleDeleteAccount(c *fiber.Ctx) error {
 	ses := c.Locals(localSession).(account.Session)
+	if !s.web.passwordCheck.allow(userKey(ses.UserID)) {
+		return s.accountPage(c.Status(fiber.StatusTooManyRequests), pageData{Error: errTooMany.Message})
+	}
 	sites, err := s.accounts.SitesOf(c.UserContext(), ses.UserID)
 	if err != nil {
 		return err

@@ -83,3 +83,31 @@ func TestSiteZonesAreCivil(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordChecksBounded: a logged-in session gets five password checks a minute
+// (changing the password, deleting the account), so a stolen session cannot guess the
+// password; another user's checks are their own.
+func TestPasswordChecksBounded(t *testing.T) {
+	e := newWebEnv(t, "")
+	ann, bob := e.browser(t), e.browser(t)
+	ann.register("ann@example.com", "correct horse battery")
+	bob.register("bob@example.com", "correct horse battery")
+	for i := range 5 {
+		path, form := "/app/account/password", []string{"current", "guess", "password", "new password 123"}
+		if i%2 == 1 {
+			path, form = "/app/account/delete", []string{"password", "guess"}
+		}
+		if a := ann.post(path, form...); a.status != http.StatusBadRequest {
+			t.Fatalf("guess %d = %d, want 400", i+1, a.status)
+		}
+	}
+	if a := ann.post("/app/account/password", "current", "correct horse battery", "password", "new password 123"); a.status != http.StatusTooManyRequests {
+		t.Fatalf("sixth check within the minute = %d, want 429 even with the right password", a.status)
+	}
+	if a := ann.post("/app/account/delete", "password", "correct horse battery"); a.status != http.StatusTooManyRequests {
+		t.Fatalf("account deletion past the bound = %d, want 429", a.status)
+	}
+	if a := bob.post("/app/account/password", "current", "correct horse battery", "password", "new password 123"); a.status != http.StatusSeeOther {
+		t.Fatalf("another user's change = %d, want 303", a.status)
+	}
+}

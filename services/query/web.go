@@ -46,6 +46,9 @@ type webState struct {
 	// Attempts: logins per IP and per email, registrations per IP, share passwords per
 	// link and per IP.
 	loginIP, loginEmail, register, sharePass *attempts
+	// passwordCheck bounds a logged-in user's password checks (changing the password,
+	// deleting the account): a stolen session must not make them a guessing oracle.
+	passwordCheck *attempts
 }
 
 func newWebState(cfg Config, now func() time.Time) (*webState, error) {
@@ -73,10 +76,11 @@ func newWebState(cfg Config, now func() time.Time) (*webState, error) {
 	}
 	return &webState{
 		pages: pages, assets: assets, streams: newStreams(), proxies: proxies,
-		loginIP:    newAttempts(20, 30*time.Second, now),
-		loginEmail: newAttempts(5, time.Minute, now),
-		register:   newAttempts(5, 10*time.Minute, now),
-		sharePass:  newAttempts(10, 30*time.Second, now),
+		loginIP:       newAttempts(20, 30*time.Second, now),
+		loginEmail:    newAttempts(5, time.Minute, now),
+		register:      newAttempts(5, 10*time.Minute, now),
+		sharePass:     newAttempts(10, 30*time.Second, now),
+		passwordCheck: newAttempts(5, time.Minute, now),
 	}, nil
 }
 
