@@ -23,6 +23,10 @@ import (
 // DefaultURL is the database a single box uses unless HARU_DATABASE_URL says otherwise.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/haru?sslmode=disable"
 
+// MaxConns bounds a configured pool size (HARU_DB_MAX_CONNS): Postgres's own default
+// max_connections is 100, and a value past int32 would wrap around.
+const MaxConns = 1000
+
 // Open returns a pool for url with at most maxConns connections (0 keeps pgx's default),
 // after checking that the database answers.
 func Open(ctx context.Context, dbURL string, maxConns int32, appName string) (*pgxpool.Pool, error) {

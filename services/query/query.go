@@ -126,8 +126,8 @@ func (c Config) Validate(requireNATS bool) error {
 	if _, err := clientip.New(c.TrustedProxies, c.ClientIPHeader); err != nil {
 		errs = append(errs, fmt.Errorf("HARU_TRUSTED_PROXIES: %w", err))
 	}
-	if c.DBMaxConns < 2 {
-		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 2 (one listens for site changes)", c.DBMaxConns))
+	if c.DBMaxConns < 2 || c.DBMaxConns > pgutil.MaxConns {
+		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want 2 (one listens for site changes) to %d", c.DBMaxConns, pgutil.MaxConns))
 	}
 	return errors.Join(errs...)
 }

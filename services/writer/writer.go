@@ -94,14 +94,16 @@ func (c Config) Validate(requireNATS bool) error {
 	if c.BatchAge < time.Millisecond || c.BatchAge > 10*time.Second {
 		errs = append(errs, fmt.Errorf("HARU_BATCH_AGE %s: want 1ms..10s", c.BatchAge))
 	}
-	if c.RetentionDays < 0 {
-		errs = append(errs, fmt.Errorf("HARU_RETENTION_DAYS %d: want 0 (forever) or more", c.RetentionDays))
+	if c.RetentionDays < 0 || c.RetentionDays > maxRetentionDays {
+		// A huge value meaning "keep forever" would overflow the cutoff's date into the
+		// future, or past what Postgres's dates hold, and drop everything.
+		errs = append(errs, fmt.Errorf("HARU_RETENTION_DAYS %d: want 0 (forever) to %d", c.RetentionDays, maxRetentionDays))
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 64<<20 {
 		errs = append(errs, fmt.Errorf("HARU_MEMORY_LIMIT %d: want 0 (none) or at least 64MiB", c.MemoryLimit))
 	}
-	if c.DBMaxConns < 1 {
-		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want at least 1", c.DBMaxConns))
+	if c.DBMaxConns < 1 || c.DBMaxConns > pgutil.MaxConns {
+		errs = append(errs, fmt.Errorf("HARU_DB_MAX_CONNS %d: want 1..%d", c.DBMaxConns, pgutil.MaxConns))
 	}
 	return errors.Join(errs...)
 }
@@ -204,6 +206,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	})
 	return svc, nil
 }
+
+// maxRetentionDays is the longest retention: a hundred years.
+const maxRetentionDays = 36500
 
 // Ack timing. A batch's messages are redelivered to another writer AckWait after this one
 // stops acknowledging them (a crash), so it is short; a write that runs long, up to
