@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
@@ -122,4 +123,63 @@ func latestVersion(t *testing.T) uint {
 		latest = max(latest, uint(v))
 	}
 	return latest
+}
+
+// TestMigrationRenamesAbbreviationZones: migration 10 renames sites in CET, MET, EET and
+// WET, which Postgres reads as fixed-offset abbreviations, to the city zones tzdata links
+// them to; Postgres then puts their days where Go does, summer time included.
+func TestMigrationRenamesAbbreviationZones(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	src, err := iofs.New(migrations.FS, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Migrate(9); err != nil {
+		t.Fatalf("down to 9: %v", err)
+	}
+	var user int64
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, password_hash) VALUES ('z@example.com', 'x') RETURNING id`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	zones := map[string]string{"CET": "Europe/Brussels", "MET": "Europe/Brussels", "EET": "Europe/Athens",
+		"WET": "Europe/Lisbon", "Europe/Berlin": "Europe/Berlin", "UTC": "UTC"}
+	for zone := range zones {
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO sites (user_id, name, domain, token, timezone) VALUES ($1, $2, 'z.example', $2, $2)`, user, zone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Up(); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	for old, want := range zones {
+		var got string
+		var offsetHours float64
+		if err := db.Pool.QueryRow(ctx, `SELECT timezone, extract(epoch FROM '2026-07-02 12:00'::timestamp - ('2026-07-02 12:00'::timestamp AT TIME ZONE timezone AT TIME ZONE 'UTC')) / 3600
+			FROM sites WHERE token = $1`, old).Scan(&got, &offsetHours); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("site in %s: zone %s after the migration, want %s", old, got, want)
+		}
+		loc, err := time.LoadLocation(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, goOffset := time.Date(2026, 7, 2, 12, 0, 0, 0, loc).Zone()
+		if float64(goOffset)/3600 != offsetHours {
+			t.Errorf("%s in July: Postgres %+.1f h, Go %+.1f h", got, offsetHours, float64(goOffset)/3600)
+		}
+	}
 }

@@ -72,7 +72,7 @@ func TestSiteZonesAreCivil(t *testing.T) {
 	e := newWebEnv(t, "")
 	b := e.browser(t)
 	b.register("ann@example.com", "correct horse battery")
-	for _, tz := range []string{"Local", "localtime", "posixrules", "Factory", "right/Europe/Paris", "posix/Europe/Paris", "Mars/Olympus", "../etc/passwd"} {
+	for _, tz := range []string{"Local", "localtime", "posixrules", "Factory", "right/Europe/Paris", "posix/Europe/Paris", "Mars/Olympus", "../etc/passwd", "CET", "MET", "EET", "WET"} {
 		if a := b.post("/app/sites", "name", "S", "domain", "s.example", "timezone", tz); a.status != http.StatusBadRequest {
 			t.Errorf("timezone %q = %d, want 400", tz, a.status)
 		}

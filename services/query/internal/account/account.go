@@ -180,10 +180,13 @@ func (in *SiteInput) normalize() error {
 // Postgres read alike. Refused besides unknown names: the host's own zone under any of
 // its names (Local, localtime, posixrules), Factory, and the posix/ and right/ trees. A
 // right/ zone counts leap seconds, which Postgres honours and Go does not: its days would
-// start 27 seconds apart in the writer's Go and in a rebuild's SQL.
+// start 27 seconds apart in the writer's Go and in a rebuild's SQL. CET, MET, EET and WET
+// have summer time in Go, but Postgres reads them as its fixed-offset abbreviations
+// first: a city's zone names them (Europe/Brussels, Europe/Athens, Europe/Lisbon), as
+// migration 000010 renamed stored ones.
 func civilZone(name string) bool {
 	switch name {
-	case "", "Local", "localtime", "posixrules", "Factory":
+	case "", "Local", "localtime", "posixrules", "Factory", "CET", "MET", "EET", "WET":
 		return false
 	}
 	if strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") || !Storable(name) {
