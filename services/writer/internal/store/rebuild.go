@@ -38,6 +38,13 @@ FROM w LEFT JOIN visits v
  AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3)
 GROUP BY w.lo, w.hi`
 
+// visitsInMonth reports whether a stored visit of a visitor of the range [$4, $5) has
+// time in the month [$2, $3).
+const visitsInMonth = `
+SELECT EXISTS (SELECT 1 FROM visits v
+               WHERE v.site_id = $1 AND v.started_at < $3 AND v.ended_at >= $2
+                 AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $4 AND ts < $5))`
+
 // rangeVisitors are the visitors with an event in [$2, $3): their visits are rebuilt.
 const rangeVisitors = `SELECT DISTINCT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3`
 
@@ -159,6 +166,29 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 	var wlo, whi time.Time
 	if err := tx.QueryRow(ctx, visitWindow, siteID, lo, hi).Scan(&wlo, &whi); err != nil {
 		return 0, fmt.Errorf("find visits to rebuild: %w", err)
+	}
+	// The window reaches beyond the range, to whole visits: one of the range's visits
+	// with events in a month retention dropped cannot be rebuilt from its events, and
+	// taking it out would change the rollups of days outside the range.
+	for m := monthOf(wlo); m.Before(whi); m = m.AddDate(0, 1, 0) {
+		if !m.Before(monthOf(hlo)) && m.Before(hhi) {
+			continue // checked above
+		}
+		var ok bool
+		name := fmt.Sprintf("events_y%04dm%02d", m.Year(), int(m.Month()))
+		if err := tx.QueryRow(ctx, partitionExists, name).Scan(&ok); err != nil {
+			return 0, fmt.Errorf("check partition: %w", err)
+		}
+		if ok {
+			continue
+		}
+		var reaches bool
+		if err := tx.QueryRow(ctx, visitsInMonth, siteID, m, m.AddDate(0, 1, 0), lo, hi).Scan(&reaches); err != nil {
+			return 0, fmt.Errorf("check visits: %w", err)
+		}
+		if reaches {
+			return 0, fmt.Errorf("rebuild rollups: visits of the range reach into %s: %w", m.Format("2006-01"), ErrNoRawEvents)
+		}
 	}
 	st, err := New(pool)
 	if err != nil {

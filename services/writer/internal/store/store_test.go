@@ -736,6 +736,52 @@ func TestDropPartitionsBefore(t *testing.T) {
 	}
 }
 
+// TestRebuildNextToADroppedMonth: a rebuild whose range's visits reach into a month
+// retention dropped is refused, and changes nothing; one whose visits stay clear of it
+// goes on.
+func TestRebuildNextToADroppedMonth(t *testing.T) {
+	st, pool := newStore(t)
+	ctx := context.Background()
+	at := func(d, h, m int) time.Time { return time.Date(2026, time.Month(1+(d-1)/31), 1+(d-1)%31, h, m, 0, 0, time.UTC) }
+	crossing := pgtest.NewSite(t, pool, "UTC")
+	write(t, st, []event.Event{
+		newEvent(t, at(31, 23, 50), crossing, "pageview", 1), // a visit across the month's edge
+		newEvent(t, at(32, 0, 10), crossing, "pageview", 1),
+		newEvent(t, at(32, 12, 0), crossing, "pageview", 2),
+	})
+	clear := pgtest.NewSite(t, pool, "UTC")
+	write(t, st, []event.Event{
+		newEvent(t, at(30, 10, 0), clear, "pageview", 1),
+		newEvent(t, at(32, 12, 0), clear, "pageview", 2),
+	})
+	if _, err := st.DropPartitionsBefore(ctx, at(32, 0, 0)); err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	visitRollups := func(site int64) string {
+		var s string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(day || ':' || visits || ':' || bounces || ':' || duration_ms, ' ' ORDER BY day), '')
+			FROM rollup_visits WHERE site_id = $1 AND dim = 0`, site).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := visitRollups(crossing)
+	feb1 := at(32, 0, 0)
+	if err := Rebuild(ctx, pool, crossing, feb1, feb1); !errors.Is(err, ErrNoRawEvents) {
+		t.Fatalf("rebuild of a day whose visit began in a dropped month: %v, want ErrNoRawEvents", err)
+	}
+	if after := visitRollups(crossing); after != before {
+		t.Fatalf("visit rollups changed by a refused rebuild: %q -> %q", before, after)
+	}
+	before = visitRollups(clear)
+	if err := Rebuild(ctx, pool, clear, feb1, feb1); err != nil {
+		t.Fatalf("rebuild of a day whose visits stay in it: %v", err)
+	}
+	if after := visitRollups(clear); after != before {
+		t.Fatalf("visit rollups differ after the rebuild: %q -> %q", before, after)
+	}
+}
+
 // recountVisits splits each visitor's events into visits by the 30-minute rule.
 func recountVisits(t testing.TB, events []event.Event, tz map[int64]string) ([]visitRow, []visitDimRow) {
 	t.Helper()
