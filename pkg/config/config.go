@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"reflect"
 	"runtime/debug"
@@ -130,8 +131,11 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
+	if err != nil || n < 0 {
 		return 0, errors.New("not a size")
+	}
+	if n > math.MaxInt64/mult {
+		return 0, errors.New("size too large")
 	}
 	return n * mult, nil
 }
@@ -170,16 +174,36 @@ func flatten(v reflect.Value, prefix string, lines *[]string) {
 }
 
 // MaskURL hides the password of a URL such as a database DSN.
+// A list of URLs (NATS servers) is masked URL by URL; a password given as a query
+// parameter is masked too, and a URL that does not parse prints as *** whole.
 func MaskURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if strings.Contains(raw, ",") {
+		parts := strings.Split(raw, ",")
+		for i, p := range parts {
+			parts[i] = MaskURL(p)
+		}
+		return strings.Join(parts, ",")
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "***"
+	}
+	masked := false
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "***")
+			masked = true
+		}
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "***")
+		u.RawQuery = q.Encode()
+		masked = true
+	}
+	if !masked {
 		return raw
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "***")
-		return strings.Replace(u.String(), "%2A%2A%2A", "***", 1)
-	}
-	return raw
+	return strings.ReplaceAll(u.String(), "%2A%2A%2A", "***")
 }
 
 // SetMemoryLimit sets the Go runtime's soft memory limit of a service running alone to

@@ -58,6 +58,33 @@ func TestPrintMasks(t *testing.T) {
 	}
 }
 
+func TestMaskURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"postgres://haru@db:5432/haru?password=s3cret&sslmode=require": "postgres://haru@db:5432/haru?password=***&sslmode=require",
+		"nats://tok:s3cret@n1:4222,nats://tok:s3cret@n2:4222":          "nats://tok:***@n1:4222,nats://tok:***@n2:4222",
+		"postgres://u:pa#ss@db/haru":                                   "***",
+		"postgres://u@db/haru":                                         "postgres://u@db/haru",
+		"nats://127.0.0.1:4222":                                        "nats://127.0.0.1:4222",
+	} {
+		if got := MaskURL(raw); got != want {
+			t.Errorf("MaskURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"2 MiB": 2 << 20, "96MiB": 96 << 20, "1GB": 1e9, "512": 512, "8589934591GiB": 8589934591 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"17179869184GiB", "9223372036854775807KB", "-5MiB", "lots", ""} {
+		if got, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", bad, got)
+		}
+	}
+}
+
 func TestSetMemoryLimit(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(before)
