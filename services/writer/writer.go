@@ -443,6 +443,7 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	events := make([]event.Event, 0, len(msgs))
 	good := make([]jetstream.Msg, 0, len(msgs))
 	withReason := termTakesReason(s.nc.ConnectedServerVersion())
+	cut, pruning := s.retentionCutoff()
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
 			s.metrics.redelivered.Inc()
@@ -467,6 +468,14 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 			} else {
 				_ = m.Term()
 			}
+			continue
+		}
+		if pruning && !monthEnd(e.Time).After(cut) {
+			// Its month is past retention, dropped or about to be: storing it would bring
+			// the month's partition back with a straggler in it, which a rebuild would
+			// take for the month's events.
+			s.metrics.skipped.WithLabelValues(skippedPastRetention).Inc()
+			_ = m.Ack()
 			continue
 		}
 		events = append(events, e)
@@ -677,6 +686,13 @@ func (s *Service) ensureAhead(ctx context.Context) error {
 	return s.store.EnsureAhead(ctx, from, now.AddDate(0, 2, 0))
 }
 
+// monthEnd is the start of the UTC month after t's: raw events are kept and dropped by
+// UTC month.
+func monthEnd(t time.Time) time.Time {
+	y, m, _ := t.UTC().Date()
+	return time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
 func (s *Service) retentionCutoff() (time.Time, bool) {
 	if s.cfg.RetentionDays <= 0 {
 		return time.Time{}, false
@@ -800,8 +816,9 @@ func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 
 // The reasons of haru_writer_events_skipped_total.
 const (
-	skippedDuplicate   = "duplicate"
-	skippedSiteDeleted = "site_deleted"
+	skippedDuplicate     = "duplicate"
+	skippedSiteDeleted   = "site_deleted"
+	skippedPastRetention = "past_retention"
 )
 
 // metrics are the writer's Prometheus series.
@@ -834,7 +851,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "haru_writer_events_skipped_total",
-			Help: "Events not inserted, by reason: duplicate (stored or dead-lettered before, or repeated in a batch) or site_deleted.",
+			Help: "Events not inserted, by reason: duplicate (stored or dead-lettered before, or repeated in a batch), site_deleted, or past_retention (its month past HARU_RETENTION_DAYS).",
 		}, []string{"reason"}),
 		terminated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haru_writer_messages_terminated_total", Help: "Undecodable messages terminated.",
@@ -862,6 +879,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Both reasons are exported from the start, so a rate over them never starts empty.
 	m.skipped.WithLabelValues(skippedDuplicate)
 	m.skipped.WithLabelValues(skippedSiteDeleted)
+	m.skipped.WithLabelValues(skippedPastRetention)
 	for _, c := range []prometheus.Collector{m.batchSize, m.commitSeconds, m.rowsWritten, m.skipped, m.terminated, m.deferred, m.batchErrors, m.redelivered, m.deadLettered, m.pending, m.consumeRestarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register writer metrics: %w", err)

@@ -782,3 +782,39 @@ func TestNewerVersionLeftForANewerWriter(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// TestStragglerPastRetentionDropped: an event whose month is past retention, arriving
+// late, is acked and counted, not stored: storing it would bring the dropped month's
+// partition back with that one event in it.
+func TestStragglerPastRetentionDropped(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.RetentionDays = 45 }) // clock 2026-06-15: April and before are past
+	site := pgtest.NewSite(t, h.pool, "UTC")
+	for _, ts := range []time.Time{
+		time.Date(2026, 4, 30, 23, 59, 0, 0, time.UTC), // April ends before the cutoff, May 1
+		time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 6, 15, 11, 0, 0, 0, time.UTC),
+	} {
+		e, err := event.New(ts, site, "pageview")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.publishEvent(t, &e)
+	}
+	stop := h.run(t)
+	defer stop()
+	waitFor(t, 10*time.Second, "two events stored", func() bool { return h.stored(t) == 2 })
+	waitFor(t, 5*time.Second, "the straggler counted", func() bool {
+		return testutil.ToFloat64(h.svc.metrics.skipped.WithLabelValues(skippedPastRetention)) == 1
+	})
+	var april bool
+	if err := h.pool.QueryRow(context.Background(), `SELECT to_regclass('events_y2026m04') IS NOT NULL`).Scan(&april); err != nil {
+		t.Fatal(err)
+	}
+	if april {
+		t.Fatal("the straggler's month has a partition again")
+	}
+	waitFor(t, 5*time.Second, "nothing left in the stream", func() bool {
+		info := h.consumerInfo(t)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	})
+}
