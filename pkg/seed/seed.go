@@ -6,6 +6,7 @@ package seed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -203,7 +204,9 @@ type Result struct {
 func Seed(ctx context.Context, pool *pgxpool.Pool, site int64, n, days int, now time.Time, s uint64,
 	rebuild func(ctx context.Context, firstDay, lastDay time.Time) error) (Result, error) {
 	var tz string
-	if err := pool.QueryRow(ctx, `SELECT timezone FROM sites WHERE id = $1`, site).Scan(&tz); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT timezone FROM sites WHERE id = $1`, site).Scan(&tz); errors.Is(err, pgx.ErrNoRows) {
+		return Result{}, fmt.Errorf("site %d: no such site", site)
+	} else if err != nil {
 		return Result{}, fmt.Errorf("site %d: %w", site, err)
 	}
 	loc, err := time.LoadLocation(tz)

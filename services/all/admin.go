@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +44,10 @@ commands:
 
 Every command reads HARU_DATABASE_URL.`
 
+// adminCommands are the commands of adminUsage.
+var adminCommands = []string{"migrate", "create-user", "reset-password", "create-site", "create-site-secret",
+	"create-api-key", "rebuild-rollups", "seed-demo", "seed-events"}
+
 // Admin runs one admin command.
 func Admin(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
@@ -50,6 +55,9 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 		return nil
 	}
 	cmd, args := args[0], args[1:]
+	if !slices.Contains(adminCommands, cmd) {
+		return errors.New("unknown admin command " + cmd + "\n" + adminUsage)
+	}
 	fs := flag.NewFlagSet("haru admin "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	email := fs.String("email", "", "user's email")
@@ -65,8 +73,13 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	seedN := fs.Uint64("seed", 1, "random seed of the generated events")
 	chunk := fs.Int("chunk-days", 1, "days one rollup rebuild transaction covers; the site's writers wait for each")
 	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // the flags' usage is printed
+	} else if err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected arguments %q (flags go before them?)\n%s", cmd, fs.Args(), adminUsage)
 	}
 	env := config.NewEnv(getenv)
 	dbURL := env.String("HARU_DATABASE_URL", pgutil.DefaultURL)

@@ -25,6 +25,18 @@ func TestAdminCommands(t *testing.T) {
 	if out, err := run("migrate"); err != nil || !strings.Contains(out, "schema version") {
 		t.Fatalf("migrate: %q, %v", out, err)
 	}
+	if out, err := run("migrate", "-h"); err != nil || !strings.Contains(out, "-email") {
+		t.Fatalf("migrate -h: %q, %v; want the flags and no error", out, err)
+	}
+	if _, err := run("create-site-secret", "-site", "1", "extra"); err == nil || !strings.Contains(err.Error(), "unexpected arguments") {
+		t.Fatalf("a stray argument: %v, want it refused", err)
+	}
+	if _, err := run("seed-events", "-site", "999999", "-events", "10"); err == nil || !strings.Contains(err.Error(), "no such site") {
+		t.Fatalf("seeding a missing site: %v, want \"no such site\"", err)
+	}
+	if _, err := run("frobnicate"); err == nil || !strings.Contains(err.Error(), "unknown admin command") {
+		t.Fatalf("an unknown command: %v", err)
+	}
 	if _, err := run("create-user", "-email", "ops@example.com", "-password", "a-long-password"); err != nil {
 		t.Fatal(err)
 	}
