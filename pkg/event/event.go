@@ -129,9 +129,9 @@ func Decode(b []byte) (Event, error) {
 // Validate checks what every stored event must have. Ingest refuses bad input long before
 // this; Validate guards the writer against messages from elsewhere.
 func (e *Event) Validate() error {
+	// What every version carries comes first: a message without it is poison whatever
+	// version it claims.
 	switch {
-	case e.V > Version:
-		return fmt.Errorf("%w: version %d, this reader knows up to %d", ErrNewerVersion, e.V, Version)
 	case e.V < 1:
 		return fmt.Errorf("%w: unsupported version %d", ErrDecode, e.V)
 	case e.ID == uuid.Nil:
@@ -142,6 +142,8 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: missing site", ErrDecode)
 	case e.Name == "":
 		return fmt.Errorf("%w: missing name", ErrDecode)
+	case e.V > Version:
+		return fmt.Errorf("%w: version %d, this reader knows up to %d", ErrNewerVersion, e.V, Version)
 	}
 	for _, s := range e.texts() {
 		if !Storable(s) {

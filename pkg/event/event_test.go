@@ -85,6 +85,7 @@ func TestDecode(t *testing.T) {
 		{name: "unknown fields ignored", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x","p":"/","future":{"a":[1]}}`,
 			check: func(e Event) bool { return e.Name == "x" }},
 		{name: "newer version", in: `{"v":2,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrNewerVersion},
+		{name: "newer version without an id", in: `{"v":99,"ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrDecode},
 		{name: "no version", in: `{"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrDecode},
 		{name: "no id", in: `{"v":1,"ts":"2026-11-27T09:30:15Z","site":1,"n":"x"}`, wantErr: ErrDecode},
 		{name: "no time", in: `{"v":1,"id":"0192f1a2-3b4c-7d5e-8f60-718293a4b5c6","site":1,"n":"x"}`, wantErr: ErrDecode},
