@@ -2,7 +2,9 @@ package tracker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -38,7 +41,9 @@ import (
 const (
 	shopHost  = "shop.example.test"
 	otherHost = "other.example.test"
-	userAgent = browsertest.UserAgent
+	// localSubHost is a subdomain of the shop whose name merely starts with "localhost".
+	localSubHost = "localhost.shop.example.test"
+	userAgent    = browsertest.UserAgent
 )
 
 // harness is one ingest service, one page server and one browser shared by the subtests.
@@ -123,7 +128,7 @@ func newHarness(t *testing.T) *harness {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	h.browser = browsertest.Start(t, []string{shopHost, otherHost}, 1280, 800)
+	h.browser = browsertest.Start(t, []string{shopHost, otherHost, localSubHost}, 1280, 800)
 	return h
 }
 
@@ -479,6 +484,7 @@ func TestBrowser(t *testing.T) {
 		// visibilitychange event, as when the visitor switches tabs.
 		setVisibility := func(state string) chromedp.Action[chromedp.Void] {
 			return eval(`Object.defineProperty(document, 'visibilityState', {value: '` + state + `', configurable: true});` +
+				`Object.defineProperty(document, 'hidden', {value: document.visibilityState == 'hidden', configurable: true});` +
 				`document.dispatchEvent(new Event('visibilitychange'))`)
 		}
 		run(t, ctx, chromedp.Navigate(url))
@@ -533,20 +539,213 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
-	t.Run("fetch fallback", func(t *testing.T) {
+	// Ingest refuses a path over 2,048 bytes, a URL or referrer over 4,096 and a property
+	// value over 256: the tracker cuts them, else every event of the page would be lost.
+	// A URL is ASCII once the browser has serialized it, so the cuts are in bytes.
+	longURLs := []struct {
+		name     string
+		suffix   string // added to the page's URL
+		wantPath string
+		wantUTM  string
+	}{
+		{name: "long query", suffix: "?utm_source=ads&state=" + strings.Repeat("x", 4100), wantPath: "/p/longurl/", wantUTM: "ads"},
+		{name: "long path", suffix: strings.Repeat("é", 1000), wantPath: ("/p/longurl/" + strings.Repeat("%C3%A9", 1000))[:2048]},
+	}
+	for _, tt := range longURLs {
+		t.Run("cuts a "+tt.name, func(t *testing.T) {
+			s := h.newSite(t)
+			url := h.addPage("longurl", s, `<!doctype html><title>long</title>`+script("haru", ""), "")
+			ctx := h.tab(t)
+			run(t, ctx, chromedp.Navigate(url+tt.suffix))
+			ev := s.next(t, waitEvent)
+			if ev.Name != "pageview" || ev.Path != tt.wantPath || ev.UTMSource != tt.wantUTM {
+				t.Fatalf("got %q on %q (%d bytes), utm_source %q; want the pageview on %q, utm_source %q",
+					ev.Name, ev.Path, len(ev.Path), ev.UTMSource, tt.wantPath, tt.wantUTM)
+			}
+		})
+	}
+
+	t.Run("cuts a long referrer", func(t *testing.T) {
 		s := h.newSite(t)
-		url := h.addPage("fetch", s, `<!doctype html><title>fetch</title>`+script("haru", ""), "")
+		url := h.addPage("longref", s, `<!doctype html><title>long referrer</title>`+script("haru", ""), "")
 		ctx := h.tab(t)
-		// A full beacon queue makes sendBeacon return false.
-		addScript(t, ctx, `window.beacons = 0; navigator.sendBeacon = () => (window.beacons++, false)`)
+		// Emulated: Chromium itself strips a referrer over 4,096 bytes to its origin, other
+		// browsers need not.
+		ref := "http://news.example.org/item?q=" + strings.Repeat("r", 5000)
+		addScript(t, ctx, `Object.defineProperty(document, 'referrer', {get: () => '`+ref+`'})`)
 		run(t, ctx, chromedp.Navigate(url))
-		if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Path != "/p/fetch/" {
-			t.Fatalf("got %q on %q, want the pageview", ev.Name, ev.Path)
-		}
-		if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.beacons`)); err != nil || n != 1 {
-			t.Fatalf("sendBeacon tried %d times (%v), want once before the fallback", n, err)
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Referrer != ref[:4096] {
+			t.Fatalf("got %q with a referrer of %d bytes, want the pageview with the first 4096 bytes of the referrer", ev.Name, len(ev.Referrer))
 		}
 	})
+
+	t.Run("cuts a long link url", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("longlink", s, `<!doctype html><title>long links</title>`+script("haru.links", `data-outbound`)+`
+<a id="query" href="{{other}}/landing?ref=`+strings.Repeat("a", 300)+`#top" onclick="event.preventDefault()">query</a>
+<a id="path" href="{{other}}/`+strings.Repeat("b", 300)+`" onclick="event.preventDefault()">path</a>`, "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		other := "http://" + otherHost + ":" + h.pagePort
+		var got []string
+		for _, id := range []string{"query", "path"} {
+			run(t, ctx, chromedp.Click(chromedp.ID(id)))
+			got = append(got, s.nextNamed(t, "Outbound Link: Click", waitEvent).Props["url"])
+		}
+		// Without its query and fragment; then cut.
+		want := []string{other + "/landing", (other + "/" + strings.Repeat("b", 300))[:256]}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("props.url (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("caps engagement at a day", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("longday", s, `<!doctype html><title>a day</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" {
+			t.Fatalf("first event %q, want pageview", ev.Name)
+		}
+		// The tab stays in view for 25 hours; ingest refuses a report over 24.
+		run(t, ctx, eval(`const now = Date.now; Date.now = () => now() + 25 * 3600e3;`+
+			`Object.defineProperty(document, 'hidden', {value: true, configurable: true});`+
+			`document.dispatchEvent(new Event('visibilitychange'))`))
+		if ev := s.next(t, waitEvent); ev.Name != "engagement" || ev.DurationMS != 24*3600*1000 {
+			t.Fatalf("got %q of %dms, want engagement of 24h", ev.Name, ev.DurationMS)
+		}
+	})
+
+	t.Run("custom events wait for a prerendered page to be shown", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("prerender", s, `<!doctype html><title>prerender</title>`+script("haru", "")+
+			`<script>document.addEventListener('DOMContentLoaded', () => haru('Early', {props: {at: 'load'}}))</script>`, "")
+		ctx := h.tab(t)
+		// Prerendering is emulated: document.prerendering holds until prerenderingchange.
+		addScript(t, ctx, `window.prerendering = true;`+
+			`Object.defineProperty(document, 'prerendering', {get: () => window.prerendering, configurable: true})`)
+		run(t, ctx, chromedp.Navigate(url), chromedp.WaitReady("body"))
+		s.none(t, time.Second)
+		run(t, ctx, eval(`window.prerendering = false; document.dispatchEvent(new Event('prerenderingchange'))`))
+		got := s.byName(t, 2, waitEvent)
+		if ev, ok := got["Early"]; !ok || ev.Path != "/p/prerender/" || ev.Props["at"] != "load" {
+			t.Fatalf("after the page was shown: %v, want the pageview and Early", got)
+		}
+	})
+
+	t.Run("a second copy counts nothing", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("twice", s, `<!doctype html><title>twice</title>`+script("haru", "")+script("haru.links", `data-outbound`)+`
+<button id="cta" data-haru-event="CTA">Buy</button>`, "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(url), chromedp.WaitReady("body"))
+		run(t, ctx, chromedp.Click(chromedp.ID("cta")), eval(`haru('Signup')`))
+		got := s.byName(t, 3, waitEvent)
+		if _, ok := got["pageview"]; !ok {
+			t.Fatalf("events %v, want a pageview", got)
+		}
+		s.none(t, 500*time.Millisecond)
+	})
+
+	t.Run("a host that only starts with localhost counts", func(t *testing.T) {
+		s := h.newSite(t)
+		url := h.addPage("localsub", s, `<!doctype html><title>localhost subdomain</title>`+script("haru", ""), "")
+		ctx := h.tab(t)
+		run(t, ctx, chromedp.Navigate(strings.Replace(url, shopHost, localSubHost, 1)))
+		if ev := s.next(t, waitEvent); ev.Name != "pageview" || ev.Hostname != localSubHost {
+			t.Fatalf("got %q on host %q, want the pageview on %s", ev.Name, ev.Hostname, localSubHost)
+		}
+	})
+
+	// Ingest answers 503 when it cannot make an event durable (as during a NATS election)
+	// and 429 past a rate limit; the tracker retries those and network errors three
+	// times, after 1, 2 and 4 s. The answers come from a stand-in for ingest. Timers are
+	// emulated (run at once, their delays recorded) except in the first case.
+	retries := []struct {
+		name       string
+		answers    []int // by request, the last repeating; 0 drops the connection
+		realTimers bool
+		want       int // requests
+		wantDelays []int
+	}{
+		{name: "503 then accepted", answers: []int{503, 202}, realTimers: true, want: 2},
+		{name: "429 then accepted", answers: []int{429, 202}, want: 2, wantDelays: []int{1000}},
+		{name: "network error then accepted", answers: []int{0, 202}, want: 2, wantDelays: []int{1000}},
+		{name: "always 503", answers: []int{503}, want: 4, wantDelays: []int{1000, 2000, 4000}},
+		{name: "400 is final", answers: []int{400}, want: 1},
+	}
+	for _, tt := range retries {
+		t.Run("retry "+tt.name, func(t *testing.T) {
+			s := h.newSite(t)
+			api := newFakeAPI(t, tt.answers)
+			url := h.addPage("retry", s, `<!doctype html><title>retry</title>`+script("haru", `data-api="`+api.origin+`"`), "")
+			ctx := h.tab(t)
+			if !tt.realTimers {
+				addScript(t, ctx, `window.delays = []; const later = setTimeout;`+
+					`window.setTimeout = (f, ms, ...args) => (delays.push(ms), later(f, 0, ...args))`)
+			}
+			run(t, ctx, chromedp.Navigate(url))
+			bodies := api.wait(t, tt.want, waitEvent)
+			time.Sleep(500 * time.Millisecond)
+			if n := api.count(); n != tt.want {
+				t.Fatalf("%d requests, want %d", n, tt.want)
+			}
+			for _, b := range bodies[1:] {
+				if b != bodies[0] {
+					t.Fatalf("a retry sent %s, the first request %s", b, bodies[0])
+				}
+			}
+			if !tt.realTimers {
+				delays, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`window.delays`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.wantDelays, delays, cmpopts.EquateEmpty()); diff != "" {
+					t.Fatalf("retry delays in ms (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+
+	// Ingest takes only pages with an http(s) URL: the tracker stays off elsewhere (a
+	// data: page cannot load it here, Chromium keeps it from loopback addresses). Each
+	// case is followed by a normal page sending to the same stand-in for ingest: its
+	// pageview must be the first request.
+	notHTTP := []struct {
+		name string
+		open func(api string) string // the URL to open
+	}{
+		{name: "a srcdoc frame", open: func(api string) string {
+			inner := `<script src="` + h.ingestOrigin + `/js/haru.js" data-api="` + api + `" data-token="x"></script><script>haru('Signup')</script>`
+			return h.addPage("srcdoc", &site{}, `<!doctype html><title>srcdoc</title><iframe srcdoc="`+html.EscapeString(inner)+`"></iframe>`, "")
+		}},
+		{name: "an about:blank frame", open: func(api string) string {
+			return h.addPage("blank", &site{}, `<!doctype html><title>about:blank</title><iframe id="f"></iframe><script>`+
+				`const d = f.contentDocument, s = d.createElement('script');`+
+				`s.src = '`+h.ingestOrigin+`/js/haru.js'; s.dataset.api = '`+api+`'; s.dataset.token = 'x'; d.body.appendChild(s)</script>`, "")
+		}},
+	}
+	for _, tt := range notHTTP {
+		t.Run("off in "+tt.name, func(t *testing.T) {
+			api := newFakeAPI(t, []int{202})
+			control := h.addPage("control", &site{}, `<!doctype html><title>control</title>`+script("haru", `data-api="`+api.origin+`"`), "")
+			ctx := h.tab(t)
+			run(t, ctx, chromedp.Navigate(tt.open(api.origin)), chromedp.Sleep(500*time.Millisecond))
+			// The frame did load the tracker.
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`typeof frames[0].haru == 'function'`)); err != nil || !ok {
+				t.Fatalf("no haru in the frame: %v %v", ok, err)
+			}
+			run(t, ctx, chromedp.Navigate(control))
+			bodies := api.wait(t, 1, waitEvent)
+			var first struct{ N, U string }
+			if err := json.Unmarshal([]byte(bodies[0]), &first); err != nil || first.N != "pageview" || first.U != control {
+				t.Fatalf("first request %s (%v), want the control page's pageview", bodies[0], err)
+			}
+		})
+	}
 
 	t.Run("csp", func(t *testing.T) {
 		s := h.newSite(t)
@@ -618,5 +817,65 @@ func TestBrowser(t *testing.T) {
 				t.Fatalf("got %q on %q before the control page's pageview", ev.Name, ev.Path)
 			}
 		})
+	}
+}
+
+// fakeAPI stands in for ingest's collect endpoint, answering each request with the next
+// of its answers (the last repeating; 0 drops the connection) and keeping the bodies.
+type fakeAPI struct {
+	origin  string
+	answers []int
+
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newFakeAPI(t *testing.T, answers []int) *fakeAPI {
+	t.Helper()
+	a := &fakeAPI{answers: answers}
+	srv := httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(srv.Close)
+	a.origin = "http://" + otherHost + ":" + port(srv.Listener.Addr())
+	return a
+}
+
+func (a *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Access-Control-Allow-Headers", "*")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	a.mu.Lock()
+	a.bodies = append(a.bodies, string(body))
+	status := a.answers[min(len(a.bodies), len(a.answers))-1]
+	a.mu.Unlock()
+	if status == 0 {
+		panic(http.ErrAbortHandler)
+	}
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(status)
+}
+
+func (a *fakeAPI) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.bodies)
+}
+
+// wait returns the bodies once n requests have come, failing after timeout.
+func (a *fakeAPI) wait(t *testing.T, n int, timeout time.Duration) []string {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		a.mu.Lock()
+		bodies := append([]string(nil), a.bodies...)
+		a.mu.Unlock()
+		if len(bodies) >= n {
+			return bodies
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests within %s, want %d", len(bodies), timeout, n)
+		}
 	}
 }

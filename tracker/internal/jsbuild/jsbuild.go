@@ -48,7 +48,7 @@ func Build(src []byte, version string) (map[string][]byte, error) {
 		res := api.Transform(string(src), api.TransformOptions{
 			Sourcefile:        Source,
 			Loader:            api.LoaderJS,
-			Target:            api.ES2017,
+			Target:            api.ES2020,
 			MinifyWhitespace:  true,
 			MinifyIdentifiers: true,
 			MinifySyntax:      true,
