@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/haru-analytics/haru/pkg/browsertest"
@@ -370,4 +371,132 @@ func TestDashboardInBrowser(t *testing.T) {
 	if status := collect(newToken); status >= 300 {
 		t.Fatalf("the new token answers %d", status)
 	}
+}
+
+// TestDashboardLiveProperties: the dashboard against failures and slow answers. A live
+// frame clears an error an earlier request left; a property's values are listed once
+// however many frames redraw the panel while its breakdown is on its way; a property key
+// holding ':' filters like any other.
+func TestDashboardLiveProperties(t *testing.T) {
+	browsertest.Find(t) // skip early without a browser
+	port := startHaru(t)
+	haru := "http://" + haruHost + ":" + port
+	browser := browsertest.Start(t, []string{haruHost, shopHost}, 1280, 900)
+	ctx, cancel := context.WithTimeout(browser, 120*time.Second)
+	defer cancel()
+
+	do(t, ctx, "open the register page", chromedp.Navigate(haru+"/register"))
+	do(t, ctx, "register",
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), "owner@example.com"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "correct horse battery"),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=domain]`)),
+	)
+	do(t, ctx, "add a site",
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "Shop"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=domain]`), shopHost),
+		chromedp.SetValue(chromedp.CSS(`input[name=timezone]`), "UTC"),
+		chromedp.Click(chromedp.CSS(`form[action="/app/sites"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("snippet")),
+	)
+	token := eval[string](t, ctx, `document.querySelector('#token').textContent`)
+	dashURL := strings.TrimSuffix(eval[string](t, ctx, `location.href`), "/settings") + "?period=today"
+	collect := func(body string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:"+port+"/api/collect?t="+token, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("User-Agent", userAgent)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("collect: %d", resp.StatusCode)
+		}
+	}
+	collect(`{"n":"pageview","u":"http://` + shopHost + `/pricing","p":"/pricing"}`)
+	collect(`{"n":"Signup","u":"http://` + shopHost + `/pricing","p":"/pricing","props":{"plan":"pro","utm:src":"x"}}`)
+
+	visitors := `document.querySelector('.figure[data-metric=visitors] .value').textContent`
+	labels := `[...document.querySelectorAll('[data-panel=events] .label')]`
+	errorShown := `document.querySelector('#dash-error').hidden ? '' : document.querySelector('#dash-error').textContent`
+	// openValues opens the dashboard and the values of property key in the events panel.
+	openValues := func(t *testing.T, dash context.Context, key, value string) {
+		t.Helper()
+		do(t, dash, "open the dashboard", chromedp.Navigate(dashURL))
+		until(t, dash, "the custom event", labels+`.some(b => b.textContent === 'Signup')`, 10*time.Second)
+		do(t, dash, "properties", chromedp.Click(chromedp.CSS(`[data-panel=events] button[data-dim=props]`)))
+		until(t, dash, "the property key", labels+`.some(b => b.textContent === '`+key+`')`, 5*time.Second)
+		do(t, dash, "its values", chromedp.Evaluate[chromedp.Void](labels+`.find(b => b.textContent === '`+key+`').click()`))
+		until(t, dash, "the value", labels+`.some(b => b.textContent === '`+value+`')`, 5*time.Second)
+	}
+
+	t.Run("a live frame clears an earlier error", func(t *testing.T) {
+		dash := newTab(t, ctx)
+		// The first /dashboard request fails as when the database is briefly unreachable.
+		if _, err := chromedp.Call(dash, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
+			const orig = window.fetch; let failed = false;
+			window.fetch = (u, o) => {
+				if (!failed && String(u).includes('/data/dashboard')) {
+					failed = true;
+					return Promise.resolve(new Response('{"error":"cannot reach the database, retry later"}', {status: 503, headers: {'Content-Type': 'application/json'}}));
+				}
+				return orig(u, o);
+			};
+			// The live stream may draw at once: remember the error was shown.
+			new MutationObserver(() => {
+				const e = document.getElementById('dash-error');
+				if (e && !e.hidden && e.textContent) window.errorSeen = e.textContent;
+			}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+		})()`}); err != nil {
+			t.Fatal(err)
+		}
+		do(t, dash, "open the dashboard", chromedp.Navigate(dashURL))
+		until(t, dash, "the error", `window.errorSeen === 'cannot reach the database, retry later'`, 10*time.Second)
+		until(t, dash, "live figures", visitors+` === '1' && document.querySelector('#live-state').classList.contains('live')`, 10*time.Second)
+		until(t, dash, "no error", `(`+errorShown+`) === ''`, 2*time.Second)
+	})
+
+	t.Run("a property's values are listed once", func(t *testing.T) {
+		dash := newTab(t, ctx)
+		openValues(t, dash, "plan", "pro")
+		count := labels + `.filter(b => b.textContent === 'pro').length`
+		// The breakdown now answers slower than live frames come: two events 300 ms apart
+		// redraw the panel twice while both requests are on their way.
+		eval[bool](t, dash, `(() => { const orig = window.fetch; window.fetch = (u, o) => String(u).includes('/breakdown') ?
+			new Promise(r => setTimeout(r, 1500)).then(() => orig(u, o)) : orig(u, o); return true })()`)
+		collect(`{"n":"Signup","u":"http://` + shopHost + `/a","p":"/a","props":{"plan":"pro"}}`)
+		time.Sleep(300 * time.Millisecond)
+		collect(`{"n":"Signup","u":"http://` + shopHost + `/b","p":"/b","props":{"plan":"pro"}}`)
+		// Both answers are in: the latest shows the three events.
+		until(t, dash, "the new count", `[...document.querySelectorAll('[data-panel=events] .row')].some(r =>
+			r.querySelector('.label')?.textContent === 'pro' && r.querySelector('.num').textContent === '3')`, 10*time.Second)
+		time.Sleep(2 * time.Second)
+		if n := eval[int](t, dash, count); n != 1 {
+			t.Fatalf("the value pro is listed %d times", n)
+		}
+		if n := eval[int](t, dash, `document.querySelectorAll('[data-panel=events] .back').length`); n != 1 {
+			t.Fatalf("%d back buttons", n)
+		}
+	})
+
+	t.Run("a property key with a colon filters", func(t *testing.T) {
+		dash := newTab(t, ctx)
+		openValues(t, dash, "utm:src", "x")
+		do(t, dash, "filter", chromedp.Evaluate[chromedp.Void](labels+`.find(b => b.textContent === 'x').click()`))
+		until(t, dash, "the chip", `document.querySelector('#filters .chip .val')?.textContent === 'x'`, 5*time.Second)
+		until(t, dash, "filtered figures", visitors+` === '1'`, 5*time.Second)
+		if chip := eval[string](t, dash, `document.querySelector('#filters .chip .dim').textContent`); chip != "Property utm:src" {
+			t.Errorf("chip %q, want Property utm:src", chip)
+		}
+		if msg := eval[string](t, dash, errorShown); msg != "" {
+			t.Errorf("error %q", msg)
+		}
+		if q := eval[string](t, dash, `location.search`); !strings.Contains(q, "filter=prop.utm%253Asrc%3Ais%3Ax") {
+			t.Errorf("URL query %q lacks the encoded filter", q)
+		}
+	})
 }

@@ -155,12 +155,24 @@ func (q Query) WithDimension(name string) (Query, error) {
 	return q, nil
 }
 
+// parseFilter reads <dimension>:<is|is_not>:<value>. The value may hold ':', and so may
+// a property key: in prop.<key> the key is percent-encoded (at least its '%' and ':').
+// The filter keeps the dimension with only those two escaped, so every spelling of a key
+// gives one Canonical view, which parses back to the same filter.
 func parseFilter(raw string) (Filter, error) {
 	parts := strings.SplitN(raw, ":", 3)
 	if len(parts) != 3 {
 		return Filter{}, fieldErr("filter", "filter %q: want <dimension>:<is|is_not>:<value>", raw)
 	}
-	d, err := lookupDimension("filter", parts[0], false)
+	dim, name := parts[0], parts[0]
+	if enc, ok := strings.CutPrefix(dim, "prop."); ok {
+		key, err := url.PathUnescape(enc)
+		if err != nil {
+			return Filter{}, fieldErr("filter", "filter %q: the property key is not percent-encoded (%% as %%25, : as %%3A)", raw)
+		}
+		name, dim = "prop."+key, "prop."+propKeyEscaper.Replace(key)
+	}
+	d, err := lookupDimension("filter", name, false)
 	if err != nil {
 		return Filter{}, err
 	}
@@ -168,13 +180,16 @@ func parseFilter(raw string) (Filter, error) {
 		return Filter{}, fieldErr("filter", "filter %q: operator %q, want is or is_not", raw, parts[1])
 	}
 	if len(parts[2]) > maxFilterValue {
-		return Filter{}, fieldErr("filter", "filter on %s: value longer than %d bytes", parts[0], maxFilterValue)
+		return Filter{}, fieldErr("filter", "filter on %s: value longer than %d bytes", name, maxFilterValue)
 	}
 	if !storable(parts[2]) {
-		return Filter{}, fieldErr("filter", "filter on %s: value is not UTF-8 text without NUL", parts[0])
+		return Filter{}, fieldErr("filter", "filter on %s: value is not UTF-8 text without NUL", name)
 	}
-	return Filter{Dimension: parts[0], Op: parts[1], Value: parts[2], dim: d}, nil
+	return Filter{Dimension: dim, Op: parts[1], Value: parts[2], dim: d}, nil
 }
+
+// propKeyEscaper percent-encodes what a property key in a filter cannot hold as is.
+var propKeyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // storable reports whether Postgres takes s as a text parameter: valid UTF-8 without NUL.
 // Anything else would fail the query, a 500 for what is bad input.

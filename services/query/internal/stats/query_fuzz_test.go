@@ -21,6 +21,7 @@ func FuzzParseQuery(f *testing.F) {
 		"", "period=7d&filter=page:is:/pricing&filter=country:is_not:JP&metrics=visitors,pageviews",
 		"period=custom&from=2026-01-01&to=2026-02-01&interval=week", "period=all&compare=none&limit=1000&page=3",
 		"dimension=prop.plan&filter=prop.plan:is:a:b", "period=%ff&filter=page:is:%00", "filter=x&filter=y",
+		"filter=prop.utm%253Asrc:is:x&filter=prop.100%2525:is_not:y", "filter=prop.a%25zz:is:x",
 	} {
 		f.Add(s, "page", int64(1772366400), uint8(0))
 		f.Add(s, "prop.a\x00", int64(0), uint8(3))

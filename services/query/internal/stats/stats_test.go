@@ -262,6 +262,43 @@ func TestParseQueryErrors(t *testing.T) {
 	}
 }
 
+// TestFilterPropertyKeyPercentEncoded: a filter is dimension:op:value, so a property key
+// holding ':' is written percent-encoded (as the dashboard does), and '%' with it.
+func TestFilterPropertyKeyPercentEncoded(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		filter  string
+		wantKey string // the property the filter reads
+		want    Filter // Dimension (as Canonical writes it), Op and Value
+	}{
+		{name: "colon", filter: "prop.utm%3Asrc:is:x", wantKey: "utm:src", want: Filter{Dimension: "prop.utm%3Asrc", Op: "is", Value: "x"}},
+		{name: "lower-case escape", filter: "prop.utm%3asrc:is_not:a:b", wantKey: "utm:src", want: Filter{Dimension: "prop.utm%3Asrc", Op: "is_not", Value: "a:b"}},
+		{name: "percent", filter: "prop.100%25:is:x", wantKey: "100%", want: Filter{Dimension: "prop.100%25", Op: "is", Value: "x"}},
+		{name: "needless escape", filter: "prop.pl%61n:is:pro", wantKey: "plan", want: Filter{Dimension: "prop.plan", Op: "is", Value: "pro"}},
+		{name: "plain", filter: "prop.plan:is:pro", wantKey: "plan", want: Filter{Dimension: "prop.plan", Op: "is", Value: "pro"}},
+		{name: "plus stays", filter: "prop.a+b:is:x", wantKey: "a+b", want: Filter{Dimension: "prop.a+b", Op: "is", Value: "x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, err := ParseQuery(url.Values{"filter": {tt.filter}}, now, now, time.UTC, 10, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := q.Filters[0]
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(Filter{})); diff != "" || got.dim.prop != tt.wantKey {
+				t.Fatalf("filter %q reads property %q, want %q; filter (-want +got):\n%s", tt.filter, got.dim.prop, tt.wantKey, diff)
+			}
+		})
+	}
+	for _, bad := range []string{"prop.100%:is:x", "prop.%zz:is:x", "prop.%3:is:x", "prop.%00:is:x", "prop.%C3:is:x", "prop.%3A:is"} {
+		_, err := ParseQuery(url.Values{"filter": {bad}}, now, now, time.UTC, 10, true)
+		if fe, ok := err.(*FieldError); !ok || fe.Field != "filter" {
+			t.Errorf("filter %q: err = %v, want a FieldError on filter", bad, err)
+		}
+	}
+}
+
 // TestCanonicalRoundTrips: a query's canonical form, the key live streams of one view
 // share, parses back to the same query, with the caller's defaults either way: a
 // parameter it dropped (page, metrics) would give views that differ one key, and a
@@ -285,6 +322,7 @@ func TestCanonicalRoundTrips(t *testing.T) {
 		{"24 hours", "period=24h"},
 		{"all", "period=all&interval=month&page=2"},
 		{"filters", "filter=page:is:/a:b&filter=country:is_not:JP&filter=prop.plan:is:pro&page=2"},
+		{"property key with a colon", "filter=" + url.QueryEscape("prop.utm%3Asrc:is:a:b") + "&filter=" + url.QueryEscape("prop.100%25:is_not:x")},
 		{"everything", "period=last_month&interval=day&filter=source:is:Google&metrics=visits&compare=none&limit=1000&page=1000000"},
 	}
 	for _, tt := range tests {

@@ -155,7 +155,11 @@
     es.addEventListener('open', function () { state.retry = 0; liveState('live'); });
     es.addEventListener('stats', function (e) {
       if (es !== state.es) return;
-      try { render(JSON.parse(e.data)); } catch (err) { /* a malformed frame: keep the last view */ }
+      var d;
+      try { d = JSON.parse(e.data); } catch (err) { return; /* a malformed frame: keep the last view */ }
+      // The figures are current again: an earlier failure no longer holds.
+      showError('');
+      render(d);
     });
     es.addEventListener('error', function () {
       if (es !== state.es) return;
@@ -258,6 +262,7 @@
     var rows = $('.rows', p);
     rows.textContent = '';
     if (dim === 'props' && state.propKey) return drawPropValues(p, rows);
+    propDraws[name] = null; // an answer still on its way has no place here now
     var list = (state.data.panels || {})[dim] || [];
     // Entry and exit rows count visits; events and properties count events.
     var metric = dim === 'event' || dim === 'props' ? 'events' : dim === 'entry_page' || dim === 'exit_page' ? 'visits' : 'visitors';
@@ -290,25 +295,45 @@
   }
 
   // drawPropValues lists the values of one custom property, read from the breakdown route.
+  // Every render draws the panel again, and answers may come back out of order: only the
+  // panel's latest request may fill it. Until it answers, the last answer for the same
+  // key and view stays on screen.
+  var propDraws = {};
   function drawPropValues(p, rows) {
-    var key = state.propKey;
-    var back = el('button', 'link back', '← ' + key);
-    back.type = 'button';
-    back.addEventListener('click', function () { state.propKey = null; drawPanel(p); });
-    rows.appendChild(back);
-    fetch(base + '/breakdown?dimension=' + encodeURIComponent('prop.' + key) + '&limit=10&' + query(view()), { credentials: 'same-origin' })
+    var key = state.propKey, name = p.getAttribute('data-panel');
+    var url = base + '/breakdown?dimension=' + encodeURIComponent('prop.' + key) + '&limit=10&' + query(view());
+    var mine = propDraws[name] = { url: url, results: (propDraws[name] || {}).url === url ? propDraws[name].results : [] };
+    var fill = function () {
+      rows.textContent = '';
+      var back = el('button', 'link back', '← ' + key);
+      back.type = 'button';
+      back.addEventListener('click', function () { state.propKey = null; drawPanel(p); });
+      rows.appendChild(back);
+      mine.results.forEach(function (r) {
+        var row = el('div', 'row');
+        var label = el('button', 'label', r.value);
+        label.type = 'button';
+        label.addEventListener('click', function () { addFilter(propDim(key), r.value, 'is'); });
+        row.appendChild(label);
+        row.appendChild(el('span', 'num', fmt(r.events !== undefined ? r.events : r.visitors || 0)));
+        rows.appendChild(row);
+      });
+    };
+    fill();
+    fetch(url, { credentials: 'same-origin' })
       .then(function (r) { return r.json(); })
       .then(function (b) {
-        (b.results || []).forEach(function (r) {
-          var row = el('div', 'row');
-          var label = el('button', 'label', r.value);
-          label.type = 'button';
-          label.addEventListener('click', function () { addFilter('prop.' + key, r.value, 'is'); });
-          row.appendChild(label);
-          row.appendChild(el('span', 'num', fmt(r.events !== undefined ? r.events : r.visitors || 0)));
-          rows.appendChild(row);
-        });
-      });
+        if (propDraws[name] !== mine) return; // a later render owns the panel
+        mine.results = b.results || [];
+        fill();
+      }, function () { /* keep what is shown; the next render asks again */ });
+  }
+
+  // A filter is dimension:op:value, so ':' (and '%', the escape) in a property key are
+  // percent-encoded in the filter's dimension; the server decodes them.
+  function propDim(key) { return 'prop.' + key.replace(/%/g, '%25').replace(/:/g, '%3A'); }
+  function propKeyOf(dim) {
+    try { return decodeURIComponent(dim.slice(5)); } catch (e) { return dim.slice(5); }
   }
 
   $$('.panel').forEach(function (p) {
@@ -329,7 +354,7 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function dimLabel(d) { return d.indexOf('prop.') === 0 ? 'Property ' + d.slice(5) : DIM_LABELS[d] || d; }
+  function dimLabel(d) { return d.indexOf('prop.') === 0 ? 'Property ' + propKeyOf(d) : DIM_LABELS[d] || d; }
   function labelOf(m) {
     var b = $('#figures .figure[data-metric="' + m + '"] .name');
     return b ? b.textContent : m;
