@@ -51,7 +51,8 @@ type Config struct {
 	// is noticed and proxies keep the connection open.
 	Heartbeat time.Duration
 	// LiveRefresh is how often every open live view is recomputed without an update, so
-	// "online now" falls by itself when traffic stops (0: only on updates).
+	// "online now" falls by itself when traffic stops; at least 1s from the environment
+	// (a Config built in code may leave it 0: only on updates).
 	LiveRefresh time.Duration
 	// APIRateLimit is how many stats API requests one API key may make a minute.
 	APIRateLimit int
