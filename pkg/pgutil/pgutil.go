@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/golang-migrate/migrate/v4"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
@@ -58,17 +56,18 @@ func Open(ctx context.Context, dbURL string, maxConns int32, appName string) (*p
 // EnsureDatabase creates the database named in dbURL if it does not exist, connecting to
 // the server's "postgres" database to do so.
 func EnsureDatabase(ctx context.Context, dbURL string) (created bool, err error) {
-	u, err := url.Parse(dbURL)
+	// pgx's parser reads both forms: a URL and keyword=value pairs.
+	cfg, err := pgx.ParseConfig(dbURL)
 	if err != nil {
 		return false, fmt.Errorf("parse database url: %w", err)
 	}
-	name := strings.TrimPrefix(u.Path, "/")
+	name := cfg.Database
 	if name == "" {
 		return false, errors.New("database url names no database")
 	}
-	admin := *u
-	admin.Path = "/postgres"
-	conn, err := pgx.Connect(ctx, admin.String())
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
 	if err != nil {
 		return false, fmt.Errorf("connect to server: %w", err)
 	}

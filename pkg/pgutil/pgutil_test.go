@@ -183,3 +183,26 @@ func TestMigrationRenamesAbbreviationZones(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureDatabaseKeywordForm: a DSN of keyword=value pairs, which pgx reads as well as
+// a URL, names its database to create too.
+func TestEnsureDatabaseKeywordForm(t *testing.T) {
+	pgtest.New(t) // fails under CI=true without Postgres
+	ctx := context.Background()
+	name := "haru_kv_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	dsn := "host=127.0.0.1 port=5432 user=postgres sslmode=disable dbname=" + name
+	created, err := pgutil.EnsureDatabase(ctx, dsn)
+	if err != nil || !created {
+		t.Fatalf("EnsureDatabase(%q) = %v, %v; want it created", dsn, created, err)
+	}
+	t.Cleanup(func() {
+		pool, err := pgutil.Open(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", 1, "cleanup")
+		if err == nil {
+			_, _ = pool.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			pool.Close()
+		}
+	})
+	if created, err := pgutil.EnsureDatabase(ctx, dsn); err != nil || created {
+		t.Fatalf("again: %v, %v; want it found", created, err)
+	}
+}
