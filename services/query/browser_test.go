@@ -18,6 +18,7 @@ import (
 	"github.com/haru-analytics/haru/pkg/browsertest"
 	"github.com/haru-analytics/haru/pkg/pgtest"
 	"github.com/haru-analytics/haru/services/all"
+	"github.com/haru-analytics/haru/services/query/internal/live"
 )
 
 // The dashboard test runs the whole system in-process (`haru -target=all`) and drives it
@@ -497,6 +498,37 @@ func TestDashboardLiveProperties(t *testing.T) {
 		}
 		if q := eval[string](t, dash, `location.search`); !strings.Contains(q, "filter=prop.utm%253Asrc%3Ais%3Ax") {
 			t.Errorf("URL query %q lacks the encoded filter", q)
+		}
+	})
+
+	t.Run("a live view past the cap waits and says why", func(t *testing.T) {
+		acct := newTab(t, ctx)
+		do(t, acct, "create an API key", chromedp.Navigate(haru+"/app/account"),
+			chromedp.SendKeys(chromedp.CSS(`form[action="/app/account/keys"] input[name=name]`), "cap"),
+			chromedp.Click(chromedp.CSS(`form[action="/app/account/keys"] button[type=submit]`)),
+			chromedp.WaitVisible(chromedp.CSS(`code`)))
+		key := eval[string](t, acct, `document.querySelector('#new-key').textContent`)
+		site := strings.TrimSuffix(strings.TrimPrefix(dashURL, haru+"/app/sites/"), "?period=today")
+		// Every distinct view the site may have (some are the other tabs'), held open by
+		// the API until the server refuses one more.
+		for i := 0; ; i++ {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%s/api/v1/sites/%s/live?key=%s&period=today&filter=page:is:/v%d", port, site, key, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { resp.Body.Close() })
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" {
+				break
+			}
+			if resp.StatusCode != http.StatusOK || i == live.MaxViewsPerSite {
+				t.Fatalf("view %d: status %d", i, resp.StatusCode)
+			}
+		}
+		dash := newTab(t, ctx)
+		do(t, dash, "open the dashboard on a view not yet watched", chromedp.Navigate(dashURL+"&filter=page%3Ais%3A%2Fnew"))
+		until(t, dash, "the reason shown", `document.querySelector('#live-state').textContent.includes('too many different views')`, 15*time.Second)
+		if msg := eval[string](t, dash, errorShown); msg != "" {
+			t.Errorf("error %q: the figures themselves load", msg)
 		}
 	})
 }

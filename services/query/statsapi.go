@@ -279,6 +279,12 @@ func (s *Service) handleLive(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "60")
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"error": err.Error() + "; watch one of them, or retry later"})
 	}
+	if c.Method() == fiber.MethodHead {
+		// Whether the stream would open, without computing its first frame.
+		sub.Remove()
+		c.Set(fiber.HeaderContentType, "text/event-stream")
+		return nil
+	}
 	d, err := s.dashboard(c.UserContext(), v)
 	if err != nil {
 		sub.Remove()

@@ -170,9 +170,19 @@
         if (r.status >= 400 && r.status < 500) {
           return r.json().catch(function () { return {}; }).then(function (b) { showError(errorText(r.status, b)); });
         }
-        state.retry = Math.min(state.retry + 1, 6);
-        setTimeout(function () { if (es === state.es) listen(qs); }, 1000 * Math.pow(2, state.retry - 1));
-      }, function () {
+        // The data answers but the stream was refused: a 503 with Retry-After means the
+        // site is watched in as many distinct views as the server computes; wait that long.
+        return fetch(base + '/live?' + qs, { method: 'HEAD', credentials: 'same-origin' }).then(function (l) {
+          var wait = l.status === 503 && +l.headers.get('Retry-After');
+          if (wait) {
+            liveState('busy');
+            setTimeout(function () { if (es === state.es) listen(qs); }, 1000 * wait);
+            return;
+          }
+          state.retry = Math.min(state.retry + 1, 6);
+          setTimeout(function () { if (es === state.es) listen(qs); }, 1000 * Math.pow(2, state.retry - 1));
+        });
+      }).catch(function () {
         state.retry = Math.min(state.retry + 1, 6);
         setTimeout(function () { if (es === state.es) listen(qs); }, 1000 * Math.pow(2, state.retry - 1));
       });
@@ -181,7 +191,8 @@
 
   function liveState(s) {
     var n = $('#live-state');
-    n.textContent = { live: '● live', reconnecting: 'reconnecting…', offline: 'offline' }[s] || '';
+    n.textContent = { live: '● live', reconnecting: 'reconnecting…', offline: 'offline',
+      busy: 'live paused: too many different views of this site are open' }[s] || '';
     n.className = 'live-state ' + s;
   }
 
