@@ -21,6 +21,12 @@ import (
 // DefaultURL is the database a single box uses unless HARU_DATABASE_URL says otherwise.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/haru?sslmode=disable"
 
+// LockSite takes site $1's lock exclusively until the transaction ends. Every writer
+// batch holds the same lock shared (the writer's sql/lock_sites.sql), from reading which of
+// its sites exist until it commits; a rollup rebuild and a site's deletion take it
+// exclusively, so neither runs beside a batch of the site's events.
+const LockSite = `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`
+
 // MaxConns bounds a configured pool size (HARU_DB_MAX_CONNS): Postgres's own default
 // max_connections is 100, and a value past int32 would wrap around.
 const MaxConns = 1000

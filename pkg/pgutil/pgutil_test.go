@@ -54,21 +54,7 @@ func TestMigrationsDownAndUp(t *testing.T) {
 		}
 	}
 
-	src, err := iofs.New(migrations.FS, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := stdlib.OpenDBFromPool(db.Pool)
-	defer sqlDB.Close()
-	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, sqlDB := migrator(t, db)
 	if err := m.Down(); err != nil {
 		t.Fatalf("down: %v", err)
 	}
@@ -86,6 +72,27 @@ func TestMigrationsDownAndUp(t *testing.T) {
 	if got := hot(); len(got) != 5 {
 		t.Errorf("rollup tables after up again: %v", got)
 	}
+}
+
+// migrator steps db's schema through the embedded migrations; sqlDB is its connection.
+func migrator(t *testing.T, db *pgtest.DB) (m *migrate.Migrate, sqlDB *sql.DB) {
+	t.Helper()
+	src, err := iofs.New(migrations.FS, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB = stdlib.OpenDBFromPool(db.Pool)
+	t.Cleanup(func() { sqlDB.Close() })
+	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, sqlDB
 }
 
 func tables(t *testing.T, db *sql.DB) []string {
@@ -131,21 +138,7 @@ func latestVersion(t *testing.T) uint {
 func TestMigrationRenamesAbbreviationZones(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
-	src, err := iofs.New(migrations.FS, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := stdlib.OpenDBFromPool(db.Pool)
-	defer sqlDB.Close()
-	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, _ := migrator(t, db)
 	if err := m.Migrate(9); err != nil {
 		t.Fatalf("down to 9: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -118,4 +119,13 @@ func (a Alone) Serve(ctx context.Context) error {
 	}
 	g.Go(func() error { return Serve(gctx, a.Ops, opsLn, a.Log, nil) })
 	return g.Wait()
+}
+
+// Compressed reports whether c's body comes compressed (a Content-Encoding other than
+// identity). Fiber's c.Body() and fasthttp's multipart form reader unpack such a body with
+// no bound on its unpacked size, so a few bytes could cost gigabytes: handlers refuse it
+// before reading the body.
+func Compressed(c *fiber.Ctx) bool {
+	enc := c.Get(fiber.HeaderContentEncoding)
+	return enc != "" && !strings.EqualFold(enc, "identity")
 }

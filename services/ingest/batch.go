@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
 	"github.com/haru-analytics/haru/services/ingest/internal/enrich"
 	"github.com/haru-analytics/haru/services/ingest/internal/visitor"
@@ -75,10 +76,10 @@ func (s *Service) handleBatch(c *fiber.Ctx) error {
 	if !acceptedContentType(c.Get(fiber.HeaderContentType)) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_type", ErrContentType)
 	}
-	body, plain := plainBody(c)
-	if !plain {
+	if server.Compressed(c) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_encoding", ErrEncoding)
 	}
+	body := c.Request().Body()
 	if len(body) > collect.MaxBatchBytes {
 		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrBatchTooBig)
 	}

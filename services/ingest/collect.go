@@ -22,6 +22,7 @@ import (
 
 	"github.com/haru-analytics/haru/pkg/event"
 	"github.com/haru-analytics/haru/pkg/natsutil"
+	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/pkg/telemetry"
 	"github.com/haru-analytics/haru/services/ingest/internal/bot"
 	"github.com/haru-analytics/haru/services/ingest/internal/collect"
@@ -61,10 +62,12 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	if !acceptedContentType(c.Get(fiber.HeaderContentType)) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_type", ErrContentType)
 	}
-	body, plain := plainBody(c)
-	if !plain {
+	// Beacons are small and sent uncompressed; the body as sent, never c.Body(), which
+	// would unpack it.
+	if server.Compressed(c) {
 		return s.reject(c, fiber.StatusUnsupportedMediaType, "content_encoding", ErrEncoding)
 	}
+	body := c.Request().Body()
 	if len(body) > collect.MaxBodyBytes {
 		return s.reject(c, fiber.StatusRequestEntityTooLarge, "too_large", ErrTooLarge)
 	}
@@ -158,16 +161,6 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	s.metrics.accepted.Inc()
 	c.Status(fiber.StatusAccepted)
 	return nil
-}
-
-// plainBody is the request body as sent, unless it is compressed: Fiber's c.Body() would
-// unpack whatever Content-Encoding names with no bound on the unpacked size, so a few
-// bytes could make ingest allocate gigabytes. Beacons are small and sent uncompressed.
-func plainBody(c *fiber.Ctx) ([]byte, bool) {
-	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
-		return nil, false
-	}
-	return c.Request().Body(), true
 }
 
 // hostAllowed reports whether a beacon's page belongs to site: its host (from the page

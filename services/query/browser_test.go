@@ -170,6 +170,26 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	return v
 }
 
+// registerWithSite registers email in the browser and adds the site Shop on shopHost; the
+// tab is left on the site's settings page.
+func registerWithSite(t *testing.T, ctx context.Context, haru, email string) {
+	t.Helper()
+	do(t, ctx, "open the register page", chromedp.Navigate(haru+"/register"))
+	do(t, ctx, "register",
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "correct horse battery"),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=domain]`)),
+	)
+	do(t, ctx, "add a site",
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "Shop"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=domain]`), shopHost),
+		chromedp.SetValue(chromedp.CSS(`input[name=timezone]`), "UTC"),
+		chromedp.Click(chromedp.CSS(`form[action="/app/sites"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("snippet")),
+	)
+}
+
 func TestDashboardInBrowser(t *testing.T) {
 	browsertest.Find(t) // skip early without a browser
 	port := startHaru(t)
@@ -192,20 +212,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 
 	// Register and add a site.
-	do(t, ctx, "open the register page", chromedp.Navigate(haru+"/register"))
-	do(t, ctx, "register",
-		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), "Owner@Example.com"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "correct horse battery"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=domain]`)),
-	)
-	do(t, ctx, "add a site",
-		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "Shop"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=domain]`), shopHost),
-		chromedp.SetValue(chromedp.CSS(`input[name=timezone]`), "UTC"),
-		chromedp.Click(chromedp.CSS(`form[action="/app/sites"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("snippet")),
-	)
+	registerWithSite(t, ctx, haru, "Owner@Example.com")
 	until(t, ctx, "the waiting state", `document.querySelector('#site-status').classList.contains('waiting')`, 5*time.Second)
 	settingsURL := eval[string](t, ctx, `location.href`)
 	snippet = eval[string](t, ctx, `document.querySelector('#snippet').textContent`)
@@ -386,20 +393,7 @@ func TestDashboardLiveProperties(t *testing.T) {
 	ctx, cancel := context.WithTimeout(browser, 120*time.Second)
 	defer cancel()
 
-	do(t, ctx, "open the register page", chromedp.Navigate(haru+"/register"))
-	do(t, ctx, "register",
-		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), "owner@example.com"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "correct horse battery"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`input[name=domain]`)),
-	)
-	do(t, ctx, "add a site",
-		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "Shop"),
-		chromedp.SendKeys(chromedp.CSS(`input[name=domain]`), shopHost),
-		chromedp.SetValue(chromedp.CSS(`input[name=timezone]`), "UTC"),
-		chromedp.Click(chromedp.CSS(`form[action="/app/sites"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("snippet")),
-	)
+	registerWithSite(t, ctx, haru, "owner@example.com")
 	token := eval[string](t, ctx, `document.querySelector('#token').textContent`)
 	dashURL := strings.TrimSuffix(eval[string](t, ctx, `location.href`), "/settings") + "?period=today"
 	collect := func(body string) {

@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/compress"
 
 	"github.com/haru-analytics/haru/pkg/clientip"
+	"github.com/haru-analytics/haru/pkg/server"
 	"github.com/haru-analytics/haru/services/query/internal/account"
 	"github.com/haru-analytics/haru/services/query/web"
 )
@@ -166,11 +167,10 @@ func (s *Service) sameOrigin(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// plainForm refuses a form whose body is compressed, before a handler reads it:
-// fasthttp unpacks a gzipped multipart body with no bound on its unpacked size, so a
-// request of a few megabytes could cost gigabytes. Browsers never compress form posts.
+// plainForm refuses a form whose body is compressed (server.Compressed), before a
+// handler reads it. Browsers never compress form posts.
 func plainForm(c *fiber.Ctx) error {
-	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
+	if server.Compressed(c) {
 		return errCompressedForm
 	}
 	return c.Next()

@@ -14,12 +14,13 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/haru-analytics/haru/pkg/event"
 )
 
 // Sentinel errors, mapped to HTTP answers by the query service.
@@ -106,7 +107,7 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 
 // UserByEmail finds a user case-insensitively.
 func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
-	if !Storable(email) {
+	if !event.Storable(email) {
 		return User{}, ErrNotFound
 	}
 	var u User
@@ -166,9 +167,9 @@ func (in *SiteInput) normalize() error {
 		in.Timezone = "UTC"
 	}
 	switch {
-	case in.Name == "" || len(in.Name) > 200 || !Storable(in.Name):
+	case in.Name == "" || len(in.Name) > 200 || !event.Storable(in.Name):
 		return fmt.Errorf("%w: name must be 1 to 200 characters of text", ErrInvalid)
-	case in.Domain == "" || len(in.Domain) > 253 || strings.ContainsAny(in.Domain, "/ ?#@") || !Storable(in.Domain):
+	case in.Domain == "" || len(in.Domain) > 253 || strings.ContainsAny(in.Domain, "/ ?#@") || !event.Storable(in.Domain):
 		return fmt.Errorf("%w: domain must be a host name such as example.com", ErrInvalid)
 	case !civilZone(in.Timezone):
 		return fmt.Errorf("%w: unknown timezone %q", ErrInvalid, in.Timezone)
@@ -189,15 +190,12 @@ func civilZone(name string) bool {
 	case "", "Local", "localtime", "posixrules", "Factory", "CET", "MET", "EET", "WET":
 		return false
 	}
-	if strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") || !Storable(name) {
+	if strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") || !event.Storable(name) {
 		return false
 	}
 	_, err := time.LoadLocation(name)
 	return err == nil
 }
-
-// Storable reports whether s is text Postgres can store: valid UTF-8 without NUL.
-func Storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // CreateSite adds a site for userID with a fresh token.
 func (s *Store) CreateSite(ctx context.Context, userID int64, in SiteInput) (Site, error) {
@@ -269,7 +267,7 @@ const APIKeyPrefix = "haru_"
 // once.
 func (s *Store) CreateAPIKey(ctx context.Context, userID int64, name string) (string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > 100 || !Storable(name) {
+	if name == "" || len(name) > 100 || !event.Storable(name) {
 		return "", fmt.Errorf("%w: key name must be 1 to 100 characters of text", ErrInvalid)
 	}
 	secret, err := NewToken()

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 // UpdateSite changes a site userID owns. The registry mirror sees the change through the
@@ -51,11 +54,6 @@ const siteDataTables = `
 	  AND a.attname = 'site_id' AND NOT a.attisdropped
 	ORDER BY c.relname`
 
-// lockSiteData takes a site's lock exclusively, as a rollup rebuild does; every writer
-// batch holds it shared, with this same key (the writer's sql/lock_sites.sql), from
-// before it reads which of its sites exist until it commits.
-const lockSiteData = `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`
-
 // DeleteSite removes a site userID owns with all its data, in one transaction. It first
 // takes the site's lock, so a writer batch of the site's events that has already read the
 // site as existing commits before the deletion, which then removes its rows too; a
@@ -66,7 +64,7 @@ func (s *Store) DeleteSite(ctx context.Context, userID, siteID int64) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	if _, err := tx.Exec(ctx, lockSiteData, siteID); err != nil {
+	if _, err := tx.Exec(ctx, pgutil.LockSite, siteID); err != nil {
 		return fmt.Errorf("lock site: %w", err)
 	}
 	tag, err := tx.Exec(ctx, `DELETE FROM sites WHERE id = $1 AND user_id = $2`, siteID, userID)
@@ -195,7 +193,7 @@ func (l ShareLink) CheckPass(pass string) bool {
 // open to whoever has the link.
 func (s *Store) CreateShareLink(ctx context.Context, userID, siteID int64, label, password string) (ShareLink, error) {
 	label = strings.TrimSpace(label)
-	if len(label) > 100 || !Storable(label) {
+	if len(label) > 100 || !event.Storable(label) {
 		return ShareLink{}, fmt.Errorf("%w: label must be at most 100 characters of text", ErrInvalid)
 	}
 	var hash *string
@@ -256,7 +254,7 @@ func (s *Store) ShareLinksOf(ctx context.Context, userID, siteID int64) ([]Share
 
 // ShareLinkBySlug returns the link with slug and its site, or ErrNotFound.
 func (s *Store) ShareLinkBySlug(ctx context.Context, slug string) (ShareLink, Site, error) {
-	if slug == "" || len(slug) > 100 || !Storable(slug) {
+	if slug == "" || len(slug) > 100 || !event.Storable(slug) {
 		return ShareLink{}, Site{}, ErrNotFound
 	}
 	l, err := scanShare(s.pool.QueryRow(ctx, selectShare+` WHERE l.slug = $1`, slug))

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/haru-analytics/haru/pkg/event"
 )
 
 // SessionTTL is how long a login lasts.
@@ -28,7 +30,7 @@ func (s *Store) Authenticate(ctx context.Context, email, password string) (User,
 	var u User
 	var hash string
 	err := pgx.ErrNoRows // text no address can be is no user's
-	if Storable(email) {
+	if event.Storable(email) {
 		err = s.pool.QueryRow(ctx, `SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`,
 			strings.TrimSpace(email)).Scan(&u.ID, &u.Email, &u.CreatedAt, &hash)
 	}

@@ -2,6 +2,8 @@ package stats
 
 import (
 	"strings"
+
+	"github.com/haru-analytics/haru/pkg/event"
 )
 
 // dimension is a breakdown or filter dimension: its number in the rollups (migration
@@ -89,7 +91,7 @@ var dashboardPanels = []string{"page", "entry_page", "exit_page", "source", "utm
 // lookupDimension resolves a dimension name of field; breakdown allows "props".
 func lookupDimension(field, name string, breakdown bool) (dimension, error) {
 	if key, ok := strings.CutPrefix(name, "prop."); ok {
-		if key == "" || len(key) > maxPropKey || !storable(key) {
+		if key == "" || len(key) > maxPropKey || !event.Storable(key) {
 			return dimension{}, fieldErr(field, "%s: a property key of 1 to %d bytes of UTF-8 text follows prop.", name, maxPropKey)
 		}
 		return dimension{name: name, rollup: 16, prop: key}, nil

@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/haru-analytics/haru/pkg/event"
 )
 
 // ErrBadQuery is a query the caller worded wrongly; errors wrapping it are FieldErrors.
@@ -182,7 +183,7 @@ func parseFilter(raw string) (Filter, error) {
 	if len(parts[2]) > maxFilterValue {
 		return Filter{}, fieldErr("filter", "filter on %s: value longer than %d bytes", name, maxFilterValue)
 	}
-	if !storable(parts[2]) {
+	if !event.Storable(parts[2]) {
 		return Filter{}, fieldErr("filter", "filter on %s: value is not UTF-8 text without NUL", name)
 	}
 	return Filter{Dimension: dim, Op: parts[1], Value: parts[2], dim: d}, nil
@@ -190,10 +191,6 @@ func parseFilter(raw string) (Filter, error) {
 
 // propKeyEscaper percent-encodes what a property key in a filter cannot hold as is.
 var propKeyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
-
-// storable reports whether Postgres takes s as a text parameter: valid UTF-8 without NUL.
-// Anything else would fail the query, a 500 for what is bad input.
-func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // Canonical is the query's view as a stable string: equal views give equal strings, so
 // live streams of one view share one computation. It holds every parameter ParseQuery

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 // ErrNoRawEvents is returned by Rebuild when retention has dropped raw events of the
@@ -25,8 +26,6 @@ SELECT timezone,
        ($2::date)::timestamp AT TIME ZONE timezone,
        ($3::date + 1)::timestamp AT TIME ZONE timezone
 FROM sites WHERE id = $1`
-
-const rebuildLock = `SELECT pg_advisory_xact_lock(1751220853, ($1::bigint % 2147483647)::int)`
 
 // visitWindow widens [$2 - 2 days, $3 + 2 days] to whole visits of the range's
 // visitors, so no visit is rebuilt from part of its events.
@@ -124,7 +123,7 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 	if toDay.Before(fromDay) {
 		return 0, fmt.Errorf("rebuild rollups: range ends before it starts")
 	}
-	if _, err := tx.Exec(ctx, rebuildLock, siteID); err != nil {
+	if _, err := tx.Exec(ctx, pgutil.LockSite, siteID); err != nil {
 		return 0, fmt.Errorf("lock site: %w", err)
 	}
 	if _, err := tx.Exec(ctx, customPlans); err != nil {
@@ -144,36 +143,13 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 	// half-hour offsets have hours straddling a day edge), so exactly these hours
 	// are recomputed with those rows.
 	hlo, hhi := ceilHour(lo), ceilHour(hi)
-	for m := monthOf(hlo); m.Before(hhi); m = m.AddDate(0, 1, 0) {
-		var ok bool
-		name := fmt.Sprintf("events_y%04dm%02d", m.Year(), int(m.Month()))
-		if err := tx.QueryRow(ctx, partitionExists, name).Scan(&ok); err != nil {
-			return 0, fmt.Errorf("check partition: %w", err)
-		}
-		if ok {
-			continue
-		}
-		// A month never stored is fine to rebuild (to nothing); a month dropped by
-		// retention while its rollups remain is not.
-		var kept bool
-		if err := tx.QueryRow(ctx, rollupsExist, siteID, fromDay, toDay).Scan(&kept); err != nil {
-			return 0, fmt.Errorf("check rollups: %w", err)
-		}
-		if kept {
-			return 0, fmt.Errorf("rebuild rollups of %s: %w", m.Format("2006-01"), ErrNoRawEvents)
-		}
-	}
 	var wlo, whi time.Time
 	if err := tx.QueryRow(ctx, visitWindow, siteID, lo, hi).Scan(&wlo, &whi); err != nil {
 		return 0, fmt.Errorf("find visits to rebuild: %w", err)
 	}
-	// The window reaches beyond the range, to whole visits: one of the range's visits
-	// with events in a month retention dropped cannot be rebuilt from its events, and
-	// taking it out would change the rollups of days outside the range.
+	// Every month the replay reads must still have its raw events. The window [wlo, whi)
+	// holds the range's hours and reaches beyond them, to whole visits.
 	for m := monthOf(wlo); m.Before(whi); m = m.AddDate(0, 1, 0) {
-		if !m.Before(monthOf(hlo)) && m.Before(hhi) {
-			continue // checked above
-		}
 		var ok bool
 		name := fmt.Sprintf("events_y%04dm%02d", m.Year(), int(m.Month()))
 		if err := tx.QueryRow(ctx, partitionExists, name).Scan(&ok); err != nil {
@@ -182,12 +158,20 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 		if ok {
 			continue
 		}
-		var reaches bool
-		if err := tx.QueryRow(ctx, visitsInMonth, siteID, m, m.AddDate(0, 1, 0), lo, hi).Scan(&reaches); err != nil {
-			return 0, fmt.Errorf("check visits: %w", err)
+		// A month never stored is fine to rebuild (to nothing). A month of the range
+		// dropped by retention while its rollups remain is not; nor is one beyond the
+		// range that one of the range's visits reaches into: that visit cannot be
+		// rebuilt from its events, and taking it out would change the rollups of days
+		// outside the range.
+		lost, check, args := false, rollupsExist, []any{siteID, fromDay, toDay}
+		if m.Before(monthOf(hlo)) || !m.Before(hhi) {
+			check, args = visitsInMonth, []any{siteID, m, m.AddDate(0, 1, 0), lo, hi}
 		}
-		if reaches {
-			return 0, fmt.Errorf("rebuild rollups: visits of the range reach into %s: %w", m.Format("2006-01"), ErrNoRawEvents)
+		if err := tx.QueryRow(ctx, check, args...).Scan(&lost); err != nil {
+			return 0, fmt.Errorf("check what month %s held: %w", m.Format("2006-01"), err)
+		}
+		if lost {
+			return 0, fmt.Errorf("rebuild rollups: raw events of %s: %w", m.Format("2006-01"), ErrNoRawEvents)
 		}
 	}
 	st, err := New(pool)

@@ -742,7 +742,9 @@ func TestDropPartitionsBefore(t *testing.T) {
 func TestRebuildNextToADroppedMonth(t *testing.T) {
 	st, pool := newStore(t)
 	ctx := context.Background()
-	at := func(d, h, m int) time.Time { return time.Date(2026, time.Month(1+(d-1)/31), 1+(d-1)%31, h, m, 0, 0, time.UTC) }
+	at := func(d, h, m int) time.Time {
+		return time.Date(2026, time.Month(1+(d-1)/31), 1+(d-1)%31, h, m, 0, 0, time.UTC)
+	}
 	crossing := pgtest.NewSite(t, pool, "UTC")
 	write(t, st, []event.Event{
 		newEvent(t, at(31, 23, 50), crossing, "pageview", 1), // a visit across the month's edge
