@@ -558,7 +558,7 @@ func TestLogoutEndsStreams(t *testing.T) {
 	streamEnds(t, status, "logout")
 }
 
-// insertData stores one event and one rollup row of site.
+// insertData stores one event and one visit of site.
 func insertData(t *testing.T, e *webEnv, site int64) {
 	t.Helper()
 	ctx := context.Background()
@@ -568,7 +568,8 @@ func insertData(t *testing.T, e *webEnv, site int64) {
 	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO events (site_id, ts, id, name, visitor_id, path) VALUES ($1, now(), gen_random_uuid(), 'pageview', 1, '/')`, site); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO visitor_days (site_id, day, visitor_id, seen) VALUES ($1, current_date, 1, '{}')`, site); err != nil {
+	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO visits (site_id, visitor_id, started_at, ended_at, day, pageviews, events, engagement_ms)
+		VALUES ($1, 1, now(), now(), current_date, 1, 0, 0)`, site); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -577,7 +578,7 @@ func countRows(t *testing.T, e *webEnv, site int64) int {
 	t.Helper()
 	var n int
 	err := e.db.Pool.QueryRow(context.Background(), `SELECT
-		(SELECT count(*) FROM events WHERE site_id = $1) + (SELECT count(*) FROM visitor_days WHERE site_id = $1) +
+		(SELECT count(*) FROM events WHERE site_id = $1) + (SELECT count(*) FROM visits WHERE site_id = $1) +
 		(SELECT count(*) FROM sites WHERE id = $1) + (SELECT count(*) FROM share_links WHERE site_id = $1)`, site).Scan(&n)
 	if err != nil {
 		t.Fatal(err)

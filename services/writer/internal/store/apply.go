@@ -1,8 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -27,15 +29,16 @@ type prepared struct {
 	days  *days
 	tally *tally
 	spans visitSpans
+	zones map[int64]*time.Location
 }
 
 func prepare(w work) *prepared {
 	d := newDays(w)
-	return &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits)}
+	return &prepared{days: d, tally: d.tally(), spans: newVisitSpans(w.visits, d.visitorDays), zones: w.zones}
 }
 
-// apply updates visitor_days, rollup_dims, rollup_hourly, visits and
-// rollup_visits for w in tx, whose visitors the caller holds (a writer by their locks, a
+// apply updates rollup_dims, rollup_hourly, visits (with the visitors' first sightings)
+// and rollup_visits for w in tx, whose visitors the caller holds (a writer by their locks, a
 // rebuild by its site's): one pipelined round trip reads what the rollups depend on
 // (first sightings, stored visits, property values), Go computes every change, and one
 // pipeline writes them as pre-aggregated rows.
@@ -59,8 +62,9 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 var noJoinsOverTables = []string{`SET LOCAL enable_hashjoin = off`, `SET LOCAL enable_mergejoin = off`}
 
 // readState reads in tx, in one pipelined round trip, the state the rollups of p depend
-// on. The visits' changes are
-// planned as soon as the stored visits arrive, while Postgres still reads the rest.
+// on: the stored visits of the batch's visitors that its events may join or that hold
+// their sightings of the batch's days, and the property values known. The visits' changes are planned as soon as the stored visits arrive,
+// while Postgres still reads the rest.
 func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (readState, visitPlan, error) {
 	d, v := p.days, p.spans
 	st := readState{}
@@ -70,26 +74,14 @@ func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (
 	}
 	var vp visitPlan
 	if len(v.keys) > 0 {
-		b.Queue(s.q.readVisits, v.args()...).Query(func(rows pgx.Rows) error {
-			var err error
-			st.taken, err = scanVisits(rows)
-			if err == nil {
-				vp = planVisits(st.taken, w.visits, w.zones)
+		b.Queue(s.q.readVisits, v.args(w.zones)...).Query(func(rows pgx.Rows) error {
+			stored, err := scanVisits(rows)
+			if err != nil {
+				return err
 			}
-			return err
-		})
-	}
-	if len(d.visitorDays) > 0 {
-		b.Queue(s.q.readSeen, d.seenArgs()...).Query(func(rows pgx.Rows) error {
-			st.seen, st.stored = make([][]int64, len(d.visitorDays)), make([]bool, len(d.visitorDays))
-			var i int64
-			var seen []int64
-			_, err := pgx.ForEachRow(rows, []any{&i, &seen}, func() error {
-				st.seen[i-1], st.stored[i-1] = seen, true
-				seen = nil
-				return nil
-			})
-			return err
+			st.read(stored)
+			vp = planVisits(st.taken, w.visits, w.zones)
+			return nil
 		})
 	}
 	if len(d.props) > 0 {
@@ -110,68 +102,59 @@ func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (
 	return st, vp, nil
 }
 
-// writeRollups writes what apply computed. Go aggregates the dimensions and first
-// sightings while Postgres writes the visits: their changes in one pipeline, then the
-// visits that start anew by COPY. The first sightings of new visitor-days follow by COPY,
-// and the rest in a second pipeline.
+// writeRollups writes what apply computed. Postgres removes the visits merged away and
+// writes the visits' rollups while Go aggregates the dimensions and first sightings;
+// then the changed visits are rewritten and the new ones inserted by COPY, each visitor's
+// first sightings on one of them, and a second pipeline writes the dimensions.
 //
-// Both COPYs are plain inserts: a fresh visit's key is none of the stored visits read
-// (replaceVisits), and a new visitor-day was read as absent; the visitors' locks, held
-// since those reads, keep other writers from adding either meanwhile. Should one exist
-// after all, the unique violation fails the batch for a retry (IsDataError), never a
-// dead letter.
+// The COPY is a plain insert: a fresh visit's key is none of the stored visits read
+// (replaceVisits), and the visitors' locks, held since that read, keep other writers
+// from adding one meanwhile. Should one exist after all, the unique violation fails the
+// batch for a retry (IsDataError), never a dead letter.
 func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st readState, vp visitPlan) (err error) {
 	ctx, span := s.tracer.Start(ctx, "write rollups")
 	defer func() { endSpan(span, err) }()
 	type aggregated struct {
 		dims  dimRows
 		hours hourRows
-		seen  seenRows
+		added map[siteVisitor][]int64
 	}
 	ahead := make(chan aggregated, 1)
 	go func() {
 		var a aggregated
-		a.dims, a.hours, a.seen = p.days.aggregate(p.tally, st)
+		a.dims, a.hours, a.added = p.days.aggregate(p.tally, st)
 		ahead <- a
 	}()
-	if len(p.spans.keys) > 0 {
-		pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisitRollups, s.q.dropEmptyVisitRollups)
-		if err != nil {
-			return fmt.Errorf("write visits: %w", err)
-		}
-		if len(vp.gone) > 0 {
-			pl.send(s.q.deleteVisits, visitKeyArgs(vp.gone)...)
-		}
-		if len(vp.changed) > 0 {
-			pl.send(s.q.updateVisits, visitArgs(vp.changed)...)
-		}
-		if len(vp.delta.site) > 0 {
-			pl.send(s.q.writeVisitRollups, vp.delta.args()...)
-			if drop := vp.delta.decreased(); len(drop.site) > 0 {
-				pl.send(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
-			}
-		}
-		if err := pl.close(); err != nil {
-			return fmt.Errorf("write visits: %w", err)
-		}
-		if len(vp.fresh) > 0 {
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visits"}, visitColumns, visitSource(vp.fresh)); err != nil {
-				return fmt.Errorf("insert visits: %w", err)
-			}
+	pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisitRollups, s.q.dropEmptyVisitRollups)
+	if err != nil {
+		return fmt.Errorf("write visits: %w", err)
+	}
+	if len(vp.gone) > 0 {
+		pl.send(s.q.deleteVisits, visitKeyArgs(vp.gone)...)
+	}
+	if len(vp.delta.site) > 0 {
+		pl.send(s.q.writeVisitRollups, vp.delta.args()...)
+		if drop := vp.delta.decreased(); len(drop.site) > 0 {
+			pl.send(s.q.dropEmptyVisitRollups, drop.keyArgs()...)
 		}
 	}
+	pl.flush()
 	a := <-ahead
-	if len(a.seen.insert.keys) > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visitor_days"}, seenColumns, a.seen.insert.source()); err != nil {
-			return fmt.Errorf("insert visitor days: %w", err)
+	vp.place(a.added, st, p.zones)
+	if len(vp.changed) > 0 {
+		pl.send(s.q.updateVisits, visitArgs(vp.changed)...)
+	}
+	if err := pl.close(); err != nil {
+		return fmt.Errorf("write visits: %w", err)
+	}
+	if len(vp.fresh) > 0 {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visits"}, visitColumns, visitSource(vp.fresh)); err != nil {
+			return fmt.Errorf("insert visits: %w", err)
 		}
 	}
-	pl, err := startPipeline(ctx, tx, s.q.updateSeen, s.q.writeDims, s.q.writeHourly)
+	pl, err = startPipeline(ctx, tx, s.q.writeDims, s.q.writeHourly)
 	if err != nil {
 		return fmt.Errorf("write rollups: %w", err)
-	}
-	if len(a.seen.update.keys) > 0 {
-		pl.send(s.q.updateSeen, a.seen.update.args()...)
 	}
 	if len(a.dims.site) > 0 {
 		pl.send(s.q.writeDims, a.dims.args()...)
@@ -216,12 +199,160 @@ func (s *Store) run(ctx context.Context, tx pgx.Tx, what string, b *pgx.Batch) e
 
 // readState is what apply reads before computing.
 type readState struct {
-	taken     []visit
-	seen      [][]int64 // by visitor-day
-	stored    []bool    // by visitor-day: whether visitor_days has its row
+	taken []visit // the stored visits new events may join
+	// seen is each visitor's sightings on the visits read, sorted: all it has of the
+	// batch's days.
+	seen map[siteVisitor][]int64
+	// stored are the visits read, by visitor.
+	stored    map[siteVisitor][]*visit
 	propKnown []bool
 	propUsed  []int64
 }
+
+// read takes in the stored visits read_visits.sql returned.
+func (st *readState) read(stored []visit) {
+	st.seen, st.stored = map[siteVisitor][]int64{}, map[siteVisitor][]*visit{}
+	for i := range stored {
+		v := &stored[i]
+		k := siteVisitor{v.site, v.visitor}
+		if v.near {
+			st.taken = append(st.taken, *v)
+		}
+		st.stored[k] = append(st.stored[k], v)
+		st.seen[k] = append(st.seen[k], v.seen...)
+	}
+	for _, hs := range st.seen {
+		slices.Sort(hs)
+	}
+}
+
+// place puts each visitor's new first sightings (added), and those of its visits merged
+// away, on its visits: each on a visit overlapping the local day it is tagged with, or
+// the hour after it (an hour's sighting is tagged with the day the hour starts), which
+// the events that made it lie in. That is where the next batches look for them
+// (dayWindow), and where retention finds them. A visit the batch writes anyway is
+// preferred, a new one first; else a stored one is rewritten with them.
+func (vp *visitPlan) place(added map[siteVisitor][]int64, st readState, zones map[int64]*time.Location) {
+	ref := map[siteVisitor]int32{} // a day near the visitor's sightings, to read tags by
+	for _, g := range vp.gone {
+		if len(g.seen) > 0 {
+			k := siteVisitor{g.site, g.visitor}
+			added[k] = append(added[k], g.seen...)
+			ref[k] = g.day
+		}
+	}
+	if len(added) == 0 {
+		return
+	}
+	// The visits written, by visitor, new ones first: pointers into fresh and changed,
+	// which grow only after the last is used.
+	written := make(map[siteVisitor][]*visit, len(added))
+	for _, vs := range [][]visit{vp.fresh, vp.changed} {
+		for i := range vs {
+			k := siteVisitor{vs[i].site, vs[i].visitor}
+			if _, ok := added[k]; ok {
+				written[k] = append(written[k], &vs[i])
+			}
+		}
+	}
+	// The stored visits neither merged away nor written, for sightings no written visit
+	// is on the day of: rewritten as they are, with them (extra).
+	var skip map[visitKey]bool
+	var extra []visit
+	extraAt := map[visitKey]int{}
+	onStored := func(k siteVisitor, lo, hi time.Time) *visit {
+		if skip == nil {
+			skip = make(map[visitKey]bool, len(vp.gone)+len(vp.fresh)+len(vp.changed))
+			for _, vs := range [][]visit{vp.gone, vp.fresh, vp.changed} {
+				for i := range vs {
+					skip[vs[i].key()] = true
+				}
+			}
+		}
+		var first *visit
+		for _, v := range st.stored[k] {
+			if key := v.key(); !skip[key] {
+				if first == nil {
+					first = v
+				}
+				if !v.end.Before(lo) && v.start.Before(hi) {
+					first = v
+					break
+				}
+			}
+		}
+		if first == nil {
+			return nil
+		}
+		key := first.key()
+		i, ok := extraAt[key]
+		if !ok {
+			i = len(extra)
+			extraAt[key] = i
+			e := *first
+			e.add = nil
+			extra = append(extra, e)
+		}
+		return &extra[i]
+	}
+	keys := make([]siteVisitor, 0, len(added))
+	for k := range added {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b siteVisitor) int {
+		return cmp.Or(cmp.Compare(a.site, b.site), cmp.Compare(a.visitor, b.visitor))
+	})
+	for _, k := range keys {
+		hs, ws, stored := added[k], written[k], st.stored[k]
+		if len(ws) == 1 && (len(stored) == 0 || len(stored) == 1 && stored[0].key() == ws[0].key()) {
+			// The common case: the visitor has one visit, new or stored, to hold them all.
+			ws[0].add = append(ws[0].add, hs...)
+			continue
+		}
+		if len(ws) == 0 && len(stored) == 0 {
+			// No visit of the visitor near these days: only a rebuild's hour past its
+			// range meets one, in raw events loaded without visits (the seeder), which
+			// the rebuild of the next days gives visits. The hour is counted by this
+			// rebuild; its sighting is not kept, as no later event but a rebuild's can
+			// fall in it, and a rebuild counts its hours afresh.
+			continue
+		}
+		day0, ok := ref[k]
+		if !ok && len(ws) > 0 {
+			day0 = ws[0].day
+		} else if !ok {
+			day0 = stored[0].day
+		}
+		loc := zones[k.site]
+		var on *visit
+		onDay, lastDay := int32(0), false
+		for _, h := range hs {
+			day := dayOfTag(uint16(h), day0)
+			if !lastDay || day != onDay {
+				onDay, lastDay = day, true
+				lo, hi := startOfDay(day, loc), startOfDay(day+1, loc).Add(time.Hour)
+				on = nil
+				for _, v := range ws {
+					if !v.end.Before(lo) && v.start.Before(hi) {
+						on = v
+						break
+					}
+				}
+				if on == nil {
+					on = onStored(k, lo, hi)
+				}
+				if on == nil {
+					on = ws[0] // ws is not empty: onStored finds none only when a visit is written
+				}
+			}
+			on.add = append(on.add, h)
+		}
+	}
+	vp.changed = append(vp.changed, extra...)
+}
+
+// dayOfTag is the day tagged tag nearest ref.
+func dayOfTag(tag uint16, ref int32) int32 { return ref + int32(int16(tag-uint16(ref))) }
 
 // visitorLockBuckets is how many locks visitors share. One lock per visitor would take
 // a lock-table entry per visitor of a batch, and Postgres's table holds only

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/haru-analytics/haru/pkg/event"
 )
 
@@ -36,9 +34,9 @@ type propKey struct {
 
 // days holds what a batch adds per visitor and day: each event's local day, the
 // visitor-days whose first sightings it may add, and the property values it carries.
-// A visitor-day's seen set names the (dim, key, value) the visitor was counted under
-// that day and, for rollup_hourly, the UTC hours it was counted in: an hour belongs to
-// the local day its start falls on, so each hour has exactly one row per visitor even
+// A visitor's sightings of a day name the (dim, key, value) the visitor was counted
+// under that day and, for rollup_hourly, the UTC hours it was counted in: an hour belongs
+// to the local day its start falls on, so each hour is tagged with exactly one day even
 // where a zone's offset is not whole hours.
 type days struct {
 	events      []*event.Event
@@ -85,8 +83,9 @@ func newDays(w work) *days {
 			h = hourHash(hour)
 			hashes[hour] = h
 		}
-		vd := d.visitorDay(visitorDay{e.SiteID, dayOf(hour, w.zones[e.SiteID]), e.Visitor})
-		d.hourSeen[i] = hourSighting{vd: vd, hash: h, key: hourKey{e.SiteID, hour}}
+		day := dayOf(hour, w.zones[e.SiteID])
+		vd := d.visitorDay(visitorDay{e.SiteID, day, e.Visitor})
+		d.hourSeen[i] = hourSighting{vd: vd, hash: tagDay(h, day), key: hourKey{e.SiteID, hour}}
 	}
 	return d
 }
@@ -102,18 +101,19 @@ func (d *days) visitorDay(vd visitorDay) int {
 	return i
 }
 
-// hourHash names a UTC hour in visitor_days.seen, as dim -1 with the hour's Unix time as
-// value (migration 000003 computes the same in SQL).
+// hourHash names a UTC hour among a visitor's sightings, as dim -1 with the hour's Unix
+// time as value (migration 000003 computed the same in SQL).
 func hourHash(hour time.Time) int64 { return dimHash(-1, "", strconv.FormatInt(hour.Unix(), 10)) }
 
-func (d *days) seenArgs() []any {
-	n := len(d.visitorDays)
-	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
-	for i, vd := range d.visitorDays {
-		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
-	}
-	return []any{site, day, visitor}
-}
+// A sighting is stored as its hash with the low 16 bits replaced by the local day it
+// counts in (days since 1970, modulo 2^16): a visitor's sightings of every day live
+// together on its visits (visits.seen), the same value on two days stays two sightings,
+// and a rebuild finds those of its days by the tag. 48 bits of hash are left: two of a
+// visitor's values collide with odds of about n^2/2^49 for n values that day.
+const dayTagMask = 0xFFFF
+
+// tagDay is h tagged with day.
+func tagDay(h int64, day int32) int64 { return h&^dayTagMask | int64(uint16(day)) }
 
 func (d *days) propArgs() []any {
 	n := len(d.props)
@@ -184,52 +184,6 @@ func (r *dimRows) args() []any {
 	return []any{r.site, r.day, r.dim, r.key, r.value, r.pageviews, r.events, r.visitors}
 }
 
-// seenRows are the first sightings to store in visitor_days, for rows already stored
-// (update, which appends them) apart from new ones (insert): row i's hashes are
-// hashes[lo[i]-1:hi[i]].
-type seenRows struct {
-	update, insert seenArrays
-}
-
-type seenArrays struct {
-	keys   []visitorDay
-	hashes []int64
-	lo, hi []int32
-}
-
-func (r *seenRows) add(vd visitorDay, stored bool, added []int64) {
-	a := &r.insert
-	if stored {
-		a = &r.update
-	}
-	a.keys = append(a.keys, vd)
-	a.lo = append(a.lo, int32(len(a.hashes)+1))
-	a.hashes = append(a.hashes, added...)
-	a.hi = append(a.hi, int32(len(a.hashes)))
-}
-
-func (r *seenArrays) args() []any {
-	n := len(r.keys)
-	site, day, visitor := make([]int64, n), make([]time.Time, n), make([]int64, n)
-	for i, vd := range r.keys {
-		site[i], day[i], visitor[i] = vd.site, dateOf(vd.day), vd.visitor
-	}
-	return []any{site, day, visitor, r.hashes, r.lo, r.hi}
-}
-
-// seenColumns are the visitor_days columns seenArrays.source fills, in its order.
-var seenColumns = []string{"site_id", "day", "visitor_id", "seen"}
-
-// source hands COPY one visitor_days row per key, its hashes a slice of r.hashes.
-func (r *seenArrays) source() pgx.CopyFromSource {
-	row := make([]any, len(seenColumns))
-	return pgx.CopyFromSlice(len(r.keys), func(i int) ([]any, error) {
-		vd := r.keys[i]
-		row[0], row[1], row[2], row[3] = vd.site, dateOf(vd.day), vd.visitor, r.hashes[r.lo[i]-1:r.hi[i]]
-		return row, nil
-	})
-}
-
 type siteHash struct{ site, hash int64 }
 
 // tally is the part of the aggregation that needs nothing read from Postgres, so it can
@@ -288,7 +242,7 @@ func (d *days) tally() *tally {
 func (t *tally) count(k dimKey, pv, ev int64, vdi int) {
 	c := t.counts[k]
 	if c == nil {
-		c = &dimCount{hash: dimHash(k.dim, k.key, k.value)}
+		c = &dimCount{hash: tagDay(dimHash(k.dim, k.key, k.value), k.day)}
 		t.counts[k] = c
 	}
 	c.pageviews += pv
@@ -297,9 +251,10 @@ func (t *tally) count(k dimKey, pv, ev int64, vdi int) {
 }
 
 // aggregate completes t with the property values (dim 16), mapped by what st read, and
-// returns the rows to write. A visitor adds one to a value's (an hour's) visitors only at
-// its first sighting that day: a hash not yet in the visitor's seen set.
-func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
+// returns the rows to write and each visitor's first sightings, to store on its visits. A
+// visitor adds one to a value's (an hour's) visitors only at its first sighting that
+// day: a tagged hash on none of the visitor's stored visits.
+func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, map[siteVisitor][]int64) {
 	if len(d.props) > 0 {
 		props := d.propMapping(st)
 		for i, e := range d.events {
@@ -322,26 +277,23 @@ func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
 		hash int64
 	}
 	fresh := map[dayHash]int64{}
-	var seen seenRows
+	added := map[siteVisitor][]int64{}
 	for i, vd := range d.visitorDays {
 		hs := batchSeen[i]
 		slices.Sort(hs)
 		hs = slices.Compact(hs)
-		old := st.seen[i]
-		var added []int64
+		sv := siteVisitor{vd.site, vd.visitor}
+		old := st.seen[sv]
 		for _, h := range hs {
-			if contains(old, h) {
+			if _, ok := slices.BinarySearch(old, h); ok {
 				continue
 			}
-			added = append(added, h)
+			added[sv] = append(added[sv], h)
 			if hk, ok := hourOf[siteHash{vd.site, h}]; ok {
 				hours[hk].visitors++
 			} else {
 				fresh[dayHash{vd.site, vd.day, h}]++
 			}
-		}
-		if len(added) > 0 {
-			seen.add(vd, st.stored[i], added)
 		}
 	}
 	keys := make([]dimKey, 0, len(counts))
@@ -377,7 +329,7 @@ func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, seenRows) {
 		hr.site, hr.hour = append(hr.site, k.site), append(hr.hour, k.hour)
 		hr.pageviews, hr.events, hr.visitors = append(hr.pageviews, c.pageviews), append(hr.events, c.events), append(hr.visitors, c.visitors)
 	}
-	return rows, hr, seen
+	return rows, hr, added
 }
 
 // pvEv is what an event adds to pageviews and to custom events.
@@ -401,9 +353,6 @@ type hourRows struct {
 func (r *hourRows) args() []any {
 	return []any{r.site, r.hour, r.pageviews, r.events, r.visitors}
 }
-
-// contains reports whether unsorted hs holds h; a visitor's set is small.
-func contains(hs []int64, h int64) bool { return slices.Contains(hs, h) }
 
 type dimValue struct {
 	dim        int16
@@ -441,8 +390,9 @@ func dimValues(out []dimValue, e *event.Event) []dimValue {
 	return out
 }
 
-// dimHash names (dim, key, value) in visitor_days.seen: hashtextextended(dim || chr(31)
-// || key || chr(31) || value, 0), as stored since migration 000002.
+// dimHash names (dim, key, value) among a visitor's sightings: hashtextextended(dim ||
+// chr(31) || key || chr(31) || value, 0), as stored since migration 000002 (tagged with
+// the day since 000011).
 func dimHash(dim int16, key, value string) int64 {
 	var b strings.Builder
 	b.Grow(8 + len(key) + len(value))

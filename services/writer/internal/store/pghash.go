@@ -8,7 +8,8 @@ import (
 // hashTextExtended is Postgres's hashtextextended(text, seed) for a deterministic
 // collation: Bob Jenkins' lookup3 as in src/common/hashfn.c (hash_bytes_extended), read
 // little-endian. Computing it in Go keeps the writer's hashes identical to those earlier
-// versions computed in SQL, so the visitor_days rows they stored stay valid.
+// versions computed in SQL, so the first sightings they stored stay valid (migration
+// 000011 carried them onto the visits).
 func hashTextExtended(s string, seed uint64) int64 {
 	k := []byte(s)
 	n := uint32(len(k))

@@ -58,7 +58,37 @@ WITH span AS (
 DELETE FROM visits v USING span t
 WHERE v.site_id = $1 AND v.visitor_id = t.visitor_id AND v.ended_at >= t.lo AND v.started_at <= t.hi
 RETURNING v.site_id, v.visitor_id, v.started_at, v.ended_at, v.day, v.pageviews, v.events,
-          v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at`
+          v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at, v.seen, true`
+
+// forgetRangeSightings removes the sightings tagged with a day of the range (tags
+// $4..$4+$5 modulo 2^16) from every visit of the visitors with an event in [$2, $3): the
+// replay counts those days' first sightings anew.
+const forgetRangeSightings = `
+UPDATE visits v SET seen = ARRAY(SELECT h FROM unnest(v.seen) h WHERE ((h & 65535) - $4) & 65535 > $5)
+WHERE v.site_id = $1
+  AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3)
+  AND EXISTS (SELECT 1 FROM unnest(v.seen) h WHERE ((h & 65535) - $4) & 65535 <= $5)`
+
+// keepTakenSightings appends the sightings taken visit i of visitor $2[i], starting at
+// $3[i], held of days outside the range ($6[$4[i]:$5[i]]) to the rebuilt visit that
+// holds its start (and so all of it), and returns how many taken visits found one.
+const keepTakenSightings = `
+WITH k AS (
+    SELECT k.visitor_id, k.started_at, ($6::bigint[])[k.lo:k.hi] AS seen
+    FROM unnest($2::bigint[], $3::timestamptz[], $4::int[], $5::int[]) AS k(visitor_id, started_at, lo, hi)
+), held AS (
+    SELECT v.visitor_id, v.started_at, count(*) AS taken, array_agg(h) AS seen
+    FROM k JOIN visits v ON v.site_id = $1 AND v.visitor_id = k.visitor_id
+                        AND v.started_at <= k.started_at AND v.ended_at >= k.started_at,
+         unnest(k.seen) AS h
+    GROUP BY 1, 2
+), kept AS (
+    UPDATE visits v SET seen = v.seen || held.seen
+    FROM held WHERE v.site_id = $1 AND v.visitor_id = held.visitor_id AND v.started_at = held.started_at
+)
+SELECT count(*) FROM k
+WHERE EXISTS (SELECT 1 FROM visits v WHERE v.site_id = $1 AND v.visitor_id = k.visitor_id
+                                      AND v.started_at <= k.started_at AND v.ended_at >= k.started_at)`
 
 // replayFrom reads the site's events before $2 that follow ($3, $4) in key order. The
 // row comparison alone would start each index scan at the site's first event (Postgres 15
@@ -123,6 +153,9 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 	if toDay.Before(fromDay) {
 		return 0, fmt.Errorf("rebuild rollups: range ends before it starts")
 	}
+	if toDay.Sub(fromDay) >= (dayTagMask+1)*24*time.Hour {
+		return 0, fmt.Errorf("rebuild rollups: a range of at most %d days", dayTagMask+1)
+	}
 	if _, err := tx.Exec(ctx, pgutil.LockSite, siteID); err != nil {
 		return 0, fmt.Errorf("lock site: %w", err)
 	}
@@ -138,10 +171,9 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 	if err != nil {
 		return 0, fmt.Errorf("read site: %w", err)
 	}
-	// The UTC hours that start within the local days: a visitor's sightings of an
-	// hour live in the visitor_days row of the day the hour starts on (zones with
-	// half-hour offsets have hours straddling a day edge), so exactly these hours
-	// are recomputed with those rows.
+	// The UTC hours that start within the local days: a visitor's sighting of an hour
+	// is tagged with the day the hour starts on (zones with half-hour offsets have hours
+	// straddling a day edge), so exactly these hours are recomputed with those days.
 	hlo, hhi := ceilHour(lo), ceilHour(hi)
 	var wlo, whi time.Time
 	if err := tx.QueryRow(ctx, visitWindow, siteID, lo, hi).Scan(&wlo, &whi); err != nil {
@@ -184,7 +216,6 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 		args []any
 	}{
 		{"clear daily rollups", `DELETE FROM rollup_dims WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
-		{"clear daily visitors", `DELETE FROM visitor_days WHERE site_id = $1 AND day BETWEEN $2 AND $3`, []any{siteID, fromDay, toDay}},
 		{"clear hourly rollups", `DELETE FROM rollup_hourly WHERE site_id = $1 AND hour >= $2 AND hour < $3`, []any{siteID, hlo, hhi}},
 	}
 	for _, st := range steps {
@@ -197,7 +228,8 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 		return 0, err
 	}
 	r := replay{st: st, tx: tx, site: siteID, zones: map[int64]*time.Location{siteID: loc},
-		lo: lo, hi: hi, hlo: hlo, hhi: hhi, wlo: wlo, whi: whi}
+		lo: lo, hi: hi, hlo: hlo, hhi: hhi, wlo: wlo, whi: whi,
+		fromDay: int32(fromDay.Unix() / 86400), toDay: int32(toDay.Unix() / 86400)}
 	if err := r.run(ctx); err != nil {
 		return 0, err
 	}
@@ -229,6 +261,7 @@ type replay struct {
 	site                       int64
 	zones                      map[int64]*time.Location
 	lo, hi, hlo, hhi, wlo, whi time.Time
+	fromDay, toDay             int32              // the range's local days
 	ids                        []int64            // the visitors with an event in [lo, hi)
 	visitors                   map[int64]struct{} // ids as a set
 	replayed                   int                // events read back
@@ -246,6 +279,12 @@ func (r *replay) run(ctx context.Context) error {
 	r.visitors = make(map[int64]struct{}, len(r.ids))
 	for _, id := range r.ids {
 		r.visitors[id] = struct{}{}
+	}
+	// Every event of the days and hours rebuilt counts; around them, up to the window,
+	// only the range's visitors' events do, so only those are read.
+	lo, hi := minTime(r.lo, r.hlo), maxTime(r.hi, r.hhi.Add(time.Hour))
+	if _, err := r.tx.Exec(ctx, forgetRangeSightings, r.site, lo, hi, int32(uint16(r.fromDay)), r.toDay-r.fromDay); err != nil {
+		return fmt.Errorf("forget the range's sightings: %w", err)
 	}
 	rows, err = r.tx.Query(ctx, takeRangeVisits, r.site, r.wlo, r.whi, r.ids)
 	if err != nil {
@@ -265,9 +304,6 @@ func (r *replay) run(ctx context.Context) error {
 			return err
 		}
 	}
-	// Every event of the days and hours rebuilt counts; around them, up to the window,
-	// only the range's visitors' events do, so only those are read.
-	lo, hi := minTime(r.lo, r.hlo), maxTime(r.hi, r.hhi.Add(time.Hour))
 	for _, seg := range []struct {
 		from, to     time.Time
 		visitorsOnly bool
@@ -278,6 +314,36 @@ func (r *replay) run(ctx context.Context) error {
 		if err := r.segment(ctx, seg.from, seg.to, seg.visitorsOnly); err != nil {
 			return err
 		}
+	}
+	return r.keepSightings(ctx, taken)
+}
+
+// keepSightings puts back the sightings the taken visits held of days outside the range
+// (those of the range were forgotten before), each on the rebuilt visit that holds its
+// taken one: the replay rebuilt the visits, but counted only the range's first sightings.
+func (r *replay) keepSightings(ctx context.Context, taken []visit) error {
+	var visitors []int64
+	var starts []time.Time
+	var lo, hi []int32
+	hashes := []int64{}
+	for _, v := range taken {
+		if len(v.seen) == 0 {
+			continue
+		}
+		visitors, starts = append(visitors, v.visitor), append(starts, v.start)
+		lo = append(lo, int32(len(hashes)+1))
+		hashes = append(hashes, v.seen...)
+		hi = append(hi, int32(len(hashes)))
+	}
+	if len(visitors) == 0 {
+		return nil
+	}
+	var held int
+	if err := r.tx.QueryRow(ctx, keepTakenSightings, r.site, visitors, starts, lo, hi, hashes).Scan(&held); err != nil {
+		return fmt.Errorf("keep sightings: %w", err)
+	}
+	if held != len(visitors) {
+		return fmt.Errorf("keep sightings: %d of %d taken visits are within a rebuilt one", held, len(visitors))
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -38,9 +39,9 @@ func query(name string) string {
 
 // queries are the embedded SQL, loaded once by name.
 type queries struct {
-	insertEvents, lockSites, lockVisitors, readVisits, readSeen, readProps       string
-	updateSeen, writeHourly, writeDims, writeVisitRollups, dropEmptyVisitRollups string
-	updateVisits, deleteVisits                                                   string
+	insertEvents, lockSites, lockVisitors, readVisits, readProps     string
+	writeHourly, writeDims, writeVisitRollups, dropEmptyVisitRollups string
+	updateVisits, deleteVisits                                       string
 }
 
 func loadQueries() queries {
@@ -51,9 +52,7 @@ func loadQueries() queries {
 		readVisits:            query("read_visits"),
 		updateVisits:          query("update_visits"),
 		deleteVisits:          query("delete_visits"),
-		readSeen:              query("read_seen"),
 		readProps:             query("read_props"),
-		updateSeen:            query("update_seen"),
 		writeHourly:           query("write_hourly"),
 		writeDims:             query("write_dims"),
 		writeVisitRollups:     query("write_visit_rollups"),
@@ -78,6 +77,9 @@ type Store struct {
 	// connections (see sideRead). Nil for a pool of one, whose batches read in their
 	// own transaction.
 	pairs chan struct{}
+	// prunedBefore is the day PruneSeen last pruned up to.
+	pruneMu      sync.Mutex
+	prunedBefore time.Time
 }
 
 // Option configures a Store.
@@ -215,8 +217,8 @@ func outOfRange(batch []event.Event) map[int]bool {
 // long for the index of events by path): retrying cannot help, so the offending event is
 // isolated instead. A limit a whole batch exceeds splits it until the parts fit. A unique
 // violation is the exception: the events' COPY falls back to an insert that skips stored
-// events and dead letters skip conflicts, so one can only come from a visit or
-// visitor-day row another transaction wrote meanwhile, which a retry reads and merges.
+// events and dead letters skip conflicts, so one can only come from a visit another
+// transaction wrote meanwhile, which a retry reads and merges.
 func IsDataError(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 || isUniqueViolation(err) {
@@ -329,13 +331,30 @@ func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]s
 	return dropped, nil
 }
 
-// PruneSeen deletes the first-sighting records (visitor_days) of days
-// before cutoff. Once raw events are gone no rebuild needs them; a straggler older than
-// cutoff would then count its visitor again, which retention accepts.
+// PruneSeen forgets the first sightings tagged with a day before cutoff's, less a day:
+// once raw events are gone no rebuild needs them, and a straggler older than cutoff
+// would then count its visitor again, which retention accepts. They are kept on visits of
+// their own day (place), so only visits that started before that day are looked at:
+// all of them the first time, then those of the last days.
 func (s *Store) PruneSeen(ctx context.Context, cutoff time.Time) error {
 	day := time.Date(cutoff.Year(), cutoff.Month(), cutoff.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
-	if _, err := s.pool.Exec(ctx, `DELETE FROM visitor_days WHERE day < $1`, day); err != nil {
-		return fmt.Errorf("prune visitor days: %w", err)
+	s.pruneMu.Lock()
+	defer s.pruneMu.Unlock()
+	from := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !s.prunedBefore.IsZero() {
+		from = s.prunedBefore.AddDate(0, 0, -2)
 	}
+	if _, err := s.pool.Exec(ctx, pruneSeen, day, from, int32(uint16(day.Unix()/86400))); err != nil {
+		return fmt.Errorf("prune first sightings: %w", err)
+	}
+	s.prunedBefore = day
 	return nil
 }
+
+// pruneSeen keeps the sightings tagged $3 or later (modulo 2^16: up to 89 years later) of
+// the visits that started in [$2, $1).
+const pruneSeen = `
+UPDATE visits v SET seen = ARRAY(SELECT h FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 < 32768)
+FROM sites s
+WHERE v.site_id = s.id AND v.day < $1 AND v.day >= $2
+  AND EXISTS (SELECT 1 FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 >= 32768)`

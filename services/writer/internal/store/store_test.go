@@ -346,10 +346,10 @@ func TestWriteIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestUniqueViolationIsRetried: a visitor-day row that appears between the writer's read
-// and its insert (written by a transaction that took no visitor lock) fails the batch with
-// a unique violation, which is a reason to retry, not a dead letter; the retry reads the
-// row and stores the batch exactly.
+// TestUniqueViolationIsRetried: a visit that appears between the writer's read and its
+// insert (written by a transaction that took no visitor lock) fails the batch with a
+// unique violation, which is a reason to retry, not a dead letter; the retry reads the
+// visit, merges the batch's events into it and stores the batch exactly.
 func TestUniqueViolationIsRetried(t *testing.T) {
 	st, pool := newStore(t)
 	sites, tz := newSites(t, pool, "UTC")
@@ -361,8 +361,22 @@ func TestUniqueViolationIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Rollback(ctx) //nolint:errcheck // committed below; a failed test rolls back
-	if _, err := other.Exec(ctx, `INSERT INTO visitor_days (site_id, day, visitor_id, seen) VALUES ($1, $2, $3, '{}')`,
-		batch[0].SiteID, batch[0].Time.UTC().Format(time.DateOnly), batch[0].Visitor); err != nil {
+	// An empty visit (no pageview, no event) with the key of the first visit the batch
+	// makes for its first event's visitor, counted in rollup_visits as a visit would be,
+	// so the retry's merge leaves the figures of the batch alone.
+	start := batch[0].Time.Truncate(time.Microsecond)
+	for _, e := range batch {
+		if e.SiteID == batch[0].SiteID && e.Visitor == batch[0].Visitor && e.Time.Before(start) {
+			start = e.Time.Truncate(time.Microsecond)
+		}
+	}
+	day := start.UTC().Format(time.DateOnly)
+	if _, err := other.Exec(ctx, `INSERT INTO visits (site_id, visitor_id, started_at, ended_at, day, pageviews, events, engagement_ms)
+		VALUES ($1, $2, $3, $3, $4, 0, 0, 0)`, batch[0].SiteID, batch[0].Visitor, start, day); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `INSERT INTO rollup_visits (site_id, day, dim, value, visits, bounces, duration_ms)
+		VALUES ($1, $2, 0, '', 1, 0, 0)`, batch[0].SiteID, day); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -370,20 +384,21 @@ func TestUniqueViolationIsRetried(t *testing.T) {
 		_, err := st.Write(ctx, append([]event.Event{}, batch...))
 		done <- err
 	}()
-	// The writer read no such row (it is not committed) and now waits on its key, in the
-	// COPY of new visitor-days.
+	// The writer read no such visit (it is not committed) and now waits on a key the
+	// other transaction holds: the visit rollup's row, or the visit's in the COPY of new
+	// visits.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
 		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'copy "visitor_days"%')`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the writer never waited on the visitor-day row")
+			t.Fatal("the writer never waited on the visit's row")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -477,6 +492,14 @@ func testRollupsMatchRecount(t *testing.T, st *Store, pool *pgxpool.Pool) {
 		}
 		if diff := cmp.Diff(got, takeSnapshot(t, pool)); diff != "" {
 			t.Fatalf("rebuilding one day changed the rollups:\n%s", diff)
+		}
+		// Writes after the rebuilds find every first sighting, of the days rebuilt and of
+		// those beside them whose visits the rebuilds took and made again: no visitor
+		// counts twice in a day.
+		more := randomEvents(t, r, sites, 1500, end, 12)
+		write(t, st, more)
+		if diff := cmp.Diff(recount(t, append(append([]event.Event{}, events...), more...), tz), takeSnapshot(t, pool)); diff != "" {
+			t.Fatalf("writes after the rebuilds differ from a recount (-want +got):\n%s", diff)
 		}
 	})
 }
@@ -961,11 +984,13 @@ func TestConcurrentWritersAndRebuild(t *testing.T) {
 	}
 }
 
-// TestHourSightingsMigrate: migration 000003 turns hour_visitors into hour sightings in
-// visitor_days that the writer recognises, so a visitor already counted in an hour before
-// the upgrade is not counted again after it, also where the zone's offset is not whole
-// hours.
-func TestHourSightingsMigrate(t *testing.T) {
+// TestSightingsMigrate: the first sightings of visitors counted before an upgrade are
+// recognised after it, so no visitor is counted twice in a day's dimensions or an hour,
+// also where the zone's offset is not whole hours. Migration 000003 turned hour_visitors
+// into hour sightings in visitor_days; 000011 moves visitor_days onto the visits. The
+// data before is made in the 000002 state: the visits and rollups the writer stores, and
+// the visitor_days rows the writer of that time stored beside them.
+func TestSightingsMigrate(t *testing.T) {
 	st, pool := newStore(t)
 	ctx := context.Background()
 	sites, tz := newSites(t, pool, "UTC", "Asia/Kathmandu")
@@ -980,33 +1005,51 @@ func TestHourSightingsMigrate(t *testing.T) {
 		}
 		return string(b)
 	}
-	up, down := readMig("000003_hour_sightings.up.sql"), readMig("000003_hour_sightings.down.sql")
-	// 000009 dropped a column 000003 writes: undo it around the two.
-	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.down.sql")); err != nil {
-		t.Fatalf("down 000009: %v", err)
+	exec := func(what, sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
 	}
-	// Back to the 000002 state: hour_visitors holds the hours, visitor_days no hour.
-	if _, err := pool.Exec(ctx, down); err != nil {
-		t.Fatalf("down: %v", err)
-	}
-	var hours []int64
+	exec("down 000011", readMig("000011_sightings_on_visits.down.sql"))
+	exec("down 000009", readMig("000009_visitor_days_drop_added.down.sql"))
+	// visitor_days as the writer of 000002 kept it: per visitor and local day, the
+	// untagged hash of every (dim, key, value) counted. Going down, 000003 puts the
+	// hours in hour_visitors from the raw events.
+	seen := map[visitorDay]map[int64]struct{}{}
 	for _, e := range before {
-		hours = append(hours, hourHash(e.Time.UTC().Truncate(time.Hour)))
+		loc, err := time.LoadLocation(tz[e.SiteID])
+		if err != nil {
+			t.Fatal(err)
+		}
+		day := dayOf(e.Time, loc)
+		vd := visitorDay{e.SiteID, day, e.Visitor}
+		if seen[vd] == nil {
+			seen[vd] = map[int64]struct{}{}
+		}
+		for _, v := range dimValues(nil, &e) {
+			seen[vd][dimHash(v.dim, v.key, v.value)] = struct{}{}
+		}
+		for k, v := range e.Props {
+			seen[vd][dimHash(dimProperty, k, v)] = struct{}{}
+		}
 	}
-	if _, err := pool.Exec(ctx, `UPDATE visitor_days SET seen = ARRAY(SELECT unnest(seen) EXCEPT SELECT unnest($1::bigint[]))`, hours); err != nil {
-		t.Fatalf("strip hours: %v", err)
+	for vd, hs := range seen {
+		var arr []int64
+		for h := range hs {
+			arr = append(arr, h)
+		}
+		exec("old visitor day", `INSERT INTO visitor_days (site_id, day, visitor_id, seen) VALUES ($1, $2, $3, $4)`,
+			vd.site, dateOf(vd.day), vd.visitor, arr)
 	}
-	if _, err := pool.Exec(ctx, up); err != nil {
-		t.Fatalf("up: %v", err)
-	}
-	if _, err := pool.Exec(ctx, readMig("000009_visitor_days_drop_added.up.sql")); err != nil {
-		t.Fatalf("up 000009: %v", err)
-	}
+	exec("down 000003", readMig("000003_hour_sightings.down.sql"))
+	exec("up 000003", readMig("000003_hour_sightings.up.sql"))
+	exec("up 000009", readMig("000009_visitor_days_drop_added.up.sql"))
+	exec("up 000011", readMig("000011_sightings_on_visits.up.sql"))
 	after := randomEvents(t, r, sites, 600, end, 2)
 	write(t, st, after)
-	want := recount(t, append(before, after...), tz)
-	if diff := cmp.Diff(want.Hours, takeSnapshot(t, pool).Hours); diff != "" {
-		t.Fatalf("hourly rollups across the migration differ from a recount (-want +got):\n%s", diff)
+	if diff := cmp.Diff(recount(t, append(before, after...), tz), takeSnapshot(t, pool)); diff != "" {
+		t.Fatalf("rollups across the migrations differ from a recount (-want +got):\n%s", diff)
 	}
 }
 

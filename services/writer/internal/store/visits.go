@@ -25,6 +25,12 @@ type visit struct {
 	engagement        int64
 	entry, exit       *string
 	entryAt, exitAt   *time.Time
+	// seen are the visitor's first sightings this visit holds as stored (visits.seen,
+	// tagged hashes), add those the batch appends to it. Each of a visitor's sightings
+	// is on exactly one of its visits, one overlapping the sighting's day (place).
+	seen, add []int64
+	// near: whether new events may join this stored visit (read_visits.sql).
+	near bool
 }
 
 func (v *visit) bounce() bool { return v.pageviews == 1 && v.events == 0 }
@@ -35,53 +41,107 @@ func (v *visit) duration() int64 { return v.end.Sub(v.start).Milliseconds() + v.
 type siteVisitor struct{ site, visitor int64 }
 
 // visitSpans are, per visitor of a batch, the window within which stored visits can
-// merge with its new events.
+// merge with its new events (near), and the local days whose first sightings it may add.
 type visitSpans struct {
-	keys   []siteVisitor
-	lo, hi []time.Time
+	keys     []siteVisitor
+	lo, hi   []time.Time // the visitor's new events' first and last, if near
+	near     []bool
+	from, to []int32 // the first and last day of its sightings, if days
+	days     []bool
 }
 
-func newVisitSpans(evs []*event.Event) visitSpans {
+func newVisitSpans(evs []*event.Event, vds []visitorDay) visitSpans {
 	var s visitSpans
 	idx := map[siteVisitor]int{}
-	for _, e := range evs {
-		k := siteVisitor{e.SiteID, e.Visitor}
+	at := func(k siteVisitor) int {
 		i, ok := idx[k]
 		if !ok {
-			idx[k] = len(s.keys)
+			i = len(s.keys)
+			idx[k] = i
 			s.keys = append(s.keys, k)
-			s.lo, s.hi = append(s.lo, e.Time), append(s.hi, e.Time)
-			continue
+			s.lo, s.hi, s.near = append(s.lo, time.Time{}), append(s.hi, time.Time{}), append(s.near, false)
+			s.from, s.to, s.days = append(s.from, 0), append(s.to, 0), append(s.days, false)
 		}
-		if e.Time.Before(s.lo[i]) {
+		return i
+	}
+	for _, e := range evs {
+		i := at(siteVisitor{e.SiteID, e.Visitor})
+		if !s.near[i] || e.Time.Before(s.lo[i]) {
 			s.lo[i] = e.Time
 		}
-		if e.Time.After(s.hi[i]) {
+		if !s.near[i] || e.Time.After(s.hi[i]) {
 			s.hi[i] = e.Time
 		}
+		s.near[i] = true
+	}
+	for _, vd := range vds {
+		i := at(siteVisitor{vd.site, vd.visitor})
+		if !s.days[i] || vd.day < s.from[i] {
+			s.from[i] = vd.day
+		}
+		if !s.days[i] || vd.day > s.to[i] {
+			s.to[i] = vd.day
+		}
+		s.days[i] = true
 	}
 	return s
 }
 
-func (s *visitSpans) args() []any {
-	n := len(s.keys)
-	site, visitor, lo, hi := make([]int64, n), make([]int64, n), make([]time.Time, n), make([]time.Time, n)
-	for i, k := range s.keys {
-		site[i], visitor[i] = k.site, k.visitor
-		lo[i], hi[i] = s.lo[i].Add(-visitGap), s.hi[i].Add(visitGap)
-	}
-	return []any{site, visitor, lo, hi}
+// dayWindow is where the visits holding a visitor's sightings of the days from..to lie:
+// each sighting is on a visit overlapping its day or the hour after it (place).
+func dayWindow(from, to int32, loc *time.Location) (lo, hi time.Time) {
+	return startOfDay(from, loc).Add(-time.Hour), startOfDay(to+1, loc).Add(time.Hour)
 }
 
+// startOfDay is the first instant of local day day in loc.
+func startOfDay(day int32, loc *time.Location) time.Time {
+	y, m, d := dateOf(day).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, loc)
+}
+
+// args are read_visits.sql's parameters: per visitor, the window of the visits read
+// (those new events may join and those holding its sightings of the batch's days), and
+// the window of those near.
+func (s *visitSpans) args(zones map[int64]*time.Location) []any {
+	n := len(s.keys)
+	site, visitor := make([]int64, n), make([]int64, n)
+	lo, hi, nlo, nhi := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	for i, k := range s.keys {
+		site[i], visitor[i] = k.site, k.visitor
+		nlo[i], nhi[i] = noWindowLo, noWindowHi
+		if s.near[i] {
+			nlo[i], nhi[i] = s.lo[i].Add(-visitGap), s.hi[i].Add(visitGap)
+		}
+		lo[i], hi[i] = nlo[i], nhi[i]
+		if s.days[i] {
+			dlo, dhi := dayWindow(s.from[i], s.to[i], zones[k.site])
+			if !s.near[i] || dlo.Before(lo[i]) {
+				lo[i] = dlo
+			}
+			if !s.near[i] || dhi.After(hi[i]) {
+				hi[i] = dhi
+			}
+		}
+	}
+	return []any{site, visitor, lo, hi, nlo, nhi}
+}
+
+// An empty window: no visit ends after noWindowLo and starts before noWindowHi.
+var (
+	noWindowLo = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	noWindowHi = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// scanVisits reads visits as read_visits.sql returns them.
 func scanVisits(rows pgx.Rows) ([]visit, error) {
 	var out []visit
 	var v visit
 	var day time.Time
 	_, err := pgx.ForEachRow(rows, []any{&v.site, &v.visitor, &v.start, &v.end, &day, &v.pageviews, &v.events,
-		&v.engagement, &v.entry, &v.entryAt, &v.exit, &v.exitAt}, func() error {
+		&v.engagement, &v.entry, &v.entryAt, &v.exit, &v.exitAt, &v.seen, &v.near}, func() error {
 		v.day = int32(day.Unix() / 86400)
 		out = append(out, v)
-		v.entry, v.entryAt, v.exit, v.exitAt = nil, nil, nil, nil
+		v.entry, v.entryAt, v.exit, v.exitAt, v.seen = nil, nil, nil, nil, nil
 		return nil
 	})
 	return out, err
@@ -201,6 +261,8 @@ func visitKeyArgs(vs []visit) []any {
 	return []any{site, visitor, start}
 }
 
+// visitArgs are update_visits.sql's parameters: the visits' figures, and the sightings
+// each appends, visit i's being hashes[lo[i]-1:hi[i]].
 func visitArgs(vs []visit) []any {
 	n := len(vs)
 	var (
@@ -210,27 +272,38 @@ func visitArgs(vs []visit) []any {
 		pv, ev             = make([]int32, n), make([]int32, n)
 		entry, exit        = make([]*string, n), make([]*string, n)
 		entryAt, exitAt    = make([]*time.Time, n), make([]*time.Time, n)
+		hashes             = []int64{}
+		lo, hi             = make([]int32, n), make([]int32, n)
 	)
 	for i, v := range vs {
 		site[i], visitor[i], start[i], end[i], day[i] = v.site, v.visitor, v.start, v.end, dateOf(v.day)
 		pv[i], ev[i], eng[i] = v.pageviews, v.events, v.engagement
 		entry[i], entryAt[i], exit[i], exitAt[i] = v.entry, v.entryAt, v.exit, v.exitAt
+		lo[i] = int32(len(hashes) + 1)
+		hashes = append(hashes, v.add...)
+		hi[i] = int32(len(hashes))
 	}
-	return []any{site, visitor, start, end, day, pv, ev, eng, entry, entryAt, exit, exitAt}
+	return []any{site, visitor, start, end, day, pv, ev, eng, entry, entryAt, exit, exitAt, hashes, lo, hi}
 }
 
 // visitColumns are the visits columns visitSource fills, in its order.
 var visitColumns = []string{"site_id", "visitor_id", "started_at", "ended_at", "day", "pageviews", "events",
-	"engagement_ms", "entry_page", "entry_at", "exit_page", "exit_at"}
+	"engagement_ms", "entry_page", "entry_at", "exit_page", "exit_at", "seen"}
 
-// visitSource hands COPY the visits one row at a time, in one reused slice of values.
+// visitSource hands COPY the new visits one row at a time, in one reused slice of
+// values; a new visit's sightings are those the batch adds to it.
 func visitSource(vs []visit) pgx.CopyFromSource {
 	row := make([]any, len(visitColumns))
+	none := []int64{}
 	return pgx.CopyFromSlice(len(vs), func(i int) ([]any, error) {
 		v := &vs[i]
 		row[0], row[1], row[2], row[3], row[4] = v.site, v.visitor, v.start, v.end, dateOf(v.day)
 		row[5], row[6], row[7] = v.pageviews, v.events, v.engagement
 		row[8], row[9], row[10], row[11] = v.entry, v.entryAt, v.exit, v.exitAt
+		row[12] = none
+		if v.add != nil {
+			row[12] = v.add
+		}
 		return row, nil
 	})
 }
