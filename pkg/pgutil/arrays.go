@@ -32,8 +32,61 @@ func RegisterFastArrays(m *pgtype.Map) {
 }
 
 // fastArrayCodec is pgx's array codec for one array type, with a binary encoder of its own
-// for the matching Go slice.
+// for the matching Go slice, and for bigint[] a binary decoder into []int64 (the
+// writer reads its visitors' first sightings as such arrays).
 type fastArrayCodec struct{ pgtype.Codec }
+
+func (c fastArrayCodec) PlanScan(m *pgtype.Map, oid uint32, format int16, target any) pgtype.ScanPlan {
+	if _, ok := target.(*[]int64); ok && oid == pgtype.Int8ArrayOID && format == pgtype.BinaryFormatCode {
+		return scanFastInt8Array{}
+	}
+	return c.Codec.PlanScan(m, oid, format, target)
+}
+
+// scanFastInt8Array decodes a one-dimensional bigint[] without NULLs into a []int64 in
+// one pass, where pgx goes through a generic array and an element plan per value; any
+// other shape goes to pgx's own decoding. NULL is a nil slice, as pgx has it.
+type scanFastInt8Array struct{}
+
+// other decodes src as pgx does, through a map of its own (a Map is not safe for
+// concurrent use, and this is the rare case).
+func (scanFastInt8Array) other(src []byte, target any) error {
+	return pgtype.NewMap().Scan(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, src, target)
+}
+
+func (p scanFastInt8Array) Scan(src []byte, target any) error {
+	dst := target.(*[]int64)
+	if src == nil {
+		*dst = nil
+		return nil
+	}
+	be := binary.BigEndian
+	if len(src) < 12 {
+		return p.other(src, target)
+	}
+	ndim, hasNull := be.Uint32(src), be.Uint32(src[4:])
+	if ndim == 0 && hasNull == 0 {
+		*dst = []int64{}
+		return nil
+	}
+	if ndim != 1 || hasNull != 0 || len(src) < 20 {
+		return p.other(src, target)
+	}
+	n := int(be.Uint32(src[12:]))
+	body := src[20:]
+	if n < 0 || len(body) != 12*n {
+		return p.other(src, target)
+	}
+	out := make([]int64, n)
+	for i := range out {
+		if be.Uint32(body[12*i:]) != 8 {
+			return p.other(src, target)
+		}
+		out[i] = int64(be.Uint64(body[12*i+4:]))
+	}
+	*dst = out
+	return nil
+}
 
 func (c fastArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
 	if format == pgtype.BinaryFormatCode {

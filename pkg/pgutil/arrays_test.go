@@ -77,6 +77,34 @@ func FuzzFastArraysMatchPgx(f *testing.F) {
 	})
 }
 
+// TestFastInt8ArrayScanMatchesPgx: bigint[] decodes into []int64 as pgx's own codec
+// decodes it, through the fast plan, for every shape it takes, and through pgx's for the
+// rest (two dimensions, NULL elements).
+func TestFastInt8ArrayScanMatchesPgx(t *testing.T) {
+	plain, fast := pgtype.NewMap(), pgtype.NewMap()
+	RegisterFastArrays(fast)
+	var x []int64
+	if _, ok := fast.PlanScan(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, &x).(scanFastInt8Array); !ok {
+		t.Fatal("bigint[] into *[]int64: not the fast plan")
+	}
+	one := int64(1)
+	for _, value := range []any{
+		[]int64{1, 0, -1, 1 << 62, -1 << 63}, []int64{}, []int64(nil), []int64{42},
+		[][]int64{{1, 2}, {3, 4}}, []*int64{&one, nil},
+	} {
+		raw, err := plain.Encode(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, value, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got []int64
+		wantErr := plain.Scan(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, raw, &want)
+		gotErr := fast.Scan(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, raw, &got)
+		if (wantErr == nil) != (gotErr == nil) || fmt.Sprintf("%#v", want) != fmt.Sprintf("%#v", got) {
+			t.Fatalf("%v: got %#v (%v), pgx %#v (%v)", value, got, gotErr, want, wantErr)
+		}
+	}
+}
+
 // TestFastArraysLeaveTheRest: other values, the text format and decoding still go to
 // pgx's codec.
 func TestFastArraysLeaveTheRest(t *testing.T) {

@@ -166,16 +166,22 @@ func mergeVisits(taken []visit, evs []*event.Event, zones map[int64]*time.Locati
 		}
 		pieces = append(pieces, p)
 	}
-	slices.SortFunc(pieces, func(a, b visit) int {
+	// Sorted by index: a visit is too big a value to move around.
+	order := make([]int32, len(pieces))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(i, j int32) int {
+		a, b := &pieces[i], &pieces[j]
 		return cmp.Or(cmp.Compare(a.site, b.site), cmp.Compare(a.visitor, b.visitor),
 			a.start.Compare(b.start), a.end.Compare(b.end))
 	})
-	var out []visit
-	for i := 0; i < len(pieces); {
-		cur := pieces[i]
+	out := make([]visit, 0, len(order))
+	for i := 0; i < len(order); {
+		cur := pieces[order[i]]
 		j := i + 1
-		for ; j < len(pieces); j++ {
-			p := &pieces[j]
+		for ; j < len(order); j++ {
+			p := &pieces[order[j]]
 			if p.site != cur.site || p.visitor != cur.visitor || p.start.After(cur.end.Add(visitGap)) {
 				break
 			}
