@@ -219,7 +219,11 @@ func (st *readState) read(stored []visit) {
 			st.taken = append(st.taken, *v)
 		}
 		st.stored[k] = append(st.stored[k], v)
-		st.seen[k] = append(st.seen[k], v.seen...)
+		if hs, ok := st.seen[k]; ok {
+			st.seen[k] = append(hs[:len(hs):len(hs)], v.seen...) // a copy: v.seen stays v's
+		} else {
+			st.seen[k] = v.seen // sorted in place below: the order of a visit's set is free
+		}
 	}
 	for _, hs := range st.seen {
 		slices.Sort(hs)

@@ -277,23 +277,40 @@ func (d *days) aggregate(t *tally, st readState) (dimRows, hourRows, map[siteVis
 		hash int64
 	}
 	fresh := map[dayHash]int64{}
-	added := map[siteVisitor][]int64{}
+	added := make(map[siteVisitor][]int64, len(d.visitorDays))
+	// Every visitor-day's new sightings in one array; a visitor of several days gets a
+	// copy of its parts.
+	total := 0
+	for _, hs := range batchSeen {
+		total += len(hs)
+	}
+	buf := make([]int64, 0, total)
 	for i, vd := range d.visitorDays {
 		hs := batchSeen[i]
 		slices.Sort(hs)
 		hs = slices.Compact(hs)
 		sv := siteVisitor{vd.site, vd.visitor}
 		old := st.seen[sv]
+		start := len(buf)
 		for _, h := range hs {
 			if _, ok := slices.BinarySearch(old, h); ok {
 				continue
 			}
-			added[sv] = append(added[sv], h)
+			buf = append(buf, h)
 			if hk, ok := hourOf[siteHash{vd.site, h}]; ok {
 				hours[hk].visitors++
 			} else {
 				fresh[dayHash{vd.site, vd.day, h}]++
 			}
+		}
+		if len(buf) == start {
+			continue
+		}
+		part := buf[start:len(buf):len(buf)]
+		if prev, ok := added[sv]; ok {
+			added[sv] = append(prev, part...)
+		} else {
+			added[sv] = part
 		}
 	}
 	keys := make([]dimKey, 0, len(counts))

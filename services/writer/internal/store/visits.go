@@ -224,20 +224,31 @@ func (v *visit) key() visitKey { return visitKey{v.site, v.visitor, v.start.UTC(
 // no merged visit starts with are gone, merged visits starting like a taken one but
 // differing from it changed in place, and the rest are new.
 func replaceVisits(taken, merged []visit) (gone, changed, fresh []visit) {
-	fresh = make([]visit, 0, len(merged))
 	was := make(map[visitKey]*visit, len(taken))
 	for i := range taken {
 		was[taken[i].key()] = &taken[i]
 	}
-	for _, m := range merged {
-		old, ok := was[m.key()]
-		if !ok {
-			fresh = append(fresh, m)
-			continue
+	// Each merged visit's taken one (nil: none), so the two lists are sized once: a
+	// visit is too big a value to grow a slice of one append at a time.
+	olds := make([]*visit, len(merged))
+	nChanged := 0
+	for i := range merged {
+		k := merged[i].key()
+		if old, ok := was[k]; ok {
+			olds[i] = old
+			delete(was, k)
+			if !old.same(&merged[i]) {
+				nChanged++
+			}
 		}
-		delete(was, m.key())
-		if !old.same(&m) {
-			changed = append(changed, m)
+	}
+	changed, fresh = make([]visit, 0, nChanged), make([]visit, 0, len(merged)-len(taken)+len(was))
+	for i := range merged {
+		switch old := olds[i]; {
+		case old == nil:
+			fresh = append(fresh, merged[i])
+		case !old.same(&merged[i]):
+			changed = append(changed, merged[i])
 		}
 	}
 	for i := range taken {
@@ -361,7 +372,8 @@ func visitDeltas(taken, merged []visit) visitRows {
 				bounce = 1
 			}
 			dur := v.duration()
-			keys := []visitDimKey{{v.site, v.day, 0, ""}}
+			var at [3]visitDimKey
+			keys := append(at[:0], visitDimKey{v.site, v.day, 0, ""})
 			if v.entry != nil {
 				keys = append(keys, visitDimKey{v.site, v.day, 1, *v.entry})
 			}
