@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -99,9 +100,26 @@ func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eve
 	head := slices.Concat(c.Response().Header.Header(), retryChunk)
 	w := eventConn{c.Context().Conn()}
 	c.Context().HijackSetNoResponse(true)
+	// fasthttp runs the hijack handler right after this handler returns, unless sending
+	// what the connection's earlier requests left buffered fails first (a client that
+	// pipelined a request before this one and reset the connection): then it never runs,
+	// and what the stream holds (its view, whose number per site is bounded) would stay
+	// taken for ever. Whichever comes first, the handler or hijackWait, owns the stream.
+	var owner atomic.Int32 // 0 undecided, 1 the hijack handler, 2 the watchdog
+	abandon := time.AfterFunc(hijackWait, func() {
+		if owner.CompareAndSwap(0, 2) {
+			s.web.streams.forget(w.conn)
+			_ = w.conn.Close()
+			done()
+		}
+	})
 	// fasthttp releases the request's buffers and state when the hijack handler returns;
 	// the stream goes on in a goroutine of its own.
 	c.Context().Hijack(func(net.Conn) {
+		abandon.Stop()
+		if !owner.CompareAndSwap(0, 1) {
+			return
+		}
 		counted := s.streams.start()
 		go func() {
 			if counted {
@@ -136,6 +154,10 @@ func streamEvents[T any](s *Service, c *fiber.Ctx, next <-chan T, start func(eve
 	})
 	return nil
 }
+
+// hijackWait is how long a stream waits for fasthttp to hand it its connection before
+// giving up what it holds; fasthttp does it at once or never.
+var hijackWait = 10 * time.Second
 
 // streamWriteTimeout bounds one write to a stream: a viewer that has stopped reading for
 // so long (its socket buffers full) is let go rather than held forever.

@@ -432,3 +432,40 @@ func TestLiveStreamKeepsItsView(t *testing.T) {
 		t.Fatalf("panels after the update differ from the stream's view (-want +got):\n%s", diff)
 	}
 }
+
+// TestAbandonedStreamLetsGoOfItsView: a client that pipelines a request before a live
+// stream's and resets the connection makes fasthttp fail to send the first answer and
+// never hand the stream its connection. The stream then lets go of its view after
+// hijackWait: otherwise anyone with a share link could hold a site's bounded live views
+// for ever.
+func TestAbandonedStreamLetsGoOfItsView(t *testing.T) {
+	defer func(d time.Duration) { hijackWait = d }(hijackWait)
+	hijackWait = 300 * time.Millisecond
+	e := newWebEnv(t, "")
+	ann := e.browser(t)
+	ann.register("ann@example.com", "correct horse battery")
+	site := ann.createSite("A", "a.example")
+	host := strings.TrimPrefix(e.origin, "http://")
+	cookie := fmt.Sprintf("Cookie: %s=%s\r\n", sessionCookie, ann.sessionCookie().Value)
+	live := fmt.Sprintf("/app/sites/%d/data/live?period=today", site)
+	for i := range 30 {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.(*net.TCPConn).SetLinger(0) // Close resets the connection
+		req := "GET " + live + " HTTP/1.1\r\nHost: " + host + "\r\n" + cookie + "\r\n"
+		if _, err := io.WriteString(conn, "HEAD "+live+" HTTP/1.1\r\nHost: "+host+"\r\n"+cookie+"\r\n"+req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%6) * 500 * time.Microsecond)
+		conn.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.svc.hub.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live views still held after their clients reset", e.svc.hub.Len())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
