@@ -237,12 +237,10 @@ func (st *readState) read(stored []visit) {
 // (dayWindow), and where retention finds them. A visit the batch writes anyway is
 // preferred, a new one first; else a stored one is rewritten with them.
 func (vp *visitPlan) place(added map[siteVisitor][]int64, st readState, zones map[int64]*time.Location) {
-	ref := map[siteVisitor]int32{} // a day near the visitor's sightings, to read tags by
 	for _, g := range vp.gone {
 		if len(g.seen) > 0 {
 			k := siteVisitor{g.site, g.visitor}
 			added[k] = append(added[k], g.seen...)
-			ref[k] = g.day
 		}
 	}
 	if len(added) == 0 {
@@ -321,10 +319,11 @@ func (vp *visitPlan) place(added map[siteVisitor][]int64, st readState, zones ma
 			// fall in it, and a rebuild counts its hours afresh.
 			continue
 		}
-		day0, ok := ref[k]
-		if !ok && len(ws) > 0 {
+		// Any of the visitor's visits is a day near all its sightings to read tags by.
+		var day0 int32
+		if len(ws) > 0 {
 			day0 = ws[0].day
-		} else if !ok {
+		} else {
 			day0 = stored[0].day
 		}
 		loc := zones[k.site]

@@ -44,8 +44,10 @@ SELECT EXISTS (SELECT 1 FROM visits v
                WHERE v.site_id = $1 AND v.started_at < $3 AND v.ended_at >= $2
                  AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $4 AND ts < $5))`
 
-// rangeVisitors are the visitors with an event in [$2, $3): their visits are rebuilt.
-const rangeVisitors = `SELECT DISTINCT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3`
+// rangeVisitors are the visitors with an event in [$2, $4), the days and hours a rebuild
+// recounts, each with whether one is in [$2, $3), the range's days: those visitors'
+// visits are rebuilt.
+const rangeVisitors = `SELECT visitor_id, bool_or(ts < $3) FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $4 GROUP BY 1`
 
 // takeRangeVisits takes out the stored visits the replayed events of the range's
 // visitors ($4) can form; the replay merges them back from their events.
@@ -61,13 +63,12 @@ RETURNING v.site_id, v.visitor_id, v.started_at, v.ended_at, v.day, v.pageviews,
           v.engagement_ms, v.entry_page, v.entry_at, v.exit_page, v.exit_at, v.seen, true`
 
 // forgetRangeSightings removes the sightings tagged with a day of the range (tags
-// $4..$4+$5 modulo 2^16) from every visit of the visitors with an event in [$2, $3): the
-// replay counts those days' first sightings anew.
+// $3..$3+$4 modulo 2^16) from every visit of the visitors $2: the replay counts those
+// days' first sightings anew.
 const forgetRangeSightings = `
-UPDATE visits v SET seen = ARRAY(SELECT h FROM unnest(v.seen) h WHERE ((h & 65535) - $4) & 65535 > $5)
-WHERE v.site_id = $1
-  AND v.visitor_id IN (SELECT visitor_id FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3)
-  AND EXISTS (SELECT 1 FROM unnest(v.seen) h WHERE ((h & 65535) - $4) & 65535 <= $5)`
+UPDATE visits v SET seen = ARRAY(SELECT h FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 > $4)
+WHERE v.site_id = $1 AND v.visitor_id = ANY($2)
+  AND EXISTS (SELECT 1 FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 <= $4)`
 
 // keepTakenSightings appends the sightings taken visit i of visitor $2[i], starting at
 // $3[i], held of days outside the range ($6[$4[i]:$5[i]]) to the rebuilt visit that
@@ -268,22 +269,29 @@ type replay struct {
 }
 
 func (r *replay) run(ctx context.Context) error {
-	rows, err := r.tx.Query(ctx, rangeVisitors, r.site, r.lo, r.hi)
-	if err != nil {
-		return fmt.Errorf("read visitors: %w", err)
-	}
-	r.ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return fmt.Errorf("read visitors: %w", err)
-	}
-	r.visitors = make(map[int64]struct{}, len(r.ids))
-	for _, id := range r.ids {
-		r.visitors[id] = struct{}{}
-	}
 	// Every event of the days and hours rebuilt counts; around them, up to the window,
 	// only the range's visitors' events do, so only those are read.
 	lo, hi := minTime(r.lo, r.hlo), maxTime(r.hi, r.hhi.Add(time.Hour))
-	if _, err := r.tx.Exec(ctx, forgetRangeSightings, r.site, lo, hi, int32(uint16(r.fromDay)), r.toDay-r.fromDay); err != nil {
+	rows, err := r.tx.Query(ctx, rangeVisitors, r.site, lo, r.hi, hi)
+	if err != nil {
+		return fmt.Errorf("read visitors: %w", err)
+	}
+	var counted []int64 // every visitor whose sightings the replay recounts
+	r.visitors = map[int64]struct{}{}
+	var id int64
+	var inRange bool
+	_, err = pgx.ForEachRow(rows, []any{&id, &inRange}, func() error {
+		counted = append(counted, id)
+		if inRange {
+			r.ids = append(r.ids, id)
+			r.visitors[id] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read visitors: %w", err)
+	}
+	if _, err := r.tx.Exec(ctx, forgetRangeSightings, r.site, counted, int32(uint16(r.fromDay)), r.toDay-r.fromDay); err != nil {
 		return fmt.Errorf("forget the range's sightings: %w", err)
 	}
 	rows, err = r.tx.Query(ctx, takeRangeVisits, r.site, r.wlo, r.whi, r.ids)
