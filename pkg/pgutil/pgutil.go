@@ -1,5 +1,5 @@
-// Package pgutil opens Postgres pools, creates the database if it is missing and applies
-// the embedded migrations.
+// Package pgutil opens Postgres pools, creates the database if it is missing, applies
+// the embedded migrations and encodes the bulk writes (binary COPY, arrays) of the writer.
 package pgutil
 
 import (

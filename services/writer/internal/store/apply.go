@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 // work is what apply adds to the rollups: events newly stored (or, in a rebuild, replayed)
@@ -148,7 +149,7 @@ func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st rea
 		return fmt.Errorf("write visits: %w", err)
 	}
 	if len(vp.fresh) > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"visits"}, visitColumns, visitSource(vp.fresh)); err != nil {
+		if _, err := pgutil.CopyFrom(ctx, tx.Conn().PgConn(), "visits", visitColumns, len(vp.fresh), copyVisit(vp.fresh)); err != nil {
 			return fmt.Errorf("insert visits: %w", err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 // visitGap ends a visit: a piece starting more than this after the latest end so far
@@ -303,26 +304,34 @@ func visitArgs(vs []visit) []any {
 	return []any{site, visitor, start, end, day, pv, ev, eng, entry, entryAt, exit, exitAt, hashes, lo, hi}
 }
 
-// visitColumns are the visits columns visitSource fills, in its order.
+// visitColumns are the visits columns copyVisit fills, in its order.
 var visitColumns = []string{"site_id", "visitor_id", "started_at", "ended_at", "day", "pageviews", "events",
 	"engagement_ms", "entry_page", "entry_at", "exit_page", "exit_at", "seen"}
 
-// visitSource hands COPY the new visits one row at a time, in one reused slice of
-// values; a new visit's sightings are those the batch adds to it.
-func visitSource(vs []visit) pgx.CopyFromSource {
-	row := make([]any, len(visitColumns))
+// copyVisit writes vs[i], a new visit, as a COPY row of visitColumns; a new visit's
+// sightings are those the batch adds to it.
+func copyVisit(vs []visit) func(w *pgutil.CopyRow, i int) {
 	none := []int64{}
-	return pgx.CopyFromSlice(len(vs), func(i int) ([]any, error) {
+	return func(w *pgutil.CopyRow, i int) {
 		v := &vs[i]
-		row[0], row[1], row[2], row[3], row[4] = v.site, v.visitor, v.start, v.end, dateOf(v.day)
-		row[5], row[6], row[7] = v.pageviews, v.events, v.engagement
-		row[8], row[9], row[10], row[11] = v.entry, v.entryAt, v.exit, v.exitAt
-		row[12] = none
+		w.Int8(v.site)
+		w.Int8(v.visitor)
+		w.Timestamptz(v.start)
+		w.Timestamptz(v.end)
+		w.Date(v.day)
+		w.Int4(int64(v.pageviews))
+		w.Int4(int64(v.events))
+		w.Int8(v.engagement)
+		w.TextOrNull(v.entry)
+		w.TimestamptzOrNull(v.entryAt)
+		w.TextOrNull(v.exit)
+		w.TimestamptzOrNull(v.exitAt)
 		if v.add != nil {
-			row[12] = v.add
+			w.Int8Array(v.add)
+		} else {
+			w.Int8Array(none)
 		}
-		return row, nil
-	})
+	}
 }
 
 type visitDimKey struct {

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/haru-analytics/haru/pkg/event"
+	"github.com/haru-analytics/haru/pkg/pgutil"
 )
 
 // writeTx stores batch and its rollups in one transaction: the events go in as one
@@ -217,7 +218,7 @@ func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, evs []*event.Event)
 	if _, err := tx.Exec(ctx, "SAVEPOINT copy_events"); err != nil {
 		return nil, fmt.Errorf("insert events: %w", err)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, eventColumns, eventSource(evs)); err == nil {
+	if _, err := pgutil.CopyFrom(ctx, tx.Conn().PgConn(), "events", eventColumns, len(evs), copyEvent(evs)); err == nil {
 		span.SetAttributes(attribute.Int("haru.events.inserted", len(evs)))
 		return evs, nil
 	} else if !isUniqueViolation(err) {
@@ -255,42 +256,64 @@ func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, evs []*event.Event)
 	return out, nil
 }
 
-// eventColumns are the events columns COPY fills, in eventSource's order.
+// eventColumns are the events columns COPY fills, in copyEvent's order.
 var eventColumns = []string{
 	"site_id", "ts", "id", "name", "visitor_id", "hostname", "path", "referrer", "ref_source",
 	"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
 	"country", "region", "browser", "os", "device", "screen_w", "screen_h", "duration_ms", "props",
 }
 
-// eventSource hands COPY the events one row at a time, as pointers into them in one
-// reused slice of values, so no field is copied but the id. The id goes as a pgtype.UUID,
-// which pgx encodes directly; a uuid.UUID it would format as text (its driver.Valuer),
-// fail to encode as binary, and parse back, at a fifth of COPY's cost.
-func eventSource(evs []*event.Event) pgx.CopyFromSource {
-	var row [23]any
-	var id pgtype.UUID
-	return pgx.CopyFromSlice(len(evs), func(i int) ([]any, error) {
+// copyEvent writes events[i] as a COPY row of eventColumns.
+func copyEvent(evs []*event.Event) func(w *pgutil.CopyRow, i int) {
+	return func(w *pgutil.CopyRow, i int) {
 		e := evs[i]
-		props, err := propsJSON(e)
+		props, err := propsDoc(e)
 		if err != nil {
-			return nil, err
+			w.Fail(err)
 		}
-		id = pgtype.UUID{Bytes: e.ID, Valid: true}
-		row = [23]any{&e.SiteID, &e.Time, &id, &e.Name, &e.Visitor, &e.Hostname, &e.Path, &e.Referrer, &e.RefSource,
-			&e.UTMSource, &e.UTMMedium, &e.UTMCampaign, &e.UTMTerm, &e.UTMContent,
-			&e.Country, &e.Region, &e.Browser, &e.OS, &e.Device, &e.ScreenW, &e.ScreenH, &e.DurationMS, props}
-		return row[:], nil
-	})
+		w.Int8(e.SiteID)
+		w.Timestamptz(e.Time)
+		w.UUID(e.ID)
+		w.Text(e.Name)
+		w.Int8(e.Visitor)
+		w.Text(e.Hostname)
+		w.Text(e.Path)
+		w.Text(e.Referrer)
+		w.Text(e.RefSource)
+		w.Text(e.UTMSource)
+		w.Text(e.UTMMedium)
+		w.Text(e.UTMCampaign)
+		w.Text(e.UTMTerm)
+		w.Text(e.UTMContent)
+		w.Text(e.Country)
+		w.Text(e.Region)
+		w.Text(e.Browser)
+		w.Text(e.OS)
+		w.Text(e.Device)
+		w.Int4(int64(e.ScreenW))
+		w.Int4(int64(e.ScreenH))
+		w.Int8(e.DurationMS)
+		w.JSONB(props)
+	}
 }
 
-// propsJSON is e's props as the events.props value: JSON, or NULL when there are none.
-func propsJSON(e *event.Event) (*string, error) {
+// propsDoc is e's props as the events.props document, nil (NULL) when there are none.
+func propsDoc(e *event.Event) ([]byte, error) {
 	if len(e.Props) == 0 {
 		return nil, nil
 	}
 	b, err := json.Marshal(e.Props)
 	if err != nil {
 		return nil, fmt.Errorf("encode props: %w", err)
+	}
+	return b, nil
+}
+
+// propsJSON is e's props as the events.props value: JSON, or NULL when there are none.
+func propsJSON(e *event.Event) (*string, error) {
+	b, err := propsDoc(e)
+	if b == nil {
+		return nil, err
 	}
 	p := string(b)
 	return &p, nil
