@@ -70,8 +70,16 @@ func Main(run func(ctx context.Context, args []string, getenv func(string) strin
 // ErrorHandler answers errors that escape a service's own mapping: Fiber's (no such
 // route, body too large) keep their status; anything else is a fault of ours, logged, and
 // a 500 whose detail stays out of the answer.
+//
+// A body past the app's limit is refused before any route runs, so before the collect
+// route's CORS header is set: the refusal carries one itself when the request came from
+// a page, or the page would see a network error instead of the status. It tells the page
+// nothing but that its own body was too large.
 func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
+		if errors.Is(err, fiber.ErrRequestEntityTooLarge) && c.Get(fiber.HeaderOrigin) != "" {
+			c.Set(fiber.HeaderAccessControlAllowOrigin, "*")
+		}
 		var fe *fiber.Error
 		if errors.As(err, &fe) {
 			return c.Status(fe.Code).JSON(fiber.Map{"error": fe.Message})
