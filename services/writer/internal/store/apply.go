@@ -54,7 +54,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, w work) error {
 	if err != nil {
 		return err
 	}
-	return s.writeRollups(ctx, tx, p, st, vp)
+	return s.writeRollups(ctx, tx, p, st, vp, nil)
 }
 
 // noJoinsOverTables are the settings of every transaction that reads or writes
@@ -112,20 +112,18 @@ func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (
 // (replaceVisits), and the visitors' locks, held since that read, keep other writers
 // from adding one meanwhile. Should one exist after all, the unique violation fails the
 // batch for a retry (IsDataError), never a dead letter.
-func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st readState, vp visitPlan) (err error) {
+//
+// agg is the dimensions' aggregate if the caller has it already (a side read computes it
+// while the events insert); for nil, Go computes it while Postgres writes the visits.
+func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st readState, vp visitPlan, agg *aggregated) (err error) {
 	ctx, span := s.tracer.Start(ctx, "write rollups")
 	defer func() { endSpan(span, err) }()
-	type aggregated struct {
-		dims  dimRows
-		hours hourRows
-		added map[siteVisitor][]int64
-	}
 	ahead := make(chan aggregated, 1)
-	go func() {
-		var a aggregated
-		a.dims, a.hours, a.added = p.days.aggregate(p.tally, st)
-		ahead <- a
-	}()
+	if agg != nil {
+		ahead <- *agg
+	} else {
+		go func() { ahead <- aggregate(p, st) }()
+	}
 	pl, err := startPipeline(ctx, tx, s.q.deleteVisits, s.q.updateVisits, s.q.writeVisitRollups, s.q.dropEmptyVisitRollups)
 	if err != nil {
 		return fmt.Errorf("write visits: %w", err)
@@ -167,6 +165,20 @@ func (s *Store) writeRollups(ctx context.Context, tx pgx.Tx, p *prepared, st rea
 		return fmt.Errorf("write rollups: %w", err)
 	}
 	return nil
+}
+
+// aggregated are a batch's rows of rollup_dims and rollup_hourly, and its visitors' first
+// sightings to store on their visits.
+type aggregated struct {
+	dims  dimRows
+	hours hourRows
+	added map[siteVisitor][]int64
+}
+
+func aggregate(p *prepared, st readState) aggregated {
+	var a aggregated
+	a.dims, a.hours, a.added = p.days.aggregate(p.tally, st)
+	return a
 }
 
 // visitPlan is how a batch changes visits: the stored visits taken that merged away

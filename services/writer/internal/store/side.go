@@ -24,6 +24,7 @@ type sideRead struct {
 	p            *prepared
 	st           readState
 	vp           visitPlan
+	agg          aggregated
 	err          error
 	conn         *pgxpool.Conn
 	tx           pgx.Tx
@@ -41,8 +42,7 @@ func (s *Store) startSideRead(ctx context.Context, w work, locks []int32) *sideR
 			r.err = r.lockErr
 			return
 		}
-		r.p = prepare(w)
-		r.st, r.vp, r.err = s.readState(ctx, r.tx, w, r.p)
+		r.read(ctx, s, w)
 	}()
 	return r
 }
@@ -79,8 +79,17 @@ func (r *sideRead) reread(ctx context.Context, s *Store, w work) {
 	if r.err != nil {
 		return
 	}
+	r.read(ctx, s, w)
+}
+
+// read reads the state of w's rollups and aggregates its dimensions, all of it while the
+// batch's events may still be inserting.
+func (r *sideRead) read(ctx context.Context, s *Store, w work) {
 	r.p = prepare(w)
 	r.st, r.vp, r.err = s.readState(ctx, r.tx, w, r.p)
+	if r.err == nil {
+		r.agg = aggregate(r.p, r.st)
+	}
 }
 
 // release ends the side transaction, freeing its locks; it is safe to call again. Reads
@@ -109,5 +118,5 @@ func (s *Store) applyRead(ctx context.Context, tx pgx.Tx, r *sideRead) error {
 	if r.err != nil {
 		return r.err
 	}
-	return s.writeRollups(ctx, tx, r.p, r.st, r.vp)
+	return s.writeRollups(ctx, tx, r.p, r.st, r.vp, &r.agg)
 }
