@@ -693,10 +693,16 @@ func TestBrowser(t *testing.T) {
 			if n := api.count(); n != tt.want {
 				t.Fatalf("%d requests, want %d", n, tt.want)
 			}
+			// The same body, send id i included: ingest stores a retry of an event it
+			// stored already (its answer lost) as the same event, once.
 			for _, b := range bodies[1:] {
 				if b != bodies[0] {
 					t.Fatalf("a retry sent %s, the first request %s", b, bodies[0])
 				}
+			}
+			var sent struct{ I int64 }
+			if err := json.Unmarshal([]byte(bodies[0]), &sent); err != nil || sent.I < 1e12 {
+				t.Fatalf("the beacon %s: send id %d (%v), want the time it was first sent, in ms", bodies[0], sent.I, err)
 			}
 			if !tt.realTimers {
 				delays, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`window.delays`))

@@ -23,7 +23,7 @@ import (
 
 // Version is the tracker's current version: /js/haru.js serves dist/haru.<Version>.js.
 // Bump it whenever src/ changes, so a released versioned URL never changes content.
-const Version = "1.1.0"
+const Version = "1.2.0"
 
 // Cache-Control of the two kinds of URL: the plain one must pick up a new version
 // within minutes, a versioned one never changes.

@@ -131,6 +131,10 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 		return err
 	}
 	ev.Visitor = visitor.ID(daySalt, site.ID, ip, userAgent)
+	if p.SendID != 0 {
+		// A retry of a beacon ingest may have stored already is the same event.
+		ev.ID = visitor.EventID(daySalt, site.ID, ev.Visitor, p.SendID, ev.Name, page.Path)
+	}
 
 	// 7. Describe it.
 	ev.Hostname, ev.Path = page.Host, page.Path

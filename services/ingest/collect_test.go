@@ -508,6 +508,34 @@ func TestCollectNATSDown(t *testing.T) {
 	}
 }
 
+// TestCollectRetryStoredOnce: the tracker's retry of a beacon (the same body, with the
+// send id i) is the same event, stored once however many times it comes; other events,
+// and beacons without i, are each their own.
+func TestCollectRetryStoredOnce(t *testing.T) {
+	h := newHarness(t, testSite, nil)
+	sends := []struct {
+		body   string
+		stored uint64 // messages in the stream after it
+	}{
+		{`{"p":"/a","i":1796515200123}`, 1},
+		{`{"p":"/a","i":1796515200123}`, 1}, // a retry
+		{`{"p":"/a","i":1796515200123}`, 1}, // and another
+		{`{"p":"/a","i":1796515200124}`, 2}, // the next pageview of the same page
+		{`{"n":"engagement","p":"/a","d":500,"i":1796515200124}`, 3},
+		{`{"p":"/b","i":1796515200124}`, 4},
+		{`{"p":"/a"}`, 5},
+		{`{"p":"/a"}`, 6}, // without i, no two beacons are the same event
+	}
+	for i, send := range sends {
+		if status, answer, _ := h.send(t, beacon{body: send.body, token: testToken}); status != fiber.StatusAccepted {
+			t.Fatalf("send %d: status %d (%v), want 202", i, status, answer)
+		}
+		if got := h.stored(t); got != send.stored {
+			t.Fatalf("after send %d (%s): %d events stored, want %d", i, send.body, got, send.stored)
+		}
+	}
+}
+
 // TestCollectSaltUnreachable: the first beacon of a new day needs that day's salt from
 // NATS; without NATS it is a prompt 503 too.
 func TestCollectSaltUnreachable(t *testing.T) {

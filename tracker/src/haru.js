@@ -49,7 +49,7 @@
 
   // send posts one event of the current page (d is left out of the JSON when undefined).
   var send = (name, props, dur) => {
-    var b = { n: name, p: lastPath, u: lastURL, r: d.referrer.slice(0, 4096), sw: screen.width, sh: screen.height, d: dur }
+    var b = { n: name, p: lastPath, u: lastURL, r: d.referrer.slice(0, 4096), sw: screen.width, sh: screen.height, d: dur, i: Date.now() }
     if (props) {
       b.props = {}
       // Values must be strings; ingest refuses more than 30 properties.

@@ -58,6 +58,10 @@ type Payload struct {
 	// JSON text ("3", "true"), so a tracker need not stringify them; the dashboard shows
 	// properties as text anyway.
 	Props map[string]string // props
+	// SendID is the sender's id of this event, the same in every retry of it (the
+	// tracker sends the time it first sent the event, in milliseconds); 0 when absent.
+	// Batch items have their idempotency keys instead.
+	SendID int64 // i
 }
 
 // FieldError is a rejected payload: Field names the offending field ("" for the body).
@@ -123,6 +127,7 @@ const (
 	fIP
 	fUA
 	fKey
+	fI
 )
 
 type scanner struct {
@@ -218,6 +223,13 @@ func (s *scanner) object(p *Payload) error {
 		case "props":
 			bit = fProps
 			p.Props, err = s.props()
+		case "i":
+			if s.item != nil {
+				err = s.skip(key, 0)
+				break
+			}
+			bit = fI
+			p.SendID, err = s.integer(key)
 		case "ip", "ua", "key":
 			if s.item == nil {
 				err = s.skip(key, 0)

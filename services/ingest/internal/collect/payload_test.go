@@ -31,6 +31,7 @@ func TestParseAccepts(t *testing.T) {
 		{"empty name defaults", `{"n":""}`, Payload{Name: "pageview"}},
 		{"zero values", `{"sw":0,"d":0,"h":false}`, Payload{Name: "pageview"}},
 		{"30 props", `{"props":{` + props(30) + `}}`, Payload{Name: "pageview", Props: propMap(30)}},
+		{"send id", `{"p":"/","i":1796515200123}`, Payload{Path: "/", Name: "pageview", SendID: 1796515200123}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +74,9 @@ func TestParseRefuses(t *testing.T) {
 		{"negative width", `{"sw":-1}`, "sw"},
 		{"huge width", `{"sw":100001}`, "sw"},
 		{"overflow", `{"d":99999999999999999999}`, "d"},
+		{"float send id", `{"i":1796515200123.5}`, "i"},
+		{"string send id", `{"i":"1"}`, "i"},
+		{"duplicate send id", `{"i":1,"i":2}`, "i"},
 		{"leading zero", `{"d":01}`, "d"},
 		{"negative duration", `{"d":-5}`, "d"},
 		{"duration too long", `{"d":86400001}`, "d"},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dchest/siphash"
+	"github.com/google/uuid"
 
 	"github.com/haru-analytics/haru/services/ingest/internal/salt"
 )
@@ -34,6 +35,35 @@ func TestID(t *testing.T) {
 				t.Fatalf("equal to base = %v, want %v", got, tt.same)
 			}
 		})
+	}
+}
+
+// TestEventID: a retry (the same inputs) gets the same id; any other event another one.
+func TestEventID(t *testing.T) {
+	var s1, s2 salt.Salt
+	s1[0], s2[0] = 1, 2
+	base := EventID(s1, 7, 42, 1796515200123, "pageview", "/a")
+	if v, variant := base.Version(), base.Variant(); v != 8 || variant != uuid.RFC4122 {
+		t.Fatalf("version %d, variant %v; want 8, RFC 9562's", v, variant)
+	}
+	tests := []struct {
+		name string
+		id   uuid.UUID
+		same bool
+	}{
+		{"a retry", EventID(s1, 7, 42, 1796515200123, "pageview", "/a"), true},
+		{"other salt (day)", EventID(s2, 7, 42, 1796515200123, "pageview", "/a"), false},
+		{"other site", EventID(s1, 8, 42, 1796515200123, "pageview", "/a"), false},
+		{"other visitor", EventID(s1, 7, 43, 1796515200123, "pageview", "/a"), false},
+		{"sent a millisecond later", EventID(s1, 7, 42, 1796515200124, "pageview", "/a"), false},
+		{"another event in the same millisecond", EventID(s1, 7, 42, 1796515200123, "engagement", "/a"), false},
+		{"another page", EventID(s1, 7, 42, 1796515200123, "pageview", "/b"), false},
+		{"field boundary", EventID(s1, 7, 42, 1796515200123, "pageview/", "a"), false},
+	}
+	for _, tt := range tests {
+		if got := tt.id == base; got != tt.same {
+			t.Errorf("%s: equal to base = %v, want %v", tt.name, got, tt.same)
+		}
 	}
 }
 
@@ -95,10 +125,23 @@ func TestLocalDate(t *testing.T) {
 	}
 }
 
-func BenchmarkID(b *testing.B) {
+// BenchmarkIDs: the event id of a beacon carrying i beside the visitor id every beacon
+// costs.
+//
+//	go test -run '^$' -bench BenchmarkIDs ./services/ingest/internal/visitor/
+func BenchmarkIDs(b *testing.B) {
 	var s salt.Salt
+	ip := netip.MustParseAddr("81.2.69.160")
+	ua := "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
 	b.ReportAllocs()
-	for b.Loop() {
-		ID(s, 7, netip.MustParseAddr("81.2.69.160"), "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0")
-	}
+	b.Run("visitor", func(b *testing.B) {
+		for b.Loop() {
+			ID(s, 7, ip, ua)
+		}
+	})
+	b.Run("event", func(b *testing.B) {
+		for b.Loop() {
+			EventID(s, 7, 42, 1796515200123, "pageview", "/blog/2026/12/a-post-about-analytics")
+		}
+	})
 }
