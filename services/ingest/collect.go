@@ -133,7 +133,7 @@ func (s *Service) handleCollect(c *fiber.Ctx) error {
 	ev.Visitor = visitor.ID(daySalt, site.ID, ip, userAgent)
 	if p.SendID != 0 {
 		// A retry of a beacon ingest may have stored already is the same event.
-		ev.ID = visitor.EventID(daySalt, site.ID, ev.Visitor, p.SendID, ev.Name, page.Path)
+		ev.ID = visitor.EventID(daySalt, site.ID, ev.Visitor, body)
 	}
 
 	// 7. Describe it.

@@ -523,8 +523,10 @@ func TestCollectRetryStoredOnce(t *testing.T) {
 		{`{"p":"/a","i":1796515200124}`, 2}, // the next pageview of the same page
 		{`{"n":"engagement","p":"/a","d":500,"i":1796515200124}`, 3},
 		{`{"p":"/b","i":1796515200124}`, 4},
-		{`{"p":"/a"}`, 5},
-		{`{"p":"/a"}`, 6}, // without i, no two beacons are the same event
+		{`{"n":"signup","p":"/b","i":1796515200124,"props":{"plan":"pro"}}`, 5},
+		{`{"n":"signup","p":"/b","i":1796515200124,"props":{"plan":"team"}}`, 6},
+		{`{"p":"/a"}`, 7},
+		{`{"p":"/a"}`, 8}, // without i, no two beacons are the same event
 	}
 	for i, send := range sends {
 		if status, answer, _ := h.send(t, beacon{body: send.body, token: testToken}); status != fiber.StatusAccepted {

@@ -41,21 +41,20 @@ func ID(s salt.Salt, site int64, ip netip.Addr, userAgent string) int64 {
 	return int64(siphash.Hash(k0, k1, buf))
 }
 
-// EventID is the id of the event a sender numbered sendID (the tracker's first send
-// time): every retry of it gets the same id, so the stream drops a retry of an event it
-// stored although its sender never learnt so (a lost answer, a PubAck too late). The
-// hash covers the visitor, the event's name and path, so two events sent in the same
-// millisecond (an engagement report and the next pageview) stay apart. A UUID of
-// version 8 (RFC 9562: custom), 122 bits of a keyed hash.
-func EventID(s salt.Salt, site, visitor, sendID int64, name, path string) uuid.UUID {
+// EventID is the id of an event whose sender numbered it (the tracker's send id i, the
+// time it first sent the event): a keyed hash of the visitor and the body as sent, i
+// included. Every retry of the event sends the same body and so gets the same id, and
+// the stream drops a retry of an event it stored although its sender never learnt so
+// (a lost answer, a PubAck too late). Two events sent in the same millisecond (an
+// engagement report and the next pageview, two custom events) differ in their bodies;
+// only byte-identical beacons of one visitor in one millisecond are one event. A UUID of
+// version 8 (RFC 9562: custom), 122 bits of SipHash-2-4-128.
+func EventID(s salt.Salt, site, visitor int64, body []byte) uuid.UUID {
 	k0, k1 := key(s)
-	var arr [256]byte
+	var arr [512]byte
 	buf := binary.LittleEndian.AppendUint64(arr[:0], uint64(site))
 	buf = binary.LittleEndian.AppendUint64(buf, uint64(visitor))
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(sendID))
-	buf = append(buf, name...)
-	buf = append(buf, 0)
-	buf = append(buf, path...)
+	buf = append(buf, body...)
 	h0, h1 := siphash.Hash128(k0, k1, buf)
 	var id uuid.UUID
 	binary.BigEndian.PutUint64(id[0:8], h0)

@@ -38,11 +38,13 @@ func TestID(t *testing.T) {
 	}
 }
 
-// TestEventID: a retry (the same inputs) gets the same id; any other event another one.
+// TestEventID: a retry (the same body from the same visitor) gets the same id; any
+// other event another one.
 func TestEventID(t *testing.T) {
 	var s1, s2 salt.Salt
 	s1[0], s2[0] = 1, 2
-	base := EventID(s1, 7, 42, 1796515200123, "pageview", "/a")
+	body := []byte(`{"n":"pageview","p":"/a","i":1796515200123}`)
+	base := EventID(s1, 7, 42, body)
 	if v, variant := base.Version(), base.Variant(); v != 8 || variant != uuid.RFC4122 {
 		t.Fatalf("version %d, variant %v; want 8, RFC 9562's", v, variant)
 	}
@@ -51,14 +53,13 @@ func TestEventID(t *testing.T) {
 		id   uuid.UUID
 		same bool
 	}{
-		{"a retry", EventID(s1, 7, 42, 1796515200123, "pageview", "/a"), true},
-		{"other salt (day)", EventID(s2, 7, 42, 1796515200123, "pageview", "/a"), false},
-		{"other site", EventID(s1, 8, 42, 1796515200123, "pageview", "/a"), false},
-		{"other visitor", EventID(s1, 7, 43, 1796515200123, "pageview", "/a"), false},
-		{"sent a millisecond later", EventID(s1, 7, 42, 1796515200124, "pageview", "/a"), false},
-		{"another event in the same millisecond", EventID(s1, 7, 42, 1796515200123, "engagement", "/a"), false},
-		{"another page", EventID(s1, 7, 42, 1796515200123, "pageview", "/b"), false},
-		{"field boundary", EventID(s1, 7, 42, 1796515200123, "pageview/", "a"), false},
+		{"a retry", EventID(s1, 7, 42, []byte(`{"n":"pageview","p":"/a","i":1796515200123}`)), true},
+		{"other salt (day)", EventID(s2, 7, 42, body), false},
+		{"other site", EventID(s1, 8, 42, body), false},
+		{"other visitor", EventID(s1, 7, 43, body), false},
+		{"sent a millisecond later", EventID(s1, 7, 42, []byte(`{"n":"pageview","p":"/a","i":1796515200124}`)), false},
+		{"another event in the same millisecond", EventID(s1, 7, 42, []byte(`{"n":"engagement","p":"/a","i":1796515200123}`)), false},
+		{"other props", EventID(s1, 7, 42, []byte(`{"n":"pageview","p":"/a","i":1796515200123,"props":{"k":"v"}}`)), false},
 	}
 	for _, tt := range tests {
 		if got := tt.id == base; got != tt.same {
@@ -139,9 +140,11 @@ func BenchmarkIDs(b *testing.B) {
 			ID(s, 7, ip, ua)
 		}
 	})
+	body := []byte(`{"n":"pageview","p":"/blog/2026/12/a-post-about-analytics","u":"https://example.com/blog/2026/12/a-post-about-analytics",` +
+		`"r":"https://www.google.com/","sw":1920,"sh":1080,"i":1796515200123}`)
 	b.Run("event", func(b *testing.B) {
 		for b.Loop() {
-			EventID(s, 7, 42, 1796515200123, "pageview", "/blog/2026/12/a-post-about-analytics")
+			EventID(s, 7, 42, body)
 		}
 	})
 }
