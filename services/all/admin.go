@@ -37,6 +37,9 @@ commands:
   rebuild-rollups -site ID -from DATE -to DATE [-chunk-days C]
                                             recompute a site's rollups for local days from..to from raw events,
                                             C days (default 1) per transaction
+  rebuild-rollups -site ID -all [-chunk-days C]
+                                            the same for every day with raw events and two on either side
+                                            (after a timezone change)
   seed-demo [-public-url URL]               ensure the demo account and site; print token, key and curl lines
   seed-events -site ID [-events N] [-days D] [-seed S] [-chunk-days C]
                                             load N realistic historical events over the last D days
@@ -71,6 +74,7 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 	events := fs.Int("events", 1_000_000, "events to seed")
 	days := fs.Int("days", 365, "days of history to seed")
 	seedN := fs.Uint64("seed", 1, "random seed of the generated events")
+	all := fs.Bool("all", false, "rebuild-rollups: every day with raw events, and two on either side")
 	chunk := fs.Int("chunk-days", 1, "days one rollup rebuild transaction covers; the site's writers wait for each")
 	publicURL := fs.String("public-url", "", "origin the printed curl lines use (default from HARU_PUBLIC_URL or HARU_HTTP_ADDR)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -164,18 +168,29 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintln(stdout, key)
 		return nil
 	case "rebuild-rollups":
-		from, err1 := time.Parse(time.DateOnly, *fromDay)
-		to, err2 := time.Parse(time.DateOnly, *toDay)
-		if *siteID <= 0 || err1 != nil || err2 != nil || to.Before(from) {
-			return fmt.Errorf("rebuild-rollups: want -site ID -from YYYY-MM-DD -to YYYY-MM-DD (from ≤ to)\n%s", adminUsage)
-		}
 		if *chunk <= 0 {
 			return fmt.Errorf("rebuild-rollups: want -chunk-days above 0\n%s", adminUsage)
 		}
-		return writer.RebuildRollupsInChunks(ctx, pool, *siteID, from, to, *chunk, func(from, to time.Time, took time.Duration) {
+		done := func(from, to time.Time, took time.Duration) {
 			fmt.Fprintf(stdout, "rollups of site %d rebuilt for %s..%s in %s\n", *siteID,
 				from.Format(time.DateOnly), to.Format(time.DateOnly), took.Round(time.Millisecond))
-		})
+		}
+		if *all {
+			if *siteID <= 0 || *fromDay != "" || *toDay != "" {
+				return fmt.Errorf("rebuild-rollups: want -site ID -all, without -from and -to\n%s", adminUsage)
+			}
+			from, _, err := writer.RebuildAllRollups(ctx, pool, *siteID, *chunk, done)
+			if err == nil && from.IsZero() {
+				fmt.Fprintf(stdout, "site %d has no raw events: nothing to rebuild\n", *siteID)
+			}
+			return err
+		}
+		from, err1 := time.Parse(time.DateOnly, *fromDay)
+		to, err2 := time.Parse(time.DateOnly, *toDay)
+		if *siteID <= 0 || err1 != nil || err2 != nil || to.Before(from) {
+			return fmt.Errorf("rebuild-rollups: want -site ID -from YYYY-MM-DD -to YYYY-MM-DD (from ≤ to), or -site ID -all\n%s", adminUsage)
+		}
+		return writer.RebuildRollupsInChunks(ctx, pool, *siteID, from, to, *chunk, done)
 	case "seed-events":
 		if *siteID <= 0 || *events <= 0 || *days <= 0 || *chunk <= 0 {
 			return fmt.Errorf("seed-events: want -site ID, -events, -days and -chunk-days above 0\n%s", adminUsage)

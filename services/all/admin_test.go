@@ -110,20 +110,8 @@ func TestStrayArgumentRefused(t *testing.T) {
 // of days, and the rollups it leaves equal those of a rebuild in larger chunks (here the
 // seeder's, three days at once).
 func TestRebuildRollupsInChunks(t *testing.T) {
-	db := pgtest.New(t)
+	db, run, site, id := adminSite(t, "America/New_York")
 	ctx := context.Background()
-	run := adminRunner(db.URL)
-	if _, err := run("create-user", "-email", "ops@example.com", "-password", "a-long-password"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := run("create-site", "-email", "ops@example.com", "-name", "Shop", "-domain", "shop.example.com", "-timezone", "America/New_York"); err != nil {
-		t.Fatal(err)
-	}
-	var site int64
-	if err := db.Pool.QueryRow(ctx, `SELECT id FROM sites WHERE name = 'Shop'`).Scan(&site); err != nil {
-		t.Fatal(err)
-	}
-	id := strconv.FormatInt(site, 10)
 	if out, err := run("seed-events", "-site", id, "-events", "3000", "-days", "3", "-chunk-days", "3"); err != nil {
 		t.Fatalf("seed-events: %q, %v", out, err)
 	}
@@ -163,6 +151,75 @@ func TestRebuildRollupsInChunks(t *testing.T) {
 	if _, err := run("rebuild-rollups", "-site", id, "-from", from, "-to", to, "-chunk-days", "0"); err == nil {
 		t.Fatal("-chunk-days 0 accepted")
 	}
+}
+
+// TestRebuildAllAfterTimezoneChange: after a site moves to another timezone, a rebuild
+// of one day leaves the days around it in the old zone's buckets, so some events count
+// twice or not at all; rebuild-rollups -all buckets every event anew, once.
+func TestRebuildAllAfterTimezoneChange(t *testing.T) {
+	db, run, site, id := adminSite(t, "UTC")
+	ctx := context.Background()
+	if out, err := run("rebuild-rollups", "-site", id, "-all"); err != nil || !strings.Contains(out, "no raw events") {
+		t.Fatalf("rebuild-rollups -all of a site without events: %q, %v", out, err)
+	}
+	if out, err := run("seed-events", "-site", id, "-events", "3000", "-days", "4", "-chunk-days", "5"); err != nil {
+		t.Fatalf("seed-events: %q, %v", out, err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE sites SET timezone = 'Asia/Tokyo' WHERE id = $1`, site); err != nil {
+		t.Fatal(err)
+	}
+	// Per local day in Tokyo: the pageviews and events the rollups hold, and a recount
+	// from the raw events.
+	const days = `SELECT coalesce(string_agg(day || ' ' || pageviews || ' ' || events, ', ' ORDER BY day), '') FROM rollup_dims WHERE site_id = $1 AND dim = 0`
+	const recount = `SELECT string_agg(day || ' ' || pageviews || ' ' || events, ', ' ORDER BY day) FROM (
+		SELECT (ts AT TIME ZONE 'Asia/Tokyo')::date AS day, count(*) FILTER (WHERE name = 'pageview') AS pageviews,
+		       count(*) FILTER (WHERE name NOT IN ('pageview', 'engagement')) AS events
+		FROM events WHERE site_id = $1 GROUP BY 1) d`
+	read := func(sql string) string {
+		t.Helper()
+		var s string
+		if err := db.Pool.QueryRow(ctx, sql, site).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	want := read(recount)
+	loc, _ := time.LoadLocation("Asia/Tokyo")
+	middle := time.Now().In(loc).AddDate(0, 0, -2).Format(time.DateOnly)
+	if _, err := run("rebuild-rollups", "-site", id, "-from", middle, "-to", middle); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(days); got == want {
+		t.Fatalf("rollups after rebuilding one day in the new zone match a recount in it: the test shows nothing\n%s", got)
+	}
+	out, err := run("rebuild-rollups", "-site", id, "-all", "-chunk-days", "3")
+	if err != nil {
+		t.Fatalf("rebuild-rollups -all: %q, %v", out, err)
+	}
+	if got := read(days); got != want {
+		t.Fatalf("rollups after rebuild-rollups -all (per Tokyo day: pageviews events):\ngot  %s\nwant %s\n%s", got, want, out)
+	}
+	if _, err := run("rebuild-rollups", "-site", id, "-all", "-from", middle); err == nil {
+		t.Fatal("-all with -from accepted")
+	}
+}
+
+// adminSite creates a database, a user and a site in timezone tz through the admin
+// commands, and returns the runner with the site's id (also as text).
+func adminSite(t *testing.T, tz string) (db *pgtest.DB, run func(args ...string) (string, error), site int64, id string) {
+	t.Helper()
+	db = pgtest.New(t)
+	run = adminRunner(db.URL)
+	if _, err := run("create-user", "-email", "ops@example.com", "-password", "a-long-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("create-site", "-email", "ops@example.com", "-name", "Shop", "-domain", "shop.example.com", "-timezone", tz); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(context.Background(), `SELECT id FROM sites WHERE name = 'Shop'`).Scan(&site); err != nil {
+		t.Fatal(err)
+	}
+	return db, run, site, strconv.FormatInt(site, 10)
 }
 
 // adminRunner runs `haru admin` commands against the database at dbURL and returns what

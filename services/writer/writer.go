@@ -780,6 +780,45 @@ func RebuildRollupsInChunks(ctx context.Context, pool *pgxpool.Pool, siteID int6
 	return nil
 }
 
+// RebuildAllRollups rebuilds every local day of a site that holds its raw events, from
+// ZoneShiftDays before the first to as many after the last: after a timezone change,
+// the days written in the old zone are bucketed anew, and none of the old buckets around
+// the data keeps an event that a new one counts too. Days before the first raw event's
+// that fall in a month retention dropped (keeping its rollups) cannot be rebuilt, and
+// are left as they are. It returns the first and last day rebuilt, none when the site has
+// no raw events.
+func RebuildAllRollups(ctx context.Context, pool *pgxpool.Pool, siteID int64, chunk int,
+	done func(from, to time.Time, took time.Duration)) (from, to time.Time, err error) {
+	first, last, ok, err := store.RawEventDays(ctx, pool, siteID)
+	if err != nil || !ok {
+		return from, to, err
+	}
+	from, to = first.AddDate(0, 0, -store.ZoneShiftDays), last.AddDate(0, 0, store.ZoneShiftDays)
+	// The days before the first raw event's, one at a time: one in a month whose raw
+	// events are gone and whose rollups are kept is refused, and left as it is.
+	var rebuilt time.Time
+	for day := from; day.Before(first); day = day.AddDate(0, 0, 1) {
+		start := time.Now()
+		err := RebuildRollups(ctx, pool, siteID, day, day)
+		if errors.Is(err, store.ErrNoRawEvents) {
+			continue
+		}
+		if err != nil {
+			return from, to, fmt.Errorf("rebuild %s: %w", day.Format(time.DateOnly), err)
+		}
+		if rebuilt.IsZero() {
+			rebuilt = day
+		}
+		if done != nil {
+			done(day, day, time.Since(start))
+		}
+	}
+	if rebuilt.IsZero() {
+		rebuilt = first
+	}
+	return rebuilt, to, RebuildRollupsInChunks(ctx, pool, siteID, first, to, chunk, done)
+}
+
 // Run is the composition root of the writer running alone.
 func Run(ctx context.Context, cfg Config, deps Deps, stdout io.Writer) error {
 	if err := cfg.Validate(true); err != nil {

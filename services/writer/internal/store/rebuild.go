@@ -142,6 +142,35 @@ const partitionExists = `SELECT to_regclass($1) IS NOT NULL`
 // lock, which the rebuild's reads of events (visitWindow) hold until it commits.
 var afterRebuildChecks func()
 
+// ZoneShiftDays bounds how many days apart two timezones' dates of one instant can be
+// (UTC offsets run from -12 to +14 hours).
+const ZoneShiftDays = 2
+
+// RawEventDays returns the local days, in site's timezone now, of its first and last
+// stored raw events; ok is false when it has none.
+func RawEventDays(ctx context.Context, pool *pgxpool.Pool, siteID int64) (first, last time.Time, ok bool, err error) {
+	var tz string
+	var lo, hi *time.Time
+	err = pool.QueryRow(ctx, `SELECT s.timezone,
+		(SELECT min(ts) FROM events WHERE site_id = s.id), (SELECT max(ts) FROM events WHERE site_id = s.id)
+		FROM sites s WHERE s.id = $1`, siteID).Scan(&tz, &lo, &hi)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return first, last, false, fmt.Errorf("site %d: %w", siteID, ErrUnknownSite)
+	}
+	if err != nil || lo == nil {
+		return first, last, false, err
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return first, last, false, fmt.Errorf("site %d: %w", siteID, err)
+	}
+	day := func(t time.Time) time.Time {
+		t = t.In(loc)
+		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	}
+	return day(*lo), day(*hi), true, nil
+}
+
 // Rebuild recomputes site's rollups for the local days from..to (inclusive; only their
 // dates count) from raw events. Writers of other sites go on; writers of this site wait
 // for the rebuild's commit, so no event is counted twice or missed.
