@@ -500,7 +500,7 @@ func TestDashboardLiveProperties(t *testing.T) {
 		do(t, acct, "create an API key", chromedp.Navigate(haru+"/app/account"),
 			chromedp.SendKeys(chromedp.CSS(`form[action="/app/account/keys"] input[name=name]`), "cap"),
 			chromedp.Click(chromedp.CSS(`form[action="/app/account/keys"] button[type=submit]`)),
-			chromedp.WaitVisible(chromedp.CSS(`code`)))
+			chromedp.WaitVisible(chromedp.CSS(`#new-key`)))
 		key := eval[string](t, acct, `document.querySelector('#new-key').textContent`)
 		site := strings.TrimSuffix(strings.TrimPrefix(dashURL, haru+"/app/sites/"), "?period=today")
 		// Every distinct view the site may have, held open by the API until the server
