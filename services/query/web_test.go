@@ -662,6 +662,10 @@ func TestSiteSettings(t *testing.T) {
 	if !strings.Contains(page.body, snippet) {
 		t.Fatalf("settings page lacks the snippet %s", snippet)
 	}
+	// A timezone change re-buckets past days only when rebuilt: the page names the command.
+	if rebuild := fmt.Sprintf("haru admin rebuild-rollups -site %d -all", site); !strings.Contains(page.body, rebuild) {
+		t.Fatalf("settings page lacks %q", rebuild)
+	}
 	if a := b.post(fmt.Sprintf("/app/sites/%d/settings", site), "name", "Shop 2", "domain", "shop2.example", "timezone", "Asia/Tokyo"); a.status != http.StatusSeeOther {
 		t.Fatalf("edit = %d: %s", a.status, a.body)
 	}
