@@ -1,7 +1,6 @@
 package pgutil
 
 import (
-	"encoding/binary"
 	"reflect"
 	"slices"
 	"time"
@@ -60,7 +59,6 @@ func (p scanFastInt8Array) Scan(src []byte, target any) error {
 		*dst = nil
 		return nil
 	}
-	be := binary.BigEndian
 	if len(src) < 12 {
 		return p.other(src, target)
 	}
@@ -147,7 +145,6 @@ func (p encodeFastArray) Encode(value any, buf []byte) ([]byte, error) {
 		return nil, nil
 	}
 	n := rv.Len()
-	be := binary.BigEndian
 	buf = be.AppendUint32(buf, 1)
 	hasNull := len(buf)
 	buf = be.AppendUint32(buf, 0)

@@ -160,15 +160,11 @@ func RawEventDays(ctx context.Context, pool *pgxpool.Pool, siteID int64) (first,
 	if err != nil || lo == nil {
 		return first, last, false, err
 	}
-	loc, err := time.LoadLocation(tz)
+	loc, err := newZones().load(tz)
 	if err != nil {
 		return first, last, false, fmt.Errorf("site %d: %w", siteID, err)
 	}
-	day := func(t time.Time) time.Time {
-		t = t.In(loc)
-		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-	}
-	return day(*lo), day(*hi), true, nil
+	return dateOf(dayOf(*lo, loc)), dateOf(dayOf(*hi, loc)), true, nil
 }
 
 // Rebuild recomputes site's rollups for the local days from..to (inclusive; only their

@@ -355,6 +355,5 @@ func (s *Store) PruneSeen(ctx context.Context, cutoff time.Time) error {
 // the visits that started in [$2, $1).
 const pruneSeen = `
 UPDATE visits v SET seen = ARRAY(SELECT h FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 < 32768)
-FROM sites s
-WHERE v.site_id = s.id AND v.day < $1 AND v.day >= $2
+WHERE v.day < $1 AND v.day >= $2
   AND EXISTS (SELECT 1 FROM unnest(v.seen) h WHERE ((h & 65535) - $3) & 65535 >= 32768)`
