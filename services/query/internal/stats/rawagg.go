@@ -323,7 +323,7 @@ func (r *result) add(o result) {
 func (q *Querier) rawEvents(ctx context.Context, st statement, p Period, pl plan) (_ []sectionRow, err error) {
 	ctx, end := q.span(ctx, st, "raw_events")
 	defer func() { end(err) }()
-	r, err := q.pool.Query(ctx, st.sql, st.args...)
+	r, err := q.pool.Query(ctx, st.sql, st.plannedEachTime()...)
 	if err != nil {
 		return nil, fmt.Errorf("stats events: %w", err)
 	}

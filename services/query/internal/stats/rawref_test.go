@@ -8,6 +8,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/haru-analytics/haru/pkg/pgtest"
 )
 
 // rawStatement is the reference the raw path is tested against: it answers pl from raw
@@ -236,5 +240,55 @@ func TestRawPastDaysCached(t *testing.T) {
 	}
 	if len(q.rawPast.entries) != 2 {
 		t.Errorf("%d past results kept after the previous period twice, want 2", len(q.rawPast.entries))
+	}
+}
+
+// TestRawStatementsPlannedEachTime checks that no statement over raw events is kept as a
+// prepared statement, which Postgres may switch to a generic plan after five runs on a
+// connection (blind to the range and the filter's value), while rollup statements are.
+func TestRawStatementsPlannedEachTime(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	loc, _ := time.LoadLocation("Europe/Paris")
+	now := time.Now().In(loc)
+	seeder, err := New(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := seedSite(t, seeder, "Europe/Paris", now, 2000, 22)
+	cfg := db.Pool.Config()
+	cfg.MaxConns = 1 // one session: its prepared statements are all the querier's
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	q, err := New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := SiteInfo{ID: site, Timezone: "Europe/Paris"}
+	for _, view := range []string{"period=30d&filter=page:is:/pricing", "period=24h", "period=30d"} {
+		qu := parse(t, view, time.Now(), loc)
+		for range 7 {
+			q.rawPast = newPastCache[rawKey, result](0, 0) // every view reads its raw events
+			if _, err := q.Dashboard(ctx, info, qu, time.Now()); err != nil {
+				t.Fatalf("%s: %v", view, err)
+			}
+		}
+	}
+	var events, rollups int
+	// By the simple protocol, so this statement is not among them.
+	err = pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE statement ~ 'FROM events\M'),
+		count(*) FILTER (WHERE statement ~ 'FROM rollup_') FROM pg_prepared_statements`,
+		pgx.QueryExecModeSimpleProtocol).Scan(&events, &rollups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events != 0 {
+		t.Errorf("%d statements over raw events kept prepared, want none", events)
+	}
+	if rollups == 0 {
+		t.Error("no rollup statement kept prepared: the check sees nothing")
 	}
 }
