@@ -523,18 +523,28 @@ func TestDashboardLiveProperties(t *testing.T) {
 				}
 			}
 		}
-		for n := i; ; n = i {
-			fill()
-			if i == n && n > 0 {
-				break // refused at once, a heartbeat after the last fill
+		for attempt := 0; ; attempt++ {
+			for n := i; ; n = i {
+				fill()
+				if i == n && n > 0 {
+					break // refused at once, a heartbeat after the last fill
+				}
+				time.Sleep(2500 * time.Millisecond)
 			}
-			time.Sleep(2500 * time.Millisecond)
-		}
-		dash := newTab(t, ctx)
-		do(t, dash, "open the dashboard on a view not yet watched", chromedp.Navigate(dashURL+"&filter=page%3Ais%3A%2Fnew"))
-		until(t, dash, "the reason shown", `document.querySelector('#live-state').textContent.includes('too many different views')`, 15*time.Second)
-		if msg := eval[string](t, dash, errorShown); msg != "" {
-			t.Errorf("error %q: the figures themselves load", msg)
+			dash := newTab(t, ctx)
+			do(t, dash, "open the dashboard on a view not yet watched", chromedp.Navigate(fmt.Sprintf("%s&filter=page%%3Ais%%3A%%2Fnew%d", dashURL, attempt)))
+			until(t, dash, "the live state", `['live', 'busy'].some(s => document.querySelector('#live-state').classList.contains(s))`, 15*time.Second)
+			if eval[bool](t, dash, `document.querySelector('#live-state').classList.contains('live')`) && attempt < 2 {
+				// A view of an earlier tab, closed late, was let go after the fill:
+				// fill its place too and open another view.
+				t.Logf("attempt %d: the dashboard went live in a view let go after the fill", attempt)
+				continue
+			}
+			until(t, dash, "the reason shown", `document.querySelector('#live-state').textContent.includes('too many different views')`, 15*time.Second)
+			if msg := eval[string](t, dash, errorShown); msg != "" {
+				t.Errorf("error %q: the figures themselves load", msg)
+			}
+			break
 		}
 	})
 }
