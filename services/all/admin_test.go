@@ -202,6 +202,12 @@ func TestRebuildAllAfterTimezoneChange(t *testing.T) {
 	if _, err := run("rebuild-rollups", "-site", id, "-all", "-from", middle); err == nil {
 		t.Fatal("-all with -from accepted")
 	}
+	if _, err := run("rebuild-rollups", "-all"); err == nil {
+		t.Fatal("-all without -site accepted")
+	}
+	if _, err := run("rebuild-rollups", "-site", "999999", "-all"); err == nil || !strings.Contains(err.Error(), "999999") {
+		t.Fatalf("-all for a site that does not exist: %v", err)
+	}
 }
 
 // adminSite creates a database, a user and a site in timezone tz through the admin

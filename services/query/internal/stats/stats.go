@@ -435,8 +435,8 @@ func sortRows(rs []row, visit bool) {
 // traffic it falls to 0 by itself.
 func (q *Querier) Online(ctx context.Context, site int64, now time.Time) (int64, error) {
 	var n int64
-	// Over raw events, so planned each time (see plannedEachTime).
-	if err := q.pool.QueryRow(ctx, onlineSQL, pgx.QueryExecModeCacheDescribe, site, now.Add(-OnlineWindow), now).Scan(&n); err != nil {
+	st := statement{onlineSQL, []any{site, now.Add(-OnlineWindow), now}}
+	if err := q.pool.QueryRow(ctx, st.sql, st.plannedEachTime()...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("online: %w", err)
 	}
 	return n, nil
