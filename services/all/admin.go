@@ -179,7 +179,7 @@ func Admin(ctx context.Context, args []string, getenv func(string) string, stdou
 			if *siteID <= 0 || *fromDay != "" || *toDay != "" {
 				return fmt.Errorf("rebuild-rollups: want -site ID -all, without -from and -to\n%s", adminUsage)
 			}
-			from, _, err := writer.RebuildAllRollups(ctx, pool, *siteID, *chunk, done)
+			from, _, err := writer.RebuildAllRollupsNow(ctx, pool, *siteID, *chunk, done)
 			if err == nil && from.IsZero() {
 				fmt.Fprintf(stdout, "site %d has no raw events: nothing to rebuild\n", *siteID)
 			}

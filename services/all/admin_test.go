@@ -165,8 +165,19 @@ func TestRebuildAllAfterTimezoneChange(t *testing.T) {
 	if out, err := run("seed-events", "-site", id, "-events", "3000", "-days", "4", "-chunk-days", "5"); err != nil {
 		t.Fatalf("seed-events: %q, %v", out, err)
 	}
+	// The change as the settings page makes it: the zone, and a request for a rebuild.
 	if _, err := db.Pool.Exec(ctx, `UPDATE sites SET timezone = 'Asia/Tokyo' WHERE id = $1`, site); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO rollup_rebuilds (site_id) VALUES ($1)`, site); err != nil {
+		t.Fatal(err)
+	}
+	requests := func() (n int) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM rollup_rebuilds WHERE site_id = $1`, site).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
 	// Per local day in Tokyo: the pageviews and events the rollups hold, and a recount
 	// from the raw events.
@@ -192,12 +203,18 @@ func TestRebuildAllAfterTimezoneChange(t *testing.T) {
 	if got := read(days); got == want {
 		t.Fatalf("rollups after rebuilding one day in the new zone match a recount in it: the test shows nothing\n%s", got)
 	}
+	if n := requests(); n != 1 {
+		t.Fatalf("a rebuild of one day settled the request for all: %d left", n)
+	}
 	out, err := run("rebuild-rollups", "-site", id, "-all", "-chunk-days", "3")
 	if err != nil {
 		t.Fatalf("rebuild-rollups -all: %q, %v", out, err)
 	}
 	if got := read(days); got != want {
 		t.Fatalf("rollups after rebuild-rollups -all (per Tokyo day: pageviews events):\ngot  %s\nwant %s\n%s", got, want, out)
+	}
+	if n := requests(); n != 0 {
+		t.Fatalf("the request for a rebuild is left after rebuild-rollups -all: %d", n)
 	}
 	if _, err := run("rebuild-rollups", "-site", id, "-all", "-from", middle); err == nil {
 		t.Fatal("-all with -from accepted")

@@ -253,6 +253,7 @@ type pageData struct {
 	Keys                          []account.APIKey
 	NewKey                        string
 	Timezones                     []string
+	Rebuild                       *account.Rebuild // the site's days being counted again in its zone
 	Slug                          string
 	DataBase                      string
 	Figures                       []figure

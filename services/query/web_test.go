@@ -662,12 +662,20 @@ func TestSiteSettings(t *testing.T) {
 	if !strings.Contains(page.body, snippet) {
 		t.Fatalf("settings page lacks the snippet %s", snippet)
 	}
-	// A timezone change re-buckets past days only when rebuilt: the page names the command.
+	// A timezone change asks for the past days to be counted again; the page says so while
+	// a writer has not done it, and names the command that does it at once.
 	if rebuild := fmt.Sprintf("haru admin rebuild-rollups -site %d -all", site); !strings.Contains(page.body, rebuild) {
 		t.Fatalf("settings page lacks %q", rebuild)
 	}
+	if strings.Contains(page.body, `id="rebuild"`) {
+		t.Fatal("settings page shows a rebuild before any change of zone")
+	}
 	if a := b.post(fmt.Sprintf("/app/sites/%d/settings", site), "name", "Shop 2", "domain", "shop2.example", "timezone", "Asia/Tokyo"); a.status != http.StatusSeeOther {
 		t.Fatalf("edit = %d: %s", a.status, a.body)
+	}
+	if again := b.get(fmt.Sprintf("/app/sites/%d/settings", site)); !strings.Contains(again.body, `id="rebuild"`) ||
+		!strings.Contains(again.body, "Counting the past days again in the new timezone") {
+		t.Fatal("settings page after a change of zone does not show the rebuild asked for")
 	}
 	if a := b.post(fmt.Sprintf("/app/sites/%d/rotate", site)); a.status != http.StatusSeeOther {
 		t.Fatalf("rotate = %d", a.status)

@@ -51,6 +51,9 @@ type Config struct {
 	// RetentionDays drops raw-event months older than this many days; rollups stay.
 	// 0 keeps raw events forever.
 	RetentionDays int
+	// RebuildPoll is how often the writer looks for rollup rebuilds a timezone change
+	// asked for; 0 leaves them to other writers (or to `haru admin rebuild-rollups`).
+	RebuildPoll time.Duration
 	// Migrate applies pending migrations at start.
 	Migrate  bool
 	LogLevel string
@@ -72,6 +75,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		BatchAge:      env.Duration("HARU_BATCH_AGE", 200*time.Millisecond),
 		DBMaxConns:    env.Int("HARU_DB_MAX_CONNS", 4),
 		RetentionDays: env.Int("HARU_RETENTION_DAYS", 0),
+		RebuildPoll:   env.Duration("HARU_REBUILD_POLL", 10*time.Second),
 		Migrate:       env.Bool("HARU_MIGRATE", true),
 		LogLevel:      env.String("HARU_LOG_LEVEL", "info"),
 		MemoryLimit:   env.Int64("HARU_MEMORY_LIMIT", 96<<20),
@@ -98,6 +102,9 @@ func (c Config) Validate(requireNATS bool) error {
 		// A huge value meaning "keep forever" would overflow the cutoff's date into the
 		// future, or past what Postgres's dates hold, and drop everything.
 		errs = append(errs, fmt.Errorf("HARU_RETENTION_DAYS %d: want 0 (forever) to %d", c.RetentionDays, maxRetentionDays))
+	}
+	if c.RebuildPoll < 0 || c.RebuildPoll > time.Hour {
+		errs = append(errs, fmt.Errorf("HARU_REBUILD_POLL %s: want 0 (none) to 1h", c.RebuildPoll))
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 64<<20 {
 		errs = append(errs, fmt.Errorf("HARU_MEMORY_LIMIT %d: want 0 (none) or at least 64MiB", c.MemoryLimit))
@@ -144,6 +151,8 @@ type Service struct {
 	// pullErr is why pulling failed, until a pull runs again: the writer is not ready
 	// meanwhile.
 	pullErr atomic.Pointer[error]
+	// rebuilds runs the rollup rebuilds timezone changes ask for.
+	rebuilds *rebuilder
 }
 
 // noteAckWait keeps the consumer's ack wait as the server has it: an operator may change
@@ -186,8 +195,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err := telemetry.RegisterPool(deps.Metrics, "writer", deps.Pool); err != nil {
 		return nil, err
 	}
+	rebuilt, err := newRebuildMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	svc := &Service{cfg: cfg, log: deps.Log, clock: deps.Clock, nc: deps.NATS, js: js, names: names,
-		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator}
+		consumer: cons, store: st, metrics: m, tracer: tracing.Provider.Tracer("haru/writer"), prop: tracing.Propagator,
+		rebuilds: &rebuilder{pool: deps.Pool, log: deps.Log, result: rebuilt}}
 	svc.held.msgs = map[jetstream.Msg]struct{}{}
 	svc.ackWait.Store(int64(AckWait))
 	svc.noteAckWait(cons.CachedInfo())
@@ -259,6 +273,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	g.Go(func() error { return s.partitionsAhead(gctx) })
 	g.Go(func() error { return s.watchPending(gctx) })
+	g.Go(func() error { return s.rebuildRequested(gctx) })
 	g.Go(func() error {
 		// The batch loop ends when the pump closes msgs, not on ctx, so the last batch is
 		// written and acked; its writes use a context that outlives ctx for that reason.

@@ -275,6 +275,10 @@ func TestConfigValidate(t *testing.T) {
 		{"memory limit", func(c *Config) { c.MemoryLimit = 96 << 20 }, false},
 		{"memory limit too small", func(c *Config) { c.MemoryLimit = 16 << 20 }, true},
 		{"batch too large", func(c *Config) { c.BatchSize = 50001 }, true},
+		{"rebuilds polled", func(c *Config) { c.RebuildPoll = 10 * time.Second }, false},
+		{"rebuilds left to other writers", func(c *Config) { c.RebuildPoll = 0 }, false},
+		{"negative rebuild poll", func(c *Config) { c.RebuildPoll = -time.Second }, true},
+		{"rebuild poll past an hour", func(c *Config) { c.RebuildPoll = 2 * time.Hour }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -292,8 +296,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.BatchSize != DefaultBatchSize || cfg.MemoryLimit != 96<<20 || cfg.BatchAge != 200*time.Millisecond {
-		t.Fatalf("defaults: batch %d, memory limit %d, age %s", cfg.BatchSize, cfg.MemoryLimit, cfg.BatchAge)
+	if cfg.BatchSize != DefaultBatchSize || cfg.MemoryLimit != 96<<20 || cfg.BatchAge != 200*time.Millisecond || cfg.RebuildPoll != 10*time.Second {
+		t.Fatalf("defaults: batch %d, memory limit %d, age %s, rebuild poll %s", cfg.BatchSize, cfg.MemoryLimit, cfg.BatchAge, cfg.RebuildPoll)
 	}
 	if c := ConsumerConfig(cfg); c.MaxAckPending != 4*DefaultBatchSize {
 		t.Fatalf("MaxAckPending %d, want four batches", c.MaxAckPending)

@@ -18,16 +18,73 @@ import (
 )
 
 // UpdateSite changes a site userID owns. The registry mirror sees the change through the
-// sites trigger.
+// sites trigger. A new timezone asks, in the same transaction, for the site's rollups to
+// be rebuilt in it (rollup_rebuilds, which a writer takes up): the days written before
+// were bucketed in the old zone.
 func (s *Store) UpdateSite(ctx context.Context, userID, siteID int64, in SiteInput) (Site, error) {
 	if err := in.normalize(); err != nil {
 		return Site{}, err
 	}
-	return scanSite(s.pool.QueryRow(ctx, `
-		UPDATE sites SET name = $3, domain = $4, timezone = $5, allow_any_host = $6
-		WHERE id = $1 AND user_id = $2
-		RETURNING id, user_id, name, domain, token, timezone, allow_any_host, created_at`,
-		siteID, userID, in.Name, in.Domain, in.Timezone, in.AllowAnyHost))
+	var site Site
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// FOR UPDATE reads the zone a concurrent change has just committed, not the
+		// statement's snapshot, so no change of zone goes unnoticed.
+		var was string
+		err := tx.QueryRow(ctx, `SELECT timezone FROM sites WHERE id = $1 AND user_id = $2 FOR UPDATE`, siteID, userID).Scan(&was)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read site: %w", err)
+		}
+		site, err = scanSite(tx.QueryRow(ctx, `
+			UPDATE sites SET name = $3, domain = $4, timezone = $5, allow_any_host = $6
+			WHERE id = $1 AND user_id = $2
+			RETURNING id, user_id, name, domain, token, timezone, allow_any_host, created_at`,
+			siteID, userID, in.Name, in.Domain, in.Timezone, in.AllowAnyHost))
+		if err != nil || site.Timezone == was {
+			return err
+		}
+		if _, err := tx.Exec(ctx, requestRebuild, siteID); err != nil {
+			return fmt.Errorf("ask for a rollup rebuild: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Site{}, err
+	}
+	return site, nil
+}
+
+// requestRebuild asks for a site's rollups to be rebuilt; asked again while a writer
+// runs it, the request's new time tells the writer to run it once more when done.
+const requestRebuild = `
+	INSERT INTO rollup_rebuilds (site_id) VALUES ($1)
+	ON CONFLICT (site_id) DO UPDATE SET requested_at = clock_timestamp(), attempts = 0, last_error = NULL`
+
+// Rebuild is a site's pending rollup rebuild: asked for at Requested, its last attempt
+// failed with LastError (empty when none has).
+type Rebuild struct {
+	Requested time.Time
+	LastError string
+}
+
+// PendingRebuild returns the site's rollup rebuild still to run or running, if any.
+func (s *Store) PendingRebuild(ctx context.Context, siteID int64) (Rebuild, bool, error) {
+	var r Rebuild
+	var lastErr *string
+	err := s.pool.QueryRow(ctx, `SELECT requested_at, last_error FROM rollup_rebuilds WHERE site_id = $1`, siteID).
+		Scan(&r.Requested, &lastErr)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Rebuild{}, false, nil
+	}
+	if err != nil {
+		return Rebuild{}, false, fmt.Errorf("read rollup rebuild: %w", err)
+	}
+	if lastErr != nil {
+		r.LastError = *lastErr
+	}
+	return r, true, nil
 }
 
 // RotateToken gives a site userID owns a new token; the old one stops working once the

@@ -2,6 +2,7 @@ package account
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -13,17 +14,8 @@ import (
 // commits its events before the site's deletion, which then removes them; deleting
 // first would leave them behind for ever.
 func TestDeleteSiteWaitsForBatchInFlight(t *testing.T) {
-	db := pgtest.New(t)
+	db, st, site, owner := ownedSite(t)
 	ctx := context.Background()
-	st, err := New(db.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := pgtest.NewSite(t, db.Pool, "UTC")
-	var owner int64
-	if err := db.Pool.QueryRow(ctx, `SELECT user_id FROM sites WHERE id = $1`, site).Scan(&owner); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
 	if _, err := db.Pool.Exec(ctx, `SELECT ensure_event_partitions($1, $1)`, at); err != nil {
 		t.Fatal(err)
@@ -75,4 +67,73 @@ func TestDeleteSiteWaitsForBatchInFlight(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE site_id = $1`, site).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("events of the deleted site: %d (err %v), want none", left, err)
 	}
+}
+
+// TestUpdateSiteAsksForRebuildOnZoneChange: a new timezone asks for the site's rollups to
+// be rebuilt, in the change's transaction; any other change asks for nothing, and asking
+// again while a request waits moves its time on.
+func TestUpdateSiteAsksForRebuildOnZoneChange(t *testing.T) {
+	db, st, site, owner := ownedSite(t)
+	ctx := context.Background()
+	pending := func() (Rebuild, bool) {
+		t.Helper()
+		r, ok, err := st.PendingRebuild(ctx, site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, ok
+	}
+	in := SiteInput{Name: "Blog", Domain: "blog.example.com", Timezone: "UTC"}
+	if _, err := st.UpdateSite(ctx, owner, site, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pending(); ok {
+		t.Fatal("a rebuild asked for without a change of zone")
+	}
+	in.Timezone = "Europe/Berlin"
+	got, err := st.UpdateSite(ctx, owner, site, in)
+	if err != nil || got.Timezone != "Europe/Berlin" {
+		t.Fatalf("UpdateSite: %+v, %v", got, err)
+	}
+	first, ok := pending()
+	if !ok {
+		t.Fatal("no rebuild asked for after a change of zone")
+	}
+	in.Name = "Renamed"
+	if _, err := st.UpdateSite(ctx, owner, site, in); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := pending(); !r.Requested.Equal(first.Requested) {
+		t.Fatalf("a rename moved the request from %s to %s", first.Requested, r.Requested)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE rollup_rebuilds SET last_error = 'boom'`); err != nil {
+		t.Fatal(err)
+	}
+	in.Timezone = "Asia/Tokyo"
+	if _, err := st.UpdateSite(ctx, owner, site, in); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := pending(); !r.Requested.After(first.Requested) || r.LastError != "" {
+		t.Fatalf("asked again: %+v, want a time after %s and no error", r, first.Requested)
+	}
+	// Another user's site is not found, and asks for nothing.
+	if _, err := st.UpdateSite(ctx, owner+1000, site, SiteInput{Name: "x", Domain: "x.example.com", Timezone: "UTC"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UpdateSite of another user's site: %v, want ErrNotFound", err)
+	}
+}
+
+// ownedSite is a new database with the account store over it, a site in UTC and the id
+// of its owner.
+func ownedSite(t *testing.T) (db *pgtest.DB, st *Store, site, owner int64) {
+	t.Helper()
+	db = pgtest.New(t)
+	st, err := New(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site = pgtest.NewSite(t, db.Pool, "UTC")
+	if err := db.Pool.QueryRow(context.Background(), `SELECT user_id FROM sites WHERE id = $1`, site).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	return db, st, site, owner
 }
