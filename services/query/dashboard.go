@@ -38,8 +38,18 @@ func (s *Service) handleDashboardPage(c *fiber.Ctx) error {
 // renderDashboard serves the dashboard's shell: its controls and empty cards paint at
 // once, and dashboard.js fills them from the data routes under base.
 func (s *Service) renderDashboard(c *fiber.Ctx, site account.Site, base string, share bool) error {
-	return s.render(c, "dashboard", pageData{
+	d := pageData{
 		Title: site.Name, Site: site, Share: share, DataBase: base,
 		Figures: dashboardFigures, Panels: dashboardPanels,
-	})
+	}
+	// After a change of timezone, the days before it are counted again in the new zone:
+	// until then they may be the old zone's, which the page says.
+	r, ok, err := s.accounts.PendingRebuild(c.UserContext(), site.ID)
+	if err != nil {
+		return err
+	}
+	if ok {
+		d.Rebuild = &r
+	}
+	return s.render(c, "dashboard", d)
 }

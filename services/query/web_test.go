@@ -677,6 +677,17 @@ func TestSiteSettings(t *testing.T) {
 		!strings.Contains(again.body, "Counting the past days again in the new timezone") {
 		t.Fatal("settings page after a change of zone does not show the rebuild asked for")
 	}
+	if dash := b.get(fmt.Sprintf("/app/sites/%d", site)); dash.status != http.StatusOK || !strings.Contains(dash.body, `id="rebuild"`) ||
+		!strings.Contains(dash.body, "counted again in Asia/Tokyo") {
+		t.Fatalf("dashboard after a change of zone (%d) does not say its past days are being counted again", dash.status)
+	}
+	// Once a writer has done it, neither page says so.
+	if _, err := e.db.Pool.Exec(context.Background(), `DELETE FROM rollup_rebuilds WHERE site_id = $1`, site); err != nil {
+		t.Fatal(err)
+	}
+	if dash := b.get(fmt.Sprintf("/app/sites/%d", site)); strings.Contains(dash.body, `id="rebuild"`) {
+		t.Fatal("dashboard still shows the rebuild once done")
+	}
 	if a := b.post(fmt.Sprintf("/app/sites/%d/rotate", site)); a.status != http.StatusSeeOther {
 		t.Fatalf("rotate = %d", a.status)
 	}
