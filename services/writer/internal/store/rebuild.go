@@ -271,7 +271,7 @@ func rebuild(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, siteID int64, f
 		what string
 		sql  string
 	}{
-		{"clear visit rollups", `DELETE FROM rollup_visits WHERE site_id = $1 AND day BETWEEN $2 AND $3`},
+		{"clear visit rollups", `DELETE FROM rollup_visits WHERE site_id = $1 AND dim IN (0, 1, 2) AND day BETWEEN $2 AND $3`},
 		{"rebuild visit rollups", rebuildVisitRollups},
 	} {
 		if _, err := tx.Exec(ctx, step.sql, siteID, fromDay, toDay); err != nil {
