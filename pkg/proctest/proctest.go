@@ -83,12 +83,32 @@ func removeStale(dir string) {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := Port()
 	if err != nil {
-		t.Fatalf("proctest: free port: %v", err)
+		t.Fatalf("proctest: %v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
+}
+
+// handedOut are the ports Port returned in this process.
+var handedOut sync.Map
+
+// Port returns a loopback TCP port that was free a moment ago and that it has not
+// returned before: the kernel may give a port just closed again, and two listeners of one
+// process (a service's public and ops ports) would then be given the same.
+func Port() (int, error) {
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("free port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, given := handedOut.LoadOrStore(port, true); !given {
+			return port, nil
+		}
+	}
+	return 0, errors.New("free port: every one offered was handed out before")
 }
 
 // FreeAddr returns a free "127.0.0.1:port".

@@ -181,3 +181,20 @@ func TestNATSServerChoice(t *testing.T) {
 		t.Fatalf("with nats-server on PATH at %s: got %q, %v", onPath, got, err)
 	}
 }
+
+// TestPortNeverTwice: ports are handed out once per process, however often the kernel
+// offers a port again once it is closed (with 500 draws from the ephemeral range it all
+// but surely does).
+func TestPortNeverTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		p, err := Port()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
