@@ -86,14 +86,9 @@ func (s *Store) readState(ctx context.Context, tx pgx.Tx, w work, p *prepared) (
 		})
 	}
 	if len(d.props) > 0 {
-		b.Queue(s.q.readProps, d.propArgs()...).Query(func(rows pgx.Rows) error {
-			st.propKnown, st.propUsed = make([]bool, len(d.props)), make([]int64, len(d.props))
-			var i, used int64
-			var known bool
-			_, err := pgx.ForEachRow(rows, []any{&i, &known, &used}, func() error {
-				st.propKnown[i-1], st.propUsed[i-1] = known, used
-				return nil
-			})
+		groups, of := d.propGroups()
+		b.Queue(s.q.readProps, propGroupArgs(groups)...).Query(func(rows pgx.Rows) (err error) {
+			st.propKnown, st.propUsed, err = d.readProps(rows, groups, of)
 			return err
 		})
 	}

@@ -2,10 +2,13 @@ package store
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/haru-analytics/haru/pkg/event"
 )
@@ -115,33 +118,83 @@ const dayTagMask = 0xFFFF
 // tagDay is h tagged with day.
 func tagDay(h int64, day int32) int64 { return h&^dayTagMask | int64(uint16(day)) }
 
-func (d *days) propArgs() []any {
-	n := len(d.props)
-	site, day, key, value := make([]int64, n), make([]time.Time, n), make([]string, n), make([]string, n)
+// propGroups are the batch's properties (site, day, key), and for each of d.props the
+// index of its property among them.
+func (d *days) propGroups() (groups []propGroup, of []int) {
+	at := map[propGroup]int{}
+	of = make([]int, len(d.props))
 	for i, p := range d.props {
-		site[i], day[i], key[i], value[i] = p.site, dateOf(p.day), p.key, p.value
+		g := propGroup{p.site, p.day, p.key}
+		n, ok := at[g]
+		if !ok {
+			n = len(groups)
+			at[g] = n
+			groups = append(groups, g)
+		}
+		of[i] = n
 	}
-	return []any{site, day, key, value}
+	return groups, of
+}
+
+// propGroup is a property of a site on a day.
+type propGroup struct {
+	site int64
+	day  int32
+	key  string
+}
+
+func propGroupArgs(groups []propGroup) []any {
+	site, day, key := make([]int64, len(groups)), make([]time.Time, len(groups)), make([]string, len(groups))
+	for i, g := range groups {
+		site[i], day[i], key[i] = g.site, dateOf(g.day), g.key
+	}
+	return []any{site, day, key}
+}
+
+// readProps takes in the stored values of the batch's properties (read_props.sql: the
+// property's index in groups, from 1, and a value): for each of d.props, whether its
+// value is counted already, and how many values its property has, (other) aside.
+func (d *days) readProps(rows pgx.Rows, groups []propGroup, of []int) (known []bool, used []int64, err error) {
+	values := make([]map[string]bool, len(groups))
+	count := make([]int64, len(groups))
+	var g int64
+	var v string
+	_, err = pgx.ForEachRow(rows, []any{&g, &v}, func() error {
+		if g < 1 || int(g) > len(groups) {
+			return fmt.Errorf("read props: property %d of %d", g, len(groups))
+		}
+		if values[g-1] == nil {
+			values[g-1] = map[string]bool{}
+		}
+		values[g-1][v] = true
+		if v != otherValue {
+			count[g-1]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	known, used = make([]bool, len(d.props)), make([]int64, len(d.props))
+	for i, p := range d.props {
+		known[i], used[i] = values[of[i]][p.value], count[of[i]]
+	}
+	return known, used, nil
 }
 
 // propMapping maps each property value of the batch to the value counted: itself, or
 // otherValue once its property has maxPropValues values that day. New values are
 // admitted in value order, as earlier versions did in SQL.
 func (d *days) propMapping(st readState) map[propKey]string {
-	type group struct {
-		site int64
-		day  int32
-		key  string
-	}
-	fresh := map[group][]string{}
-	used := map[group]int64{}
+	fresh := map[propGroup][]string{}
+	used := map[propGroup]int64{}
 	out := make(map[propKey]string, len(d.props))
 	for i, p := range d.props {
 		if st.propKnown[i] {
 			out[p] = p.value
 			continue
 		}
-		g := group{p.site, p.day, p.key}
+		g := propGroup{p.site, p.day, p.key}
 		fresh[g] = append(fresh[g], p.value)
 		used[g] = st.propUsed[i]
 	}

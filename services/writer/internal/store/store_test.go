@@ -730,6 +730,20 @@ func TestPropertyValuesAreBounded(t *testing.T) {
 	if diff := cmp.Diff(row{Values: 1001, Events: 1020, Visitors: 1020}, got); diff != "" || other != 20 {
 		t.Fatalf("bounded values (-want +got):\n%s\n(other) = %d, want 20", diff, other)
 	}
+	// Past the bound, a value counted before is still counted as itself, a new one as
+	// (other).
+	known, fresh := newEvent(t, now.Add(time.Minute), site, "signup", 5000), newEvent(t, now.Add(time.Minute), site, "signup", 5001)
+	known.Props, fresh.Props = map[string]string{"user": "u00003"}, map[string]string{"user": "u99999"}
+	write(t, st, []event.Event{known, fresh})
+	var u3 int64
+	if err := pool.QueryRow(context.Background(), `SELECT
+		(SELECT events FROM rollup_dims WHERE site_id = $1 AND dim = 16 AND value = 'u00003'),
+		(SELECT events FROM rollup_dims WHERE site_id = $1 AND dim = 16 AND value = '(other)')`, site).Scan(&u3, &other); err != nil {
+		t.Fatal(err)
+	}
+	if u3 != 2 || other != 21 {
+		t.Fatalf("past the bound: u00003 counted %d times, (other) %d; want 2 and 21", u3, other)
+	}
 }
 
 func TestDropPartitionsBefore(t *testing.T) {

@@ -1,10 +1,9 @@
--- For each property (site, day, key, value) of a batch: whether the value is already
--- counted, and how many distinct values the property already has that day.
-SELECT k.i,
-       EXISTS (SELECT 1 FROM rollup_dims r
-               WHERE r.site_id = k.site_id AND r.day = k.day AND r.dim = 16
-                 AND r.key = k.key AND r.value = k.value),
-       (SELECT count(*) FROM rollup_dims r
-        WHERE r.site_id = k.site_id AND r.day = k.day AND r.dim = 16
-          AND r.key = k.key AND r.value <> '(other)')
-FROM unnest($1::bigint[], $2::date[], $3::text[], $4::text[]) WITH ORDINALITY AS k(site_id, day, key, value, i)
+-- For each property (site, day, key) of a batch ($1, $2, $3), the values it already has
+-- that day: one range of rollup_dims' keys each, read by either of its indexes alike, so
+-- the plan does not hang on statistics (a lookup per value, as an EXISTS, became in a new
+-- database a hashed scan of every property row of the table, each batch). Whether each
+-- of the batch's values is known, and how many a property has, are counted from these.
+SELECT g.i, r.value
+FROM unnest($1::bigint[], $2::date[], $3::text[]) WITH ORDINALITY AS g(site_id, day, key, i)
+CROSS JOIN LATERAL (SELECT value FROM rollup_dims r
+                    WHERE r.site_id = g.site_id AND r.day = g.day AND r.dim = 16 AND r.key = g.key) r
