@@ -44,12 +44,9 @@ func (s *Service) renderDashboard(c *fiber.Ctx, site account.Site, base string, 
 	}
 	// After a change of timezone, the days before it are counted again in the new zone:
 	// until then they may be the old zone's, which the page says.
-	r, ok, err := s.accounts.PendingRebuild(c.UserContext(), site.ID)
-	if err != nil {
+	var err error
+	if d.Rebuild, err = s.accounts.PendingRebuild(c.UserContext(), site.ID); err != nil {
 		return err
-	}
-	if ok {
-		d.Rebuild = &r
 	}
 	return s.render(c, "dashboard", d)
 }

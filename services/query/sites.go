@@ -100,10 +100,8 @@ func (s *Service) sitePage(c *fiber.Ctx, site account.Site, d pageData) error {
 		d.Links = append(d.Links, shareView{ID: l.ID, URL: s.origin(c) + "/share/" + l.Slug, Label: l.Label,
 			Created: l.CreatedAt.Format("2006-01-02"), Password: l.HasPassword()})
 	}
-	if r, ok, err := s.accounts.PendingRebuild(c.UserContext(), site.ID); err != nil {
+	if d.Rebuild, err = s.accounts.PendingRebuild(c.UserContext(), site.ID); err != nil {
 		return err
-	} else if ok {
-		d.Rebuild = &r
 	}
 	if d.Form == nil {
 		d.Form = formOf(account.SiteInput{Name: site.Name, Domain: site.Domain, Timezone: site.Timezone})

@@ -36,6 +36,10 @@ const (
 	maxRebuildRetry = 30 * time.Minute
 )
 
+// settleRebuild removes a site's request once a rebuild begun after it was asked for is
+// done, unless it was asked for again meanwhile (requested_at moved on).
+const settleRebuild = `DELETE FROM rollup_rebuilds WHERE site_id = $1 AND requested_at = $2`
+
 // rebuilder runs the requested rebuilds.
 type rebuilder struct {
 	pool   *pgxpool.Pool
@@ -135,7 +139,7 @@ func (r *rebuilder) run(ctx context.Context, site int64, asked time.Time) error 
 	r.result.WithLabelValues(rebuildDone).Inc()
 	r.log.Info("rebuilt rollups after a timezone change", "site_id", site, "from", from.Format(time.DateOnly),
 		"to", to.Format(time.DateOnly), "took", time.Since(start).Round(time.Millisecond).String())
-	tag, err := r.pool.Exec(settle, `DELETE FROM rollup_rebuilds WHERE site_id = $1 AND requested_at = $2`, site, asked)
+	tag, err := r.pool.Exec(settle, settleRebuild, site, asked)
 	if err == nil && tag.RowsAffected() == 0 {
 		// Asked for again while it ran: once more, at once.
 		_, err = r.pool.Exec(settle, `UPDATE rollup_rebuilds SET leased_until = NULL, attempts = 0 WHERE site_id = $1`, site)
@@ -179,7 +183,7 @@ func RebuildAllRollupsNow(ctx context.Context, pool *pgxpool.Pool, siteID int64,
 	if err != nil || asked.IsZero() {
 		return from, to, err
 	}
-	if _, err := pool.Exec(ctx, `DELETE FROM rollup_rebuilds WHERE site_id = $1 AND requested_at = $2`, siteID, asked); err != nil {
+	if _, err := pool.Exec(ctx, settleRebuild, siteID, asked); err != nil {
 		return from, to, fmt.Errorf("settle rollup rebuild request: %w", err)
 	}
 	return from, to, nil

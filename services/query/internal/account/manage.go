@@ -69,22 +69,18 @@ type Rebuild struct {
 	LastError string
 }
 
-// PendingRebuild returns the site's rollup rebuild still to run or running, if any.
-func (s *Store) PendingRebuild(ctx context.Context, siteID int64) (Rebuild, bool, error) {
+// PendingRebuild returns the site's rollup rebuild still to run or running, nil if none.
+func (s *Store) PendingRebuild(ctx context.Context, siteID int64) (*Rebuild, error) {
 	var r Rebuild
-	var lastErr *string
-	err := s.pool.QueryRow(ctx, `SELECT requested_at, last_error FROM rollup_rebuilds WHERE site_id = $1`, siteID).
-		Scan(&r.Requested, &lastErr)
+	err := s.pool.QueryRow(ctx, `SELECT requested_at, coalesce(last_error, '') FROM rollup_rebuilds WHERE site_id = $1`, siteID).
+		Scan(&r.Requested, &r.LastError)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Rebuild{}, false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return Rebuild{}, false, fmt.Errorf("read rollup rebuild: %w", err)
+		return nil, fmt.Errorf("read rollup rebuild: %w", err)
 	}
-	if lastErr != nil {
-		r.LastError = *lastErr
-	}
-	return r, true, nil
+	return &r, nil
 }
 
 // RotateToken gives a site userID owns a new token; the old one stops working once the

@@ -77,11 +77,14 @@ func TestUpdateSiteAsksForRebuildOnZoneChange(t *testing.T) {
 	ctx := context.Background()
 	pending := func() (Rebuild, bool) {
 		t.Helper()
-		r, ok, err := st.PendingRebuild(ctx, site)
+		r, err := st.PendingRebuild(ctx, site)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r, ok
+		if r == nil {
+			return Rebuild{}, false
+		}
+		return *r, true
 	}
 	in := SiteInput{Name: "Blog", Domain: "blog.example.com", Timezone: "UTC"}
 	if _, err := st.UpdateSite(ctx, owner, site, in); err != nil {
