@@ -156,7 +156,6 @@ func propGroupArgs(groups []propGroup) []any {
 // value is counted already, and how many values its property has, (other) aside.
 func (d *days) readProps(rows pgx.Rows, groups []propGroup, of []int) (known []bool, used []int64, err error) {
 	values := make([]map[string]bool, len(groups))
-	count := make([]int64, len(groups))
 	var g int64
 	var v string
 	_, err = pgx.ForEachRow(rows, []any{&g, &v}, func() error {
@@ -167,9 +166,6 @@ func (d *days) readProps(rows pgx.Rows, groups []propGroup, of []int) (known []b
 			values[g-1] = map[string]bool{}
 		}
 		values[g-1][v] = true
-		if v != otherValue {
-			count[g-1]++
-		}
 		return nil
 	})
 	if err != nil {
@@ -177,7 +173,11 @@ func (d *days) readProps(rows pgx.Rows, groups []propGroup, of []int) (known []b
 	}
 	known, used = make([]bool, len(d.props)), make([]int64, len(d.props))
 	for i, p := range d.props {
-		known[i], used[i] = values[of[i]][p.value], count[of[i]]
+		vs := values[of[i]]
+		known[i], used[i] = vs[p.value], int64(len(vs))
+		if vs[otherValue] {
+			used[i]-- // (other) is not a value of its own
+		}
 	}
 	return known, used, nil
 }
